@@ -1,0 +1,214 @@
+"""Typed configuration objects for every stage.
+
+One frozen dataclass per stage; a run is a :class:`RunConfig` composed of them.
+``from_dict`` is the single entry point for YAML/JSON/CLI-derived mappings: an
+unknown key or a value of the wrong type is an error naming the key (and the
+source file when one is given), never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A configuration mapping has an unknown key, a wrong type or a bad value."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Item-level split. Val/test items' interactions are hidden from the CF phase."""
+
+    seed: int = 0
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    label_ratio: float = 1.0  # fraction of train items that keep their labels
+
+    def __post_init__(self) -> None:
+        if not 0 < self.label_ratio <= 1:
+            raise ConfigError(f"split.label_ratio must be in (0, 1], got {self.label_ratio}")
+        for k in ("train", "val", "test"):
+            if not 0 < getattr(self, k) < 1:
+                raise ConfigError(f"split.{k} must be in (0, 1), got {getattr(self, k)}")
+        if abs(self.train + self.val + self.test - 1) > 1e-6:
+            raise ConfigError("split.train + split.val + split.test must sum to 1")
+
+
+@dataclass(frozen=True)
+class CFConfig:
+    """Phase one: a Cornac model turning the train-item interaction matrix into item vectors."""
+
+    model: str = "vaecf"          # registry name: vaecf | bpr | wmf | ...
+    dim: int = 64                 # latent size k (the paper's best: 64)
+    hidden: tuple[int, ...] = (256,)  # VAECF encoder/decoder hidden layers
+    epochs: int = 100
+    lr: float = 1e-3
+    beta: float = 1.0             # VAECF KL weight
+    batch_size: int = 128
+    reg: float = 0.01             # BPR lambda_reg / WMF lambda_u, lambda_v
+    bias: bool = True             # VAECF item bias (paper: helps); stored as an extra column
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.epochs <= 0 or self.batch_size <= 0:
+            raise ConfigError("cf.dim, cf.epochs and cf.batch_size must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"cf.lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Phase two: fine-tune a backbone on labels (+ the CF auxiliary task)."""
+
+    method: str = "mtl"           # image_only | mtl | sequential | contrastive
+    weighting: str = "uniform"    # uniform | interaction | loss
+    alpha: float = 1.5            # weight of the auxiliary loss
+    omega: float = 3.0            # clip of per-item CF weights
+    tau: float = 1.0              # triplet margin (contrastive)
+    backbone: str = "resnet18"
+    weights: str = "imagenet"     # imagenet | none | PATH
+    image_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adamw"      # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"      # cosine | step | none
+    patience: int = 3             # early stopping on val mAP (epochs without improvement)
+    trainable_blocks: int | None = None  # None: full fine-tuning
+    aux_epochs: int | None = None  # sequential: epochs of the auxiliary-only stage
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0          # DataLoader workers
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.omega <= 0:
+            raise ConfigError("train.alpha must be >= 0 and train.omega > 0")
+        if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0 or self.image_size <= 0:
+            raise ConfigError("train.lr, train.epochs, train.batch_size, train.image_size must be positive")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; what ``best.yaml`` holds and ``raysearch train --config`` reads."""
+
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    cf: CFConfig = field(default_factory=CFConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------- (de)serialisation
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a dataclass field type; return (ok, coerced value)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (inner, _) = typing.get_args(tp)
+        out = []
+        for v in value:
+            ok, cv = _type_ok(v, inner)
+            if not ok:
+                return False, value
+            out.append(cv)
+        return True, tuple(out)
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return (isinstance(value, int) and not isinstance(value, bool)), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "") -> C:
+    """Build dataclass ``cls`` from a mapping, recursing into nested configs.
+
+    ``where`` prefixes error messages (e.g. the file name and the section).
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    prefix = f"{where}: " if where else ""
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}key {name!r} must be a mapping, got {type(value).__name__}")
+            kwargs[name] = from_dict(tp, value, where=f"{where}.{name}" if where else name)
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(
+                f"{prefix}key {name!r} expects {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})"
+            )
+        kwargs[name] = coerced
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML-friendly dict (tuples become lists)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a ``best.yaml``-style file into a :class:`RunConfig`, errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return from_dict(RunConfig, data, where=str(path))
+
+
+def dump_run_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

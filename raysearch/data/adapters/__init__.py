@@ -1,0 +1,1 @@
+"""Adapters from public dumps (exact original formats) to the canonical folder."""

@@ -1,0 +1,1 @@
+"""Built-in synthetic latent-factor worlds (to be implemented)."""

@@ -126,8 +126,19 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- writing
 
-def fingerprint_tables(items: pd.DataFrame, interactions: pd.DataFrame, labels: Sequence[str]) -> str:
+def fingerprint_tables(
+    items: pd.DataFrame, interactions: pd.DataFrame, labels: Sequence[str], root: Path | None = None
+) -> str:
+    """Content hash of the tables, the vocabulary and (when ``root`` is given) the image bytes.
+
+    Image bytes count because caches keyed by the fingerprint (decoded images,
+    frozen-trunk features) must go stale when an image file is replaced.
+    """
     h = hashlib.sha256()
+    if root is not None:
+        for rel in items["image"]:
+            f = Path(root) / rel
+            h.update(f.read_bytes() if f.is_file() else b"\0missing")
     h.update(json.dumps(list(labels)).encode())
     h.update(pd.util.hash_pandas_object(items[["item_id", "image"]], index=False).to_numpy().tobytes())
     h.update("\x1f".join("\x1e".join(l) for l in items["labels"]).encode())
@@ -179,7 +190,7 @@ def write_dataset(
         "labels": labels,
         "params": params or {},
         "report": report or {},
-        "fingerprint": fingerprint_tables(items, inter, labels),
+        "fingerprint": fingerprint_tables(items, inter, labels, root),
         "format_version": 1,
     }
     (root / META_FILE).write_text(json.dumps(meta, indent=2, default=str))

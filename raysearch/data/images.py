@@ -1,0 +1,306 @@
+"""Decode-once uint8 image cache and batch-time transforms.
+
+Why: JPEG decoding + resizing dominates the cost of small-image training and
+would be repeated by every epoch of every trial.  Instead each image is decoded
+and resized exactly once into ``<home>/cache/images/<fingerprint>-<size>.npy``
+(uint8, N x S x S x 3).  The file is written atomically (temp file + rename,
+under a lock so concurrent trials build it once) and opened with
+``np.load(mmap_mode="r")``, so many trials and processes share the same
+page-cache pages.  Normalisation and augmentation happen per batch on torch
+tensors, where they are cheap and vectorised.
+
+Decoding is by content, not extension (PIL sniffs the header, so a PNG named
+``.jpg`` loads); images are converted to RGB (transparency composited on white,
+EXIF orientation applied) and resized so the *shorter side* equals ``size``
+followed by a centre crop (``ImageOps.fit``: crop to square, then resample).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from raysearch import paths
+from raysearch.data.format import Dataset, DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageError(DatasetError):
+    """An item's image is missing, corrupt or undecodable; the message names the file."""
+
+
+class BadImage(NamedTuple):
+    row: int
+    path: Path
+    reason: str
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): decode by content, RGB, shorter side -> ``size``, centre crop.
+
+    Raises ``OSError``/``ValueError`` (from PIL) for unreadable files; callers wrap them.
+    """
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))  # JPEG: let libjpeg decode at a reduced scale (>= size)
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        im = im.convert("RGB")
+        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+        arr = np.asarray(im, dtype=np.uint8)
+    if arr.shape != (size, size, 3):  # defensive: exotic modes
+        raise ValueError(f"decoded to shape {arr.shape}, expected {(size, size, 3)}")
+    return arr
+
+
+def _try_decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    if not path.is_file():
+        return None, "file missing"
+    try:
+        return decode_image(path, size), None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _workers(workers: int | None) -> int:
+    return max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+
+
+def scan_images(ds: Dataset, *, workers: int | None = None, progress: bool = False) -> list[BadImage]:
+    """Fully decode every item image (at a small size) and list the ones that fail.
+
+    For ``prepare`` to count and report bad images up front, instead of a crash
+    deep inside training.  Returns ``[(row, path, reason), ...]`` sorted by row.
+    """
+    bad: list[BadImage] = []
+    with _progress(progress, "scanning images", ds.n_items) as advance, \
+            ThreadPoolExecutor(_workers(workers)) as ex:
+        pths = [ds.image_path(i) for i in range(ds.n_items)]
+        for i, (_, reason) in enumerate(ex.map(lambda p: _try_decode(p, 8), pths)):
+            if reason is not None:
+                bad.append(BadImage(i, pths[i], reason))
+            advance()
+    return bad
+
+
+# ----------------------------------------------------------------------------- the cache
+
+def image_cache_path(ds: Dataset, size: int, data_root: str | os.PathLike | None = None) -> Path:
+    return paths.cache_dir("images", data_root) / f"{ds.fingerprint}-{size}.npy"
+
+
+def _skipped_path(cache: Path) -> Path:
+    return cache.with_suffix(".skipped.json")
+
+
+def skipped_images(ds: Dataset, size: int, data_root: str | os.PathLike | None = None) -> list[str]:
+    """Item ids whose slot in the cache is zero-filled because their image could not be read."""
+    p = _skipped_path(image_cache_path(ds, size, data_root))
+    return [r["item_id"] for r in json.loads(p.read_text())] if p.is_file() else []
+
+
+def load_image_cache(
+    ds: Dataset,
+    size: int,
+    data_root: str | os.PathLike | None = None,
+    *,
+    on_error: str = "raise",
+    workers: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """uint8 (n_items, size, size, 3), memory-mapped read-only; built on first use.
+
+    ``on_error="raise"`` (default): an unreadable image is an :class:`ImageError`
+    naming the file(s).  ``on_error="skip"``: their slots are zero-filled, the
+    count and item ids are logged and kept next to the cache (:func:`skipped_images`).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if size <= 0:
+        raise ValueError(f"image size must be positive, got {size}")
+    path = image_cache_path(ds, size, data_root)
+    arr = _open(path, ds.n_items, size)
+    if arr is None:
+        with _lock(path):
+            arr = _open(path, ds.n_items, size)  # another process may have built it meanwhile
+            if arr is None:
+                _build(ds, size, path, workers=workers, progress=progress)
+                arr = _open(path, ds.n_items, size)
+                assert arr is not None
+    skipped = _skipped_path(path)
+    if skipped.is_file():
+        rows = json.loads(skipped.read_text())
+        if any(_try_decode(ds.image_path(r["row"]), size)[1] is None for r in rows):
+            # a previously bad file was fixed (the fingerprint hashes paths, not pixels): rebuild
+            with _lock(path):
+                _build(ds, size, path, workers=workers, progress=progress)
+            arr = _open(path, ds.n_items, size)
+            assert arr is not None
+            rows = json.loads(skipped.read_text()) if skipped.is_file() else []
+        if rows and on_error == "raise":
+            raise ImageError(_bad_message(ds, [BadImage(r["row"], ds.image_path(r["row"]), r["reason"]) for r in rows]))
+        if rows:
+            log.warning("%s: %d unreadable image(s) zero-filled in the %dpx cache: item ids %s",
+                        ds.name, len(rows), size, [r["item_id"] for r in rows][:20])
+    return arr
+
+
+def _open(path: Path, n: int, size: int) -> np.ndarray | None:
+    """The cached memmap, or None when absent or not the expected shape/dtype (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        log.warning("image cache %s is unreadable; rebuilding it", path)
+        return None
+    if arr.dtype != np.uint8 or arr.shape != (n, size, size, 3):
+        log.warning("image cache %s has shape %s %s, expected %s uint8; rebuilding it",
+                    path, arr.shape, arr.dtype, (n, size, size, 3))
+        return None
+    return arr
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Inter-process lock so concurrent trials build one cache once (others wait, then map it)."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _bad_message(ds: Dataset, bad: list[BadImage]) -> str:
+    shown = "; ".join(f"row {b.row} ({ds.items['item_id'].iat[b.row]}): {b.path}: {b.reason}" for b in bad[:5])
+    more = f" ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return (f"dataset {ds.name!r}: {len(bad)} unreadable image(s): {shown}{more}. "
+            f"Fix or remove them (`raysearch prepare` reports them), or pass on_error='skip' "
+            f"to zero-fill their slots.")
+
+
+def _build(ds: Dataset, size: int, path: Path, *, workers: int | None, progress: bool) -> None:
+    """Decode every image into a temp .npy next to ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npy.tmp", dir=path.parent)
+    os.close(fd)
+    bad: list[BadImage] = []
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(ds.n_items, size, size, 3))
+        pths = [ds.image_path(i) for i in range(ds.n_items)]
+        with _progress(progress, f"caching {ds.name} images at {size}px", ds.n_items) as advance, \
+                ThreadPoolExecutor(_workers(workers)) as ex:
+            for i, (img, reason) in enumerate(ex.map(lambda p: _try_decode(p, size), pths)):
+                if img is None:
+                    out[i] = 0
+                    bad.append(BadImage(i, pths[i], reason or "unknown"))
+                else:
+                    out[i] = img
+                advance()
+        out.flush()
+        del out
+        sk = _skipped_path(path)
+        if bad:
+            rows = [{"row": b.row, "item_id": ds.items["item_id"].iat[b.row], "path": str(b.path), "reason": b.reason}
+                    for b in bad]
+            sk.write_text(json.dumps(rows, indent=1))
+        elif sk.exists():
+            sk.unlink()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, what: str, total: int) -> Iterator:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=False) as prog:
+        task = prog.add_task(what, total=total)
+        yield lambda: prog.advance(task)
+
+
+# ----------------------------------------------------------------------------- batch transforms
+
+def _as_uint8_nhwc(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))  # memmap slices are read-only: copy
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 tensor of shape (N, H, W, 3), got {tuple(x.shape)} {x.dtype}")
+    return x
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW with ImageNet mean/std (what pretrained backbones expect)."""
+    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def eval_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Eval transform: normalisation only (the cache is already centre-cropped)."""
+    return _normalise(_as_uint8_nhwc(x))
+
+
+def train_batch(
+    x: torch.Tensor | np.ndarray,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.6, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: float = 0.5,
+) -> torch.Tensor:
+    """Train transform: per-sample random resized crop + horizontal flip, then normalisation.
+
+    Vectorised as one ``affine_grid``/``grid_sample`` (bilinear) over the batch,
+    output at the input size.  Crop area ~ U(scale) of the image, aspect ratio
+    log-uniform in ``ratio``; a side that would exceed the image is clipped to it
+    (torchvision retries instead; clipping keeps it one vectorised op).  All
+    randomness comes from ``generator`` (CPU), so a seeded generator is reproducible.
+    """
+    x = _normalise(_as_uint8_nhwc(x))
+    n = x.shape[0]
+    if n == 0:
+        return x
+    r = torch.rand(n, 5, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
+    logr = np.log(ratio[0]) + (np.log(ratio[1]) - np.log(ratio[0])) * r[:, 1]
+    aspect = torch.exp(logr)
+    w = torch.sqrt(area * aspect).clamp(max=1.0)  # crop width as a fraction of the image width
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (2 * r[:, 2] - 1) * (1 - w)  # centre in [-1, 1] coordinates, crop stays inside
+    cy = (2 * r[:, 3] - 1) * (1 - h)
+    sign = torch.where(r[:, 4] < flip, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    theta = theta.to(x.device)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -49,7 +49,7 @@ class CFConfig:
 
     model: str = "vaecf"          # registry name: vaecf | bpr | wmf | ...
     dim: int = 64                 # latent size k (the paper's best: 64)
-    hidden: tuple[int, ...] = (256,)  # VAECF encoder/decoder hidden layers
+    hidden: tuple[int, ...] = (256,)  # VAECF encoder hidden layers (decoder: one dim -> items layer)
     epochs: int = 100
     lr: float = 1e-3
     beta: float = 1.0             # VAECF KL weight

@@ -1,0 +1,16 @@
+"""CF phase (paper Sec. 3.3, 3.4, 4.1.3, 4.2): Cornac item vectors (Parquet-cached), the AUC
+check against most-popular, CF2Label and the per-item weights of the auxiliary loss."""
+from raysearch.cf.base import (
+    CF_MODELS, CFError, CFModel, ItemVectors, cache_key, compute_item_vectors, create_cf_model,
+    read_item_vectors, register_cf_model,
+)
+from raysearch.cf.cf2label import CF2Label, CF2LabelConfig, cf2label_study, fit_cf2label, out_of_fold
+from raysearch.cf.evaluate import AUCRow, auc_table
+from raysearch.cf.weights import WEIGHTINGS, item_weights
+from raysearch.cf import models, vaecf  # noqa: E402,F401  (register the CF_MODELS adapters)
+
+__all__ = [
+    "AUCRow", "CF2Label", "CF2LabelConfig", "CF_MODELS", "CFError", "CFModel", "ItemVectors", "WEIGHTINGS",
+    "auc_table", "cache_key", "cf2label_study", "compute_item_vectors", "create_cf_model", "fit_cf2label",
+    "item_weights", "out_of_fold", "read_item_vectors", "register_cf_model",
+]

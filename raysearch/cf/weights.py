@@ -1,0 +1,149 @@
+"""Per-item confidence weights for the auxiliary CF loss (paper Sec. 3.4).
+
+Each scheme is a registered function ``(ds, split, iv, seed, cf2label) -> float32 (n_items,)``:
+
+* ``uniform``: 1 for every item with a CF vector;
+* ``interaction``: sqrt(|U_i|), more interacting users -> more trust in the vector;
+* ``loss``: 1 / (mean BCE of CF2Label's prediction on the item's positive labels),
+  the vector's measured utility for the labels.  Out-of-fold (k-fold cross-fitting
+  over the labelled train items that have a vector), so no item is weighted by a
+  model that saw it.  Items whose labels are hidden (``split.labelled`` False) or
+  that have no positive label cannot be scored: they fall back to weight 1.0 (the
+  paper's choice for missing labels); they are counted and logged.  The mean BCE is
+  floored at ``MIN_BCE`` so a perfectly predicted item gets a large, finite weight.
+
+Every scheme gives 0 where ``iv.has_vector`` is False (val/test items and train
+items without interactions; the latter are counted and logged).  The clip Omega
+is applied in the loss, not here.  Weights are cached beside the vectors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raysearch.cf.base import CFError, ItemVectors, split_hash
+from raysearch.cf.cf2label import CF2LabelConfig, cf2label_items, out_of_fold
+from raysearch.registry import Registry
+
+if TYPE_CHECKING:
+    from raysearch.data.format import Dataset
+    from raysearch.data.splits import Split
+
+log = logging.getLogger("raysearch.cf")
+
+MIN_BCE = 1e-4  # floor of the loss-based denominator: weight <= 1e4 (Omega clips far below)
+
+WeightFn = Callable[["Dataset", "Split", ItemVectors, int, CF2LabelConfig], np.ndarray]
+WEIGHTINGS: Registry[WeightFn] = Registry("weighting scheme")
+
+
+def _base(ds: "Dataset", split: "Split", iv: ItemVectors) -> np.ndarray:
+    if iv.n_items != ds.n_items:
+        raise CFError(f"item vectors have {iv.n_items} rows, dataset {ds.name} has {ds.n_items} items")
+    return np.zeros(ds.n_items, dtype=np.float32)
+
+
+@WEIGHTINGS.register("uniform")
+def uniform(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+    """Every CF vector counts the same."""
+    w = _base(ds, split, iv)
+    w[iv.has_vector] = 1.0
+    return w
+
+
+@WEIGHTINGS.register("interaction")
+def interaction(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+    """sqrt(|U_i|): vectors of items more users interacted with are trusted more."""
+    w = _base(ds, split, iv)
+    w[iv.has_vector] = np.sqrt(iv.n_interactions[iv.has_vector].astype(np.float64))
+    return w
+
+
+@WEIGHTINGS.register("loss")
+def loss(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+    """1 / out-of-fold mean BCE of CF2Label on the item's positive labels; 1.0 where not computable."""
+    w = _base(ds, split, iv)
+    w[iv.has_vector] = 1.0  # the fallback for items without visible positive labels
+    items = cf2label_items(split, iv, ds)
+    fallback = int(iv.has_vector[split.train].sum()) - len(items)
+    hidden = int((iv.has_vector[split.train] & ~split.labelled[split.train]).sum())
+    if fallback:
+        log.info("loss weights: %d train items with a CF vector but hidden labels (%d) or no positive "
+                 "label (%d) get the uniform weight 1.0", fallback, hidden, fallback - hidden)
+    if len(items) == 0:
+        log.warning("loss weights: no labelled train item has a CF vector; all weights are uniform")
+        return w
+    x, y = iv.targets()[items], ds.label_matrix[items]
+    probs, _, _ = out_of_fold(x, y, cf2label, seed=seed)
+    p = np.clip(probs.astype(np.float64), 1e-7, 1.0)
+    bce_pos = (-(y * np.log(p)).sum(1)) / y.sum(1)
+    w[items] = (1.0 / np.maximum(bce_pos, MIN_BCE)).astype(np.float32)
+    return w
+
+
+def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, seed: int = 0, *,
+                 cf2label: CF2LabelConfig = CF2LabelConfig(), use_cache: bool = True) -> np.ndarray:
+    """float32 (n_items,) weights of ``scheme``; 0 where there is no CF vector; Omega not applied.
+
+    Cached beside the vectors' Parquet file (when ``iv`` came from the cache) under a key
+    that adds the scheme, seed, CF2Label settings and which train items are labelled.
+    """
+    fn = WEIGHTINGS.get(scheme)
+    if iv.info.get("train_items") not in (None, split_hash(split)):
+        raise CFError(f"item vectors {iv.key} were computed for another split (train item set differs)")
+    no_vec = int((~iv.has_vector[split.train]).sum())
+    if no_vec:
+        log.warning("%s weights: %d of %d train items have no interactions (no CF vector): weight 0",
+                    scheme, no_vec, len(split.train))
+    path = _weights_path(scheme, split, iv, seed, cf2label) if use_cache and iv.path is not None else None
+    if path is not None and path.is_file():
+        return _read_weights(path, ds)
+    w = np.asarray(fn(ds, split, iv, seed, cf2label), dtype=np.float32)
+    defined = iv.has_vector
+    if not (np.isfinite(w).all() and (w[defined] > 0).all() and (w[~defined] == 0).all()):
+        raise CFError(f"weighting {scheme!r} produced non-finite, non-positive or misplaced weights")
+    if path is not None:
+        _write_weights(path, ds, w, scheme)
+    return w
+
+
+def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: CF2LabelConfig) -> Path:
+    h = hashlib.sha256(json.dumps({
+        "scheme": scheme, "seed": seed, "cf2label": asdict(cf2label) if scheme == "loss" else None,
+        "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme == "loss" else None,
+    }, sort_keys=True).encode()).hexdigest()[:12]
+    return iv.path.with_name(f"{iv.key}.weights-{scheme}-{h}.parquet")
+
+
+def _write_weights(path: Path, ds: "Dataset", w: np.ndarray, scheme: str) -> None:
+    table = pa.table({"item_id": pa.array(list(ds.items["item_id"]), pa.string()), "weight": pa.array(w, pa.float32())})
+    table = table.replace_schema_metadata({b"raysearch.weights": json.dumps({"scheme": scheme}).encode()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_weights(path: Path, ds: "Dataset") -> np.ndarray:
+    try:
+        t = pq.read_table(path)
+        ids, w = t.column("item_id").to_pylist(), t.column("weight").to_numpy()
+    except (OSError, pa.ArrowInvalid, KeyError) as e:
+        raise CFError(f"{path}: unreadable weights cache ({e}); delete it to recompute") from None
+    if ids != list(ds.items["item_id"]):
+        raise CFError(f"{path}: item ids do not match dataset {ds.name}; delete it to recompute")
+    return np.asarray(w, dtype=np.float32)

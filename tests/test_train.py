@@ -1,0 +1,321 @@
+"""The training loop: methods end to end, determinism, label masking, checkpoints, frozen-trunk
+cache, NaN handling, the real pipeline on synthetic-tiny, the CLI, and Ray Train DDP."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from raysearch import paths
+from raysearch.config import CFConfig, RunConfig, SplitConfig, TrainConfig
+from raysearch.data.splits import Split
+from raysearch.train import (TrainingData, TrainResult, fit, load_checkpoint, nearest_positive,
+                             prepare_training_data, shuffle_cf)
+
+torch.set_num_threads(1)
+METHODS = ["image_only", "mtl", "sequential", "contrastive"]
+
+
+def tiny_data(n: int = 60, size: int = 16, n_labels: int = 3, dim: int = 4, seed: int = 0,
+              label_ratio: float = 1.0) -> TrainingData:
+    """Hand-built world: the label depends on a colour channel that the CF vector also encodes."""
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, n_labels, n)
+    images = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    for c in range(n_labels):
+        images[cls == c, :, :, c] += 150
+    labels = np.eye(n_labels, dtype=np.float32)[cls]
+    cf = (np.eye(n_labels, dim)[cls] + rng.normal(0, 0.1, (n, dim))).astype(np.float32)
+    perm = rng.permutation(n)
+    train, val, test = np.sort(perm[: n // 2]), np.sort(perm[n // 2: 3 * n // 4]), np.sort(perm[3 * n // 4:])
+    labelled = np.ones(n, dtype=bool)
+    if label_ratio < 1:
+        hide = rng.choice(train, size=int(len(train) * (1 - label_ratio)), replace=False)
+        labelled[hide] = False
+    has_cf = np.zeros(n, dtype=bool)
+    has_cf[train] = True
+    has_cf[train[0]] = False  # one train item without interactions
+    weights = np.where(has_cf, rng.uniform(0.5, 5.0, n), 0).astype(np.float32)
+    return TrainingData(images=images, labels=labels, label_names=[f"l{i}" for i in range(n_labels)],
+                        split=Split(train, val, test, labelled), cf_targets=cf, has_cf=has_cf, weights=weights,
+                        n_interactions=has_cf.astype(np.int64) * 3, dataset="hand", fingerprint=f"hand{seed}")
+
+
+def tiny_run(method: str = "mtl", **kw) -> RunConfig:
+    t = dict(method=method, backbone="tiny_cnn", weights="none", image_size=16, epochs=3, batch_size=8,
+             lr=3e-3, patience=5, seed=0)
+    t.update(kw)
+    return RunConfig(dataset="hand", train=TrainConfig(**t))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_reports(method, tmp_path):
+    data = tiny_data()
+    seen: list[dict] = []
+    res = fit(tiny_run(method, epochs=4), data, callback=seen.append, checkpoint_dir=tmp_path)
+    assert isinstance(res, TrainResult)
+    assert res.epochs_run == 4 == len(seen) == len(res.history) and res.stop_reason == "completed"
+    for m in seen:
+        assert {"epoch", "train_loss", "main_loss", "aux_loss", "val_map", "best_val_map", "lr", "images_per_s"} <= set(m)
+        assert np.isfinite(m["train_loss"])
+    assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
+    tracked = [m for m in seen if m["stage"] != "aux"]
+    assert res.best_val_map == pytest.approx(max(m["val_map"] for m in tracked))
+    assert seen[-1]["best_val_map"] == pytest.approx(res.best_val_map)
+    assert 0 < res.test_map <= 1 and res.test_scores.shape == (len(data.split.test), 3)
+    if method == "image_only":
+        assert all(m["aux_loss"] == 0 for m in seen)
+    else:
+        assert any(m["aux_loss"] > 0 for m in seen)
+    if method == "sequential":
+        assert [m["stage"] for m in seen] == ["aux", "aux", "finetune", "finetune"]
+        assert seen[0]["main_loss"] == 0 and seen[-1]["aux_loss"] == 0
+    # the checkpoint is the best epoch's state and loads with weights_only=True
+    ck = load_checkpoint(res.checkpoint_path)
+    assert ck["epoch"] == res.best_epoch and ck["val_map"] == pytest.approx(res.best_val_map)
+    assert all(torch.equal(ck["model"][k], v) for k, v in res.best_state.items())
+    assert ck["config"]["train"]["method"] == method
+
+
+def test_learns_the_hand_built_task():
+    res = fit(tiny_run("image_only", epochs=6), tiny_data(n=90))
+    assert res.test_map > 0.8  # chance is ~0.33
+
+
+def test_same_seed_same_map_and_seed_matters():
+    data = tiny_data()
+    a = fit(tiny_run("mtl", seed=3), data)
+    b = fit(tiny_run("mtl", seed=3), data)
+    c = fit(tiny_run("mtl", seed=4), data)
+    assert a.test_map == b.test_map and a.best_val_map == b.best_val_map
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+
+
+def test_unlabelled_rows_give_no_main_loss_but_still_aux():
+    data = tiny_data(label_ratio=0.3)
+    hidden = data.split.train[~data.split.labelled[data.split.train]]
+    assert len(hidden) > 10
+    garbled = data.labels.copy()
+    garbled[hidden] = 1 - garbled[hidden]  # labels the loop must never read
+    a = fit(tiny_run("mtl"), data)
+    b = fit(tiny_run("mtl"), dataclasses.replace(data, labels=garbled))
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.test_map == b.test_map
+    # ... while their CF targets do matter
+    cf = data.cf_targets.copy()
+    cf[hidden] += 1.0
+    c = fit(tiny_run("mtl"), dataclasses.replace(data, cf_targets=cf))
+    assert [h["aux_loss"] for h in c.history] != [h["aux_loss"] for h in a.history]
+
+
+def test_early_stopping_and_optimisers():
+    data = tiny_data()
+    res = fit(tiny_run("image_only", epochs=30, patience=1, lr=0.05), data)
+    assert res.stop_reason == "early_stopped" and res.epochs_run < 30
+    assert res.history[res.best_epoch - 1]["val_map"] == pytest.approx(res.best_val_map)
+    for opt, sched in [("sgd", "step"), ("adamw", "none")]:
+        r = fit(tiny_run("mtl", optimizer=opt, schedule=sched, epochs=3), data)
+        lrs = [h["lr"] for h in r.history]
+        assert lrs[0] == pytest.approx(3e-3)
+        assert (lrs[-1] < lrs[0]) if sched == "step" else (lrs[-1] == lrs[0])
+    with pytest.raises(ValueError, match="train.optimizer 'adam'"):
+        fit(tiny_run("mtl", optimizer="adam"), data)
+
+
+def test_nan_loss_names_epoch_and_batch():
+    data = tiny_data()
+    cf = data.cf_targets.copy()
+    cf[data.split.train] = 3e38  # finite targets, but the loss overflows to inf
+    with pytest.raises(FloatingPointError, match=r"epoch 1 batch 0"):
+        fit(tiny_run("mtl"), dataclasses.replace(data, cf_targets=cf))
+
+
+def test_bad_inputs_are_clear_errors():
+    data = tiny_data()
+    with pytest.raises(ValueError, match="needs CF vectors"):
+        fit(tiny_run("mtl"), dataclasses.replace(data, cf_targets=None))
+    with pytest.raises(ValueError, match="labels has 59 rows"):
+        dataclasses.replace(data, labels=data.labels[:-1])
+    with pytest.raises(ValueError, match="uint8"):
+        dataclasses.replace(data, images=data.images.astype(np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        cf = data.cf_targets.copy()
+        cf[data.split.train[1]] = np.nan
+        dataclasses.replace(data, cf_targets=cf)
+    with pytest.raises(ValueError, match="trainable_blocks=7 out of range"):
+        fit(tiny_run("mtl", trainable_blocks=7), data)
+
+
+def test_frozen_trunk_cache_is_built_once_and_frozen_blocks_do_not_move():
+    data = tiny_data()
+    run = tiny_run("mtl", trainable_blocks=1)
+    cache = paths.cache_dir("features")
+    before = set(cache.glob("*.npy"))
+    a = fit(run, data)
+    files = set(cache.glob("*.npy")) - before
+    assert len(files) == 1
+    (f,) = files
+    mtime = f.stat().st_mtime_ns
+    b = fit(run, data)
+    assert f.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert a.test_map == b.test_map
+    feats = np.load(f)
+    assert feats.dtype == np.float16 and feats.shape == (60, 16, 4, 4)
+    # frozen blocks keep their initial weights; the trainable top block moved
+    from raysearch.model.backbones import create_backbone
+
+    torch.manual_seed(0)
+    init = create_backbone("tiny_cnn", "none").state_dict()
+    for k, v in init.items():
+        got = a.best_state[f"backbone.{k}"]
+        if k.startswith(("blocks.0.", "blocks.1.")):
+            assert torch.equal(got, v), k
+    assert not torch.equal(a.best_state["backbone.blocks.2.0.weight"], init["blocks.2.0.weight"])
+    # heads only (N=0) trains too
+    assert fit(tiny_run("mtl", trainable_blocks=0), data).test_map > 0
+
+
+def test_nearest_positive_and_shuffle_control():
+    cf = np.array([[0, 0], [0, 1], [5, 5], [5, 6], [9, 9]], dtype=np.float32)
+    pos = nearest_positive(cf, np.array([0, 1, 2, 3]))
+    assert pos.tolist() == [1, 0, 3, 2, -1]
+    data = tiny_data()
+    sh = shuffle_cf(data, seed=1)
+    has = data.has_cf
+    assert not np.array_equal(sh.cf_targets[has], data.cf_targets[has])
+    assert np.allclose(np.sort(sh.cf_targets[has], 0), np.sort(data.cf_targets[has], 0))
+    assert np.array_equal(sh.cf_targets[~has], data.cf_targets[~has])
+
+
+def quadrant_world(n: int = 400, size: int = 16, n_labels: int = 4, dim: int = 8, seed: int = 0,
+                   amp: float = 100.0, label_ratio: float = 0.1) -> TrainingData:
+    """Controlled semi-supervised world for the MTL evidence: the class is the quadrant of a faint
+    square in a noisy image (hard to learn from 20 labels); every train item has a CF vector that
+    encodes the class (one-hot + noise), so the auxiliary task teaches the features the classifier
+    needs.  Shuffling the CF vectors across items must remove that help."""
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, n_labels, n)
+    img = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32)
+    for i in range(n):
+        y0 = (cls[i] // 2) * (size // 2) + rng.integers(0, 3)
+        x0 = (cls[i] % 2) * (size // 2) + rng.integers(0, 3)
+        img[i, y0:y0 + 5, x0:x0 + 5, :] += amp
+    cf = (np.eye(n_labels, dim)[cls] + rng.normal(0, 0.2, (n, dim))).astype(np.float32)
+    perm = rng.permutation(n)
+    tr, va, te = np.sort(perm[: n // 2]), np.sort(perm[n // 2: 3 * n // 4]), np.sort(perm[3 * n // 4:])
+    labelled = np.ones(n, dtype=bool)
+    labelled[rng.choice(tr, size=int(len(tr) * (1 - label_ratio)), replace=False)] = False
+    has = np.zeros(n, dtype=bool)
+    has[tr] = True
+    return TrainingData(images=img.clip(0, 255).astype(np.uint8), labels=np.eye(n_labels, dtype=np.float32)[cls],
+                        label_names=[f"q{i}" for i in range(n_labels)], split=Split(tr, va, te, labelled),
+                        cf_targets=cf, has_cf=has, weights=has.astype(np.float32),
+                        n_interactions=has.astype(np.int64), dataset="quadrants", fingerprint=f"quadrants{seed}")
+
+
+def test_mtl_beats_image_only_at_label_ratio_01_and_shuffled_cf_removes_the_gain():
+    """Implementation check of the paper's claim (bench/mtl_effect.py runs it on the synthetic worlds)."""
+    maps: dict[str, list[float]] = {"image_only": [], "mtl": [], "shuffled": []}
+    for seed in (0, 1, 2):
+        data = quadrant_world(seed=seed)
+        kw = dict(epochs=15, batch_size=32, lr=3e-3, alpha=5.0, patience=15, seed=seed)
+        maps["image_only"].append(fit(tiny_run("image_only", **kw), data).test_map)
+        maps["mtl"].append(fit(tiny_run("mtl", **kw), data).test_map)
+        maps["shuffled"].append(fit(tiny_run("mtl", **kw), shuffle_cf(data, seed)).test_map)
+    m = {k: float(np.mean(v)) for k, v in maps.items()}
+    # measured: image_only 0.372, mtl 0.438, shuffled 0.331 (chance ~0.25)
+    assert m["mtl"] > m["image_only"] + 0.03, m
+    assert m["shuffled"] < m["image_only"] + 0.01, m
+
+
+# ----------------------------------------------------------------------------- real pipeline
+
+TINY_CF = CFConfig(dim=8, hidden=(32,), epochs=20)
+
+
+def real_run(method: str, **kw) -> RunConfig:
+    t = dict(method=method, backbone="tiny_cnn", weights="none", image_size=16, epochs=2, batch_size=16)
+    t.update(kw)
+    return RunConfig(dataset="synthetic-tiny", split=SplitConfig(label_ratio=0.5), cf=TINY_CF, train=TrainConfig(**t))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_real_pipeline_on_synthetic_tiny(method):
+    run = real_run(method, weighting="interaction" if method == "mtl" else "uniform")
+    data = prepare_training_data(run)
+    assert data.images.shape == (150, 16, 16, 3) and data.labels.shape == (150, 5)
+    if method == "image_only":
+        assert data.cf_targets is None and not data.has_cf.any()
+    else:
+        assert data.cf_targets.shape == (150, 9)  # dim 8 + item bias
+        assert data.has_cf[data.split.train].mean() > 0.9 and not data.has_cf[data.split.test].any()
+        assert (data.weights[~data.has_cf] == 0).all()
+    import pickle
+
+    assert pickle.loads(pickle.dumps(data)).fingerprint == data.fingerprint
+    res = fit(run, data)
+    assert res.epochs_run == 2 and 0 < res.test_map <= 1
+
+
+def test_cli_train_json_and_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from raysearch.cli import app
+    from raysearch.config import dump_run_config
+
+    cfg = tmp_path / "best.yaml"
+    dump_run_config(real_run("mtl", epochs=1), cfg)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["train", "--config", str(cfg), "--epochs", "2", "--alpha", "0.5",
+                                 "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["method"] == "mtl" and res["epochs_run"] == 2 and 0 < res["test_map"] <= 1
+    assert (out / "best.pt").is_file() and (out / "result.json").is_file()
+    from raysearch.config import load_run_config
+
+    saved = load_run_config(out / "config.yaml")
+    assert saved.train.alpha == 0.5 and saved.train.epochs == 2 and saved.cf.dim == 8
+    bad = CliRunner().invoke(app, ["train", "--dataset", "synthetic-tiny", "--method", "mlt"])
+    assert bad.exit_code == 2 and "unknown method 'mlt'" in bad.output
+    bad = CliRunner().invoke(app, ["train", "--dataset", "synthetic-tiny", "--trainable-blocks", "x"])
+    assert bad.exit_code == 2 and "--trainable-blocks" in bad.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_distributed_fit_in_ray_train(ray_session, tmp_path):
+    """fit(distributed=True) inside a 2-worker TorchTrainer (gloo, CPU): DDP + DistributedSampler."""
+    import ray
+    from ray.train import RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    data_ref = ray.put(tiny_data())
+    run = tiny_run("mtl", epochs=2)
+
+    def loop(cfg):
+        import ray.train
+
+        torch.set_num_threads(1)
+        seen: list[dict] = []
+        res = fit(run, ray.get(data_ref), distributed=True, callback=seen.append)
+        rank = ray.train.get_context().get_world_rank()
+        # the callback fires on rank 0 only; every rank must call report (a barrier in Ray Train)
+        assert len(seen) == (2 if rank == 0 else 0)
+        out = {"epochs_run": res.epochs_run, "test_map": res.test_map, "callbacks": len(seen),
+               "conv0_sum": float(res.best_state["backbone.blocks.0.0.weight"].sum())}
+        (tmp_path / f"rank{rank}.json").write_text(json.dumps(out))
+        ray.train.report(out)
+
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 0.5}),
+                          run_config=RayRunConfig(storage_path=str(tmp_path), name="ddp")).fit()
+    assert result.error is None
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["epochs_run"] == r1["epochs_run"] == 2 and (r0["callbacks"], r1["callbacks"]) == (2, 0)
+    assert 0 < r0["test_map"] <= 1
+    assert r0["conv0_sum"] == pytest.approx(r1["conv0_sum"])  # DDP kept the replicas in sync

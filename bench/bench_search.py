@@ -1,0 +1,218 @@
+"""Search-engine benchmark, side by side in one run (one local Ray instance):
+
+(a) per-trial overhead = (sweep wall time - sum of the trials' training time) / trials,
+    trials run one at a time with actor reuse;
+(b) peak memory of 1 vs 2 concurrent trials (sum of PSS over all ``ray::`` worker processes, which
+    counts the shared object-store pages once, plus the largest private USS of one process);
+(c) OptunaSearch (TPE) + ASHA vs random search without early stopping at the same trial budget
+    on the synthetic world: best val mAP reached (and its test mAP), total epochs spent.
+
+    python bench/bench_search.py                       # ~5 min on 2 CPUs
+    python bench/bench_search.py --trials 16 --seeds 0 1 2
+
+Everything runs with the real engine (``raysearch.search.tune.run_sweep``); numbers are printed
+as ratios so they can be compared across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class MemorySampler:
+    """Polls every Ray worker process (``ray::...``) and keeps the peaks."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.peak_pss = 0
+        self.peak_uss = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _ray_workers() -> list[int]:
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::") and "IDLE" not in cmd:
+                pids.append(int(d.name))
+        return pids
+
+    @staticmethod
+    def _smaps(pid: int) -> tuple[int, int]:
+        """(PSS, USS) in bytes from /proc/PID/smaps_rollup (Linux; no psutil needed)."""
+        pss = uss = 0
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k == "Pss":
+                pss = int(v.split()[0]) * 1024
+            elif k in ("Private_Clean", "Private_Dirty"):
+                uss += int(v.split()[0]) * 1024
+        return pss, uss
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in self._ray_workers():
+                try:
+                    pss, uss = self._smaps(pid)
+                except (OSError, ValueError):
+                    continue
+                total += pss
+                self.peak_uss = max(self.peak_uss, uss)
+            self.peak_pss = max(self.peak_pss, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MemorySampler":
+        self._t.start()
+        return self
+
+    def __exit__(self, *a) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _space_file(out: Path, epochs: int, image_size: int) -> str:
+    data = yaml.safe_load((REPO / "search_spaces" / "synthetic.yaml").read_text())
+    data["base"]["train"]["epochs"] = epochs
+    data["base"]["train"]["image_size"] = image_size
+    p = out / f"space-{epochs}-{image_size}.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(p)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--trials", type=int, default=16, help="budget for (c), per search strategy")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--overhead-trials", type=int, default=6)
+    ap.add_argument("--memory-trials", type=int, default=4)
+    ap.add_argument("--memory-image-size", type=int, default=96, help="larger images make sharing visible")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--parts", default="abc", help="which of (a) (b) (c) to run, e.g. 'b'")
+    args = ap.parse_args()
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAYSEARCH_HOME", str(out / "home"))
+    import ray
+
+    from raysearch.search.tune import SweepConfig, run_sweep
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, namespace="raysearch",
+             configure_logging=False)
+    common = dict(dataset=args.dataset, storage=str(out / "runs" / time.strftime("%Y%m%d-%H%M%S")), wandb=False)
+    space = _space_file(out, args.epochs, 32)
+
+    # warm the dataset/image/CF caches once so (a)-(c) measure the engine, not first-use generation
+    run_sweep(SweepConfig(**common, space=space, trials=2, name="warmup", scheduler="none", search="random",
+                          max_concurrent=1, epochs=1))
+
+    # (a) per-trial overhead, sequential trials
+    if "a" in args.parts:
+        overhead_part(args, common, space, run_sweep)
+    if "b" in args.parts:
+        memory_part(args, common, out, run_sweep)
+    if "c" in args.parts:
+        compare_part(args, common, space, run_sweep)
+    print(f"\noutputs under {out}")
+    ray.shutdown()
+
+
+def overhead_part(args, common, space, run_sweep) -> None:
+    """(a) per-trial overhead, sequential trials."""
+    from raysearch.search.tune import SweepConfig
+
+    a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name="overhead",
+                              scheduler="none", search="random", max_concurrent=1, seed=7))
+    train_sum = float(a.results["train_time_s"].sum())
+    overhead = (a.wall_time_s - train_sum) / len(a.results)
+    print("\n(a) per-trial overhead (1 concurrent trial, actors reused)")
+    print(f"    sweep wall {a.wall_time_s:.1f} s, sum of training time {train_sum:.1f} s, trials {len(a.results)}")
+    print(f"    overhead per trial {overhead:.2f} s; training/wall ratio {train_sum / a.wall_time_s:.2f}")
+    print(f"    trial wall (Tune) median {a.results['wall_time_s'].median():.2f} s, "
+          f"first {a.results['wall_time_s'].iloc[0]:.2f} s; data fetch median {a.results['data_s'].median():.3f} s")
+
+
+def memory_part(args, common, out, run_sweep) -> None:
+    """(b) peak memory, 1 vs 2 concurrent trials (same trials, same configs)."""
+    from raysearch.search.tune import SweepConfig
+
+    mspace = _space_file(out, 4, args.memory_image_size)
+    mem = {}
+    for k in (1, 2):
+        with MemorySampler() as ms:
+            r = run_sweep(SweepConfig(**common, space=mspace, trials=args.memory_trials, name=f"memory-{k}",
+                                      scheduler="none", search="random", max_concurrent=k, seed=3))
+        mem[k] = (ms.peak_pss, ms.peak_uss, r.wall_time_s)
+    from raysearch.data import load_dataset
+
+    n_items = load_dataset(args.dataset).n_items
+    img_mb = n_items * args.memory_image_size ** 2 * 3 / 2 ** 20
+    print(f"\n(b) peak memory of Ray worker processes (images {n_items}x{args.memory_image_size}px = {img_mb:.1f} MiB uint8,"
+          " one ray.put)")
+    for k, (pss, uss, wall) in mem.items():
+        print(f"    {k} concurrent: peak total PSS {pss / 2**20:.0f} MiB, largest private USS {uss / 2**20:.0f} MiB,"
+              f" sweep {wall:.1f} s")
+    extra = (mem[2][0] - mem[1][0]) / 2 ** 20
+    print(f"    ratio PSS 2/1 = {mem[2][0] / max(mem[1][0], 1):.2f}; the 2nd trial adds {extra:.0f} MiB "
+          f"(a trial process with its model and batches; an image copy would add {img_mb:.1f} MiB more)")
+
+
+
+def compare_part(args, common, space, run_sweep) -> None:
+    """(c) TPE + ASHA vs random without early stopping, same budget."""
+    from raysearch.search.tune import SweepConfig
+
+    rows = []
+    for seed in args.seeds:
+        for label, search, sched in (("optuna+asha", "optuna", "asha"), ("random+fifo", "random", "none")):
+            r = run_sweep(SweepConfig(**common, space=space, trials=args.trials, name=f"cmp-{label}-{seed}",
+                                      scheduler=sched, search=search, max_concurrent=args.cpus, seed=seed))
+            df = r.results
+            best = df.loc[df["best_val_map"].idxmax()]
+            rows.append((label, seed, float(best["best_val_map"]), float(best["test_map"]),
+                         int(df["epochs_run"].sum()), r.wall_time_s, int((df["stop_reason"] == "asha_stopped").sum())))
+    print(f"\n(c) {args.trials} trials each, {args.epochs} epochs max, dataset {args.dataset}")
+    print(f"    {'strategy':<12} {'seed':>4} {'best val':>9} {'its test':>9} {'epochs':>7} {'wall s':>7} {'asha-stopped':>12}")
+    for lab, seed, v, t, e, w, s in rows:
+        print(f"    {lab:<12} {seed:>4} {v:>9.4f} {t:>9.4f} {e:>7d} {w:>7.1f} {s:>12d}")
+    import statistics as st
+
+    def agg(label, i):
+        return st.mean(r[i] for r in rows if r[0] == label)
+
+    o, rnd = "optuna+asha", "random+fifo"
+    print(f"    mean best val: optuna+asha {agg(o, 2):.4f} vs random {agg(rnd, 2):.4f} "
+          f"(ratio {agg(o, 2) / agg(rnd, 2):.3f}); test of best {agg(o, 3):.4f} vs {agg(rnd, 3):.4f}")
+    print(f"    mean epochs spent: {agg(o, 4):.1f} vs {agg(rnd, 4):.1f} (ratio {agg(o, 4) / agg(rnd, 4):.2f}); "
+          f"wall {agg(o, 5):.1f} s vs {agg(rnd, 5):.1f} s (ratio {agg(o, 5) / agg(rnd, 5):.2f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Sweep results: ``results.parquet`` + ``best.yaml``, the rich table, and the weighting dashboard.
+
+``results.parquet`` holds one row per trial (searched parameters as ``section.field`` columns, the
+full RunConfig as JSON, best val mAP, test mAP of the best checkpoint, epochs run, stop reason,
+wall time).  The best trial is chosen on *validation* mAP, never test, and written as a
+``RunConfig`` YAML that ``raysearch train --config`` accepts.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict
+
+RESULTS_FILE = "results.parquet"
+BEST_FILE = "best.yaml"
+DASHBOARD_PNG = "dashboard.png"
+DASHBOARD_TABLE = "dashboard.md"
+STOP_REASONS = ("completed", "early_stopped", "asha_stopped", "error")
+CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
+                "stop_reason", "wall_time_s", "train_time_s"]
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """Searched-parameter columns (``train.alpha``, ``cf.model`` ...)."""
+    return [c for c in df.columns if c.startswith(("train.", "cf.", "split."))]
+
+
+def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write ``results.parquet`` and (when any trial produced a val mAP) ``best.yaml``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bad = set(df["stop_reason"]) - set(STOP_REASONS)
+    if bad:
+        raise ValueError(f"unknown stop_reason(s) {sorted(bad)}; expected {STOP_REASONS}")
+    out = run_dir / RESULTS_FILE
+    df.to_parquet(out, index=False)
+    best = best_row(df)
+    best_path = None
+    if best is not None:
+        best_path = run_dir / BEST_FILE
+        dump_run_config(best_run_config(best), best_path)
+    return out, best_path
+
+
+def best_row(df: pd.DataFrame) -> pd.Series | None:
+    ok = df[df["best_val_map"].notna()]
+    if ok.empty:
+        return None
+    return ok.sort_values(["best_val_map", "test_map"], ascending=False, na_position="last").iloc[0]
+
+
+def best_run_config(row: pd.Series) -> RunConfig:
+    return from_dict(RunConfig, json.loads(row["config"]), where=f"trial {row['trial_id']}")
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """Read a sweep's results; a missing/corrupt file is an error naming it."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise ConfigError(f"no {RESULTS_FILE} in {run_dir} (is it a `raysearch tune` run directory?)")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a truncated/corrupt file
+        raise ConfigError(f"{path}: cannot read results: {e}") from None
+    missing = [c for c in CORE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {missing}")
+    return df
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e-2 or abs(v) >= 1e3 else f"{v:.{digits}f}"
+    return str(v)
+
+
+def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
+    """A rich Table of the ``top`` trials by val mAP (searched parameters included, compactly named)."""
+    from rich.table import Table
+
+    params = [c for c in param_columns(df) if c not in ("train.method", "train.weighting")]
+    short = {c: c.split(".", 1)[1].replace("weight_decay", "wd") for c in params}
+    if len(set(short.values())) < len(short):  # e.g. train.lr and cf.lr both searched
+        short = {c: c.replace("train.", "").replace("weight_decay", "wd") for c in params}
+    multi_method = df["method"].nunique() > 1
+    t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)")
+    cols = ["#", "trial", *(["method"] if multi_method else []), "weighting", *short.values(),
+            "val mAP", "test mAP", "epochs", "stop", "wall s"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("trial", "method", "weighting", "stop") else "right",
+                     no_wrap=True)
+    ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
+    for i, (_, r) in enumerate(ranked.iterrows(), 1):
+        t.add_row(str(i), str(r["trial_id"]), *([str(r["method"])] if multi_method else []), str(r["weighting"]),
+                  *[_fmt(r[c], 3) for c in params],
+                  _fmt(r["best_val_map"]), _fmt(r["test_map"]), _fmt(r["epochs_run"]),
+                  str(r["stop_reason"]), f"{float(r['wall_time_s']):.1f}")
+    return t
+
+
+def results_records(df: pd.DataFrame, top: int | None = None) -> list[dict[str, Any]]:
+    ranked = df.sort_values("best_val_map", ascending=False, na_position="last")
+    if top:
+        ranked = ranked.head(top)
+    return json.loads(ranked.drop(columns=["config"], errors="ignore").to_json(orient="records"))
+
+
+def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, weighting): trials, best/mean val mAP, and the test mAP of the group's best-val
+    trial among those that finished (ASHA-stopped trials have no test evaluation)."""
+    rows = []
+    for (method, weighting), g in df.groupby(["method", "weighting"], sort=True):
+        b = best_row(g[g["test_map"].notna()])
+        rows.append({
+            "method": method, "weighting": weighting, "trials": len(g),
+            "best_val_map": g["best_val_map"].max(), "mean_val_map": g["best_val_map"].mean(),
+            "test_map_of_best": None if b is None else b["test_map"],
+            "epochs": int(g["epochs_run"].sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]:
+    """PNG of mAP by weighting scheme + a markdown table; W&B panels too when online."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    summary = weighting_summary(df)
+    labels = [f"{m}\n{w}" if df["method"].nunique() > 1 else str(w)
+              for m, w in zip(summary["method"], summary["weighting"])]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(labels) * 2), 4), constrained_layout=True)
+    for ax, col, name in ((axes[0], "best_val_map", "val mAP (all trials)"), (axes[1], "test_map", "test mAP (finished trials)")):
+        for x, (m, w) in enumerate(zip(summary["method"], summary["weighting"])):
+            ys = df[(df["method"] == m) & (df["weighting"] == w)][col].dropna()
+            ax.scatter([x] * len(ys), ys, alpha=0.6, color="C0")
+            if len(ys):
+                ax.hlines(ys.max(), x - 0.3, x + 0.3, color="C3", label="best" if x == 0 else None)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_title(name)
+        ax.set_xlabel("weighting scheme")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(f"{run_dir.name}: mAP by weighting scheme")
+    png = run_dir / DASHBOARD_PNG
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    md = run_dir / DASHBOARD_TABLE
+    md.write_text(_markdown(summary))
+    out: dict[str, Any] = {"png": str(png), "table": str(md), "summary": json.loads(summary.to_json(orient="records"))}
+    if online is None:
+        from raysearch.search.tracking import wandb_mode
+
+        online = wandb_mode() == "online"
+    if online:
+        out["wandb"] = _wandb_dashboard(run_dir, df, summary, png)
+    return out
+
+
+def _markdown(summary: pd.DataFrame) -> str:
+    cols = list(summary.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in summary.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png: Path) -> str:
+    """Log a comparison run (table + bar chart + PNG) in the sweep's group: W&B builds the panels.
+
+    Guarded: any W&B failure is reported, never fatal, since the local dashboard already exists.
+    """
+    try:
+        import wandb
+
+        run = wandb.init(project=_project(run_dir), group=run_dir.name, job_type="dashboard",
+                         name=f"{run_dir.name}-weighting-comparison", dir=str(run_dir))
+        table = wandb.Table(dataframe=summary.astype({"test_map_of_best": float}))
+        run.log({
+            "weighting_comparison": table,
+            "best_val_map_by_weighting": wandb.plot.bar(table, "weighting", "best_val_map",
+                                                        title="best val mAP by weighting scheme"),
+            "trials": wandb.Table(dataframe=df.drop(columns=["config"], errors="ignore")),
+            "dashboard": wandb.Image(str(png)),
+        })
+        url = run.url
+        run.finish()
+        return url or "logged"
+    except Exception as e:  # network / auth problems must not lose the local dashboard
+        return f"W&B dashboard not created: {e}"
+
+
+def _project(run_dir: Path) -> str:
+    meta = run_dir / "sweep.json"
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text()).get("wandb_project") or "raysearch"
+        except json.JSONDecodeError:
+            pass
+    return "raysearch"

@@ -1,0 +1,100 @@
+"""Weights & Biases logging for sweep trials.
+
+One W&B run per trial, grouped by sweep name and tagged with method + weighting scheme, so the W&B
+UI compares weighting schemes directly (group by tag).  Without ``WANDB_API_KEY`` (or with
+``WANDB_MODE=offline``) runs are written offline under ``<run dir>/wandb`` and need no network;
+``wandb sync <run dir>/wandb/offline-run-*`` uploads them later.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from raysearch.config import RunConfig, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def wandb_mode() -> str:
+    """``online`` only with an API key and no explicit offline/disabled mode: never a surprise upload."""
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("offline", "disabled", "dryrun"):
+        return "disabled" if env == "disabled" else "offline"
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """What every trial needs to open its W&B run (small and picklable: travels to trial actors)."""
+
+    enabled: bool = True
+    project: str = "raysearch"
+    group: str = "sweep"          # = sweep name
+    dir: str = "."                # local folder holding wandb/ (the run directory)
+    mode: str = "offline"
+    entity: str | None = None
+
+
+def flat_config(run: RunConfig) -> dict[str, Any]:
+    """``{"train.alpha": 1.5, ...}``: flat keys are what W&B panels group and filter on."""
+    out: dict[str, Any] = {}
+    for section, values in to_dict(run).items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                out[f"{section}.{k}"] = v
+        else:
+            out[section] = values
+    return out
+
+
+class TrialTracker:
+    """Wraps one W&B run; a no-op object when tracking is disabled so trial code has no branches."""
+
+    def __init__(self, settings: WandbSettings, run: RunConfig, trial_name: str, trial_id: str,
+                 params: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.run = None
+        if not settings.enabled or settings.mode == "disabled":
+            return
+        import wandb
+
+        Path(settings.dir).mkdir(parents=True, exist_ok=True)
+        cfg = flat_config(run)
+        cfg["searched"] = sorted((params or {}).keys())
+        self.run = wandb.init(
+            project=settings.project, entity=settings.entity, group=settings.group,
+            name=trial_name, id=f"{settings.group}-{trial_id}"[:128], resume="allow",
+            job_type="trial", tags=[run.train.method, f"weighting:{run.train.weighting}", run.train.weighting],
+            config=cfg, dir=settings.dir, mode=settings.mode, reinit="finish_previous",
+            settings=wandb.Settings(console="off", save_code=False, disable_git=True),
+        )
+
+    @property
+    def run_dir(self) -> str | None:
+        return None if self.run is None else self.run.dir
+
+    def log_epoch(self, metrics: Mapping[str, Any]) -> None:
+        if self.run is None:
+            return
+        clean = {k: float(v) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        step = int(metrics["epoch"]) if "epoch" in metrics else None
+        self.run.log(clean, step=step)
+
+    def finish(self, summary: Mapping[str, Any], stop_reason: str) -> None:
+        if self.run is None:
+            return
+        for k, v in summary.items():
+            self.run.summary[k] = v
+        self.run.summary["stop_reason"] = stop_reason
+        self.run.finish(exit_code=1 if stop_reason == "error" else 0)
+        self.run = None
+
+
+def offline_runs(run_dir: str | Path) -> list[Path]:
+    """Offline run folders written by a sweep (what ``wandb sync`` takes)."""
+    return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))

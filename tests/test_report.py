@@ -1,0 +1,87 @@
+"""results.parquet / best.yaml / rich table / dashboard, from a hand-built results frame (no Ray)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from raysearch.cli import app
+from raysearch.config import ConfigError, RunConfig, TrainConfig, load_run_config, to_dict
+from raysearch.report import (BEST_FILE, DASHBOARD_PNG, DASHBOARD_TABLE, RESULTS_FILE, best_row, dashboard,
+                              load_results, results_table, weighting_summary, write_results)
+
+
+def _frame() -> pd.DataFrame:
+    rows = []
+    spec = [  # (weighting, alpha, val, test, epochs, reason)
+        ("uniform", 0.5, 0.41, 0.40, 6, "completed"),
+        ("uniform", 2.0, 0.30, float("nan"), 1, "asha_stopped"),
+        ("interaction", 1.5, 0.52, 0.49, 6, "completed"),
+        ("loss", 3.0, 0.47, 0.50, 4, "early_stopped"),
+        ("loss", 4.0, float("nan"), float("nan"), 0, "error"),
+    ]
+    for i, (w, a, v, t, e, r) in enumerate(spec):
+        run = RunConfig(dataset="synthetic-tiny", train=TrainConfig(weighting=w, alpha=a, backbone="tiny_cnn"))
+        rows.append({"trial_id": f"t{i}", "method": "mtl", "weighting": w, "train.weighting": w, "train.alpha": a,
+                     "train.omega": None if w == "uniform" else 3.0, "best_val_map": v, "test_map": t,
+                     "epochs_run": e, "stop_reason": r, "wall_time_s": 1.0 + i, "train_time_s": 0.5 + i,
+                     "config": json.dumps(to_dict(run))})
+    return pd.DataFrame(rows)
+
+
+def test_write_and_reload(tmp_path):
+    df = _frame()
+    out, best = write_results(df, tmp_path)
+    assert out == tmp_path / RESULTS_FILE and best == tmp_path / BEST_FILE
+    back = load_results(tmp_path)
+    assert len(back) == 5 and list(back["stop_reason"]) == list(df["stop_reason"])
+    # best is chosen on val mAP (t2: 0.52), not on test mAP (t3 has the higher test)
+    cfg = load_run_config(best)
+    assert cfg.train.weighting == "interaction" and cfg.train.alpha == 1.5 and cfg.dataset == "synthetic-tiny"
+    assert best_row(df)["trial_id"] == "t2"
+
+
+def test_bad_stop_reason_and_missing_results(tmp_path):
+    df = _frame()
+    df.loc[0, "stop_reason"] = "finished"
+    with pytest.raises(ValueError, match="finished"):
+        write_results(df, tmp_path)
+    with pytest.raises(ConfigError, match="no results.parquet"):
+        load_results(tmp_path / "nope")
+    (tmp_path / RESULTS_FILE).write_bytes(b"not parquet")
+    with pytest.raises(ConfigError, match="cannot read results"):
+        load_results(tmp_path)
+
+
+def test_table_and_summary():
+    df = _frame()
+    from rich.console import Console
+
+    con = Console(width=200, record=True)
+    con.print(results_table(df, top=3))
+    text = con.export_text()
+    assert "t2" in text and "interaction" in text and "5 trials" in text
+    assert text.index("t2") < text.index("t3") < text.index("t0")  # ranked by val mAP
+    s = weighting_summary(df).set_index("weighting")
+    assert s.loc["uniform", "trials"] == 2 and s.loc["uniform", "best_val_map"] == pytest.approx(0.41)
+    assert s.loc["loss", "test_map_of_best"] == pytest.approx(0.50)
+
+
+def test_dashboard_and_cli(tmp_path):
+    write_results(_frame(), tmp_path)
+    out = dashboard(tmp_path, online=False)
+    png = tmp_path / DASHBOARD_PNG
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / DASHBOARD_TABLE).read_text()
+    assert "| mtl | interaction |" in md and "wandb" not in out
+    runner = CliRunner()
+    r = runner.invoke(app, ["results", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.output)
+    assert recs[0]["trial_id"] == "t2" and "config" not in recs[0]
+    r = runner.invoke(app, ["dashboard", str(tmp_path)])
+    assert r.exit_code == 0 and "interaction" in r.output
+    r = runner.invoke(app, ["results", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "no results.parquet" in r.output

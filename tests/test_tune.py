@@ -1,0 +1,176 @@
+"""The sweep engine on ``synthetic-tiny`` with ``tiny_cnn`` at 16 px (real Ray Tune/Train, Optuna, W&B offline).
+
+Trials run one at a time (``max_concurrent=1``) so the sampled configs and ASHA's decisions are
+deterministic on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from ray.tune import Callback
+from typer.testing import CliRunner
+
+from raysearch.cli import app
+from raysearch.config import ConfigError, load_run_config
+from raysearch.search.tracking import offline_runs
+from raysearch.search.tune import SweepConfig, run_sweep
+
+SPACE = {
+    "base": {
+        "train": {"method": "mtl", "backbone": "tiny_cnn", "weights": "none", "image_size": 16, "epochs": 6,
+                  "batch_size": 32, "patience": 6},
+        "cf": {"model": "vaecf", "epochs": 5, "dim": 8, "hidden": [16]},
+    },
+    "params": {
+        "train.weighting": {"type": "categorical", "choices": ["uniform", "interaction"]},
+        "train.alpha": {"type": "float", "low": 0.0, "high": 5.0},
+        "train.omega": {"type": "float", "low": 1.0, "high": 10.0, "when": {"train.weighting": ["interaction"]}},
+        "train.lr": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True},
+    },
+    "asha": {"grace_period": 1, "reduction_factor": 2},
+}
+
+
+def _space(tmp_path: Path, **changes) -> str:
+    data = json.loads(json.dumps(SPACE))
+    for k, v in changes.items():
+        data[k] = v
+    p = tmp_path / f"space-{len(list(tmp_path.glob('space-*.yaml')))}.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(p)
+
+
+def _cfg(tmp_path: Path, name: str, **kw) -> SweepConfig:
+    base = dict(dataset="synthetic-tiny", trials=4, max_concurrent=1, storage=str(tmp_path / "runs"), name=name, seed=0)
+    base.update(kw)
+    base.setdefault("space", _space(tmp_path))
+    return SweepConfig(**base)
+
+
+@pytest.mark.timeout(240)
+def test_sweep_asha_results_wandb(ray_session, tmp_path):
+    res = run_sweep(_cfg(tmp_path, "asha"))
+    df = res.results
+    assert len(df) == 4 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}
+    assert (df["stop_reason"] == "asha_stopped").sum() >= 1, df[["trial_id", "stop_reason", "epochs_run"]]
+    done = df[df["stop_reason"] != "asha_stopped"]
+    stopped = df[df["stop_reason"] == "asha_stopped"]
+    assert (done["epochs_run"] == 6).all() and (stopped["epochs_run"] < 6).all()
+    assert done["test_map"].between(0, 1).all() and stopped["test_map"].isna().all()
+    assert df["best_val_map"].between(0, 1).all()
+    # omega only searched for the non-uniform weighting
+    assert df.loc[df["weighting"] == "uniform", "train.omega"].isna().all()
+    # results.parquet + best.yaml (a config `raysearch train --config` reads), chosen on val mAP
+    disk = pd.read_parquet(res.run_dir / "results.parquet")
+    assert len(disk) == 4
+    best = load_run_config(res.best_yaml)
+    top = df.loc[df["best_val_map"].idxmax()]
+    assert best.train.lr == pytest.approx(top["train.lr"]) and best.train.backbone == "tiny_cnn"
+    assert Path(top["checkpoint"], "model.pt").is_file()
+    # offline W&B: one run per trial under the run directory, grouped by sweep, tagged method + weighting
+    runs = offline_runs(res.run_dir)
+    assert len(runs) == 4 and all(list(r.glob("run-*.wandb")) for r in runs)
+    # one image array + one object per distinct (CF config, weighting) in the object store
+    stats = res.shared_stats
+    assert stats["n_images_objects"] == 1
+    assert set(stats["computed"].values()) == {1}
+    assert len(stats["computed"]) == df["weighting"].nunique()
+    assert sum(stats["requests"].values()) == 4
+    # `raysearch results RUN_DIR` reprints the same table
+    r = CliRunner().invoke(app, ["results", str(res.run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    assert {x["trial_id"] for x in json.loads(r.output)} == set(df["trial_id"])
+
+
+@pytest.mark.timeout(240)
+def test_two_cf_configs_each_computed_once(ray_session, tmp_path, home):
+    space = _space(tmp_path, params={
+        "train.alpha": {"type": "float", "low": 0.5, "high": 2.0},
+        "cf.dim": {"type": "categorical", "choices": [4, 12]},
+    })
+    cfg = _cfg(tmp_path, "cf2", space=space, trials=5, scheduler="none", search="random", epochs=1,
+               max_concurrent=2, seed=1, wandb=False)
+    cf_cache = home / "cache" / "cf"
+    before = set(cf_cache.glob("*")) if cf_cache.is_dir() else set()
+    res = run_sweep(cfg)
+    dims = Counter(res.results["cf.dim"])
+    assert set(dims) == {4, 12} and max(dims.values()) >= 2  # both configs used, at least one by 2+ trials
+    computed = res.shared_stats["computed"]
+    assert len(computed) == 2 and set(computed.values()) == {1}
+    assert sorted(res.shared_stats["requests"].values()) == sorted(dims.values())
+    new_models = [p for p in set(cf_cache.glob("*.parquet")) - before if ".weights-" not in p.name]
+    assert len(new_models) == 2  # the on-disk CF cache holds exactly one trained model per config
+
+
+class _InterruptAfter(Callback):
+    """Send Ctrl+C to the driver after k completed trials (once: the marker survives Tuner.restore)."""
+
+    def __init__(self, k: int, marker: str) -> None:
+        self.k, self.marker, self.done = k, marker, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        if self.done == self.k and not os.path.exists(self.marker):
+            Path(self.marker).write_text(trial.trial_id)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.timeout(300)
+def test_resume_does_not_rerun_finished_trials(ray_session, tmp_path):
+    cfg = _cfg(tmp_path, "resume", trials=5, epochs=3)
+    marker = tmp_path / "interrupted"
+    first = run_sweep(cfg, callbacks=[_InterruptAfter(2, str(marker))])
+    assert marker.exists()
+    assert len(first.results) < 5 and first.interrupted  # interrupted before the budget was spent
+    finished_before = set(first.results.loc[first.results["stop_reason"].isin(
+        ["completed", "early_stopped", "asha_stopped"]), "trial_id"])
+    assert len(finished_before) >= 2
+    with pytest.raises(ConfigError, match="already exists"):
+        run_sweep(cfg)
+    second = run_sweep(dataclasses.replace(cfg, resume=True))
+    df = second.results
+    assert len(df) == 5 and df["trial_id"].is_unique and not second.interrupted
+    assert set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}
+    # every trial ran exactly once: one W&B run folder per trial id, none for a re-run
+    starts = Counter(p.name.rsplit("-", 1)[-1] for p in offline_runs(second.run_dir))
+    assert all(starts[t] == 1 for t in finished_before), starts
+    assert set(starts) == set(df["trial_id"])
+    # the searcher kept its history: no parameter set was proposed twice
+    assert df["train.alpha"].is_unique
+    meta = json.loads((second.run_dir / "sweep.json").read_text())
+    assert meta["resumed"] == 1
+    with pytest.raises(ConfigError, match="no restorable sweep"):
+        run_sweep(dataclasses.replace(cfg, name="never-ran", resume=True))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_torch_trainer_trial(ray_session, tmp_path):
+    """The Ray Train V2 path: TorchTrainer inside the Tune trial, epochs reach Tune via TuneReportCallback."""
+    cfg = _cfg(tmp_path, "ddp", trials=1, epochs=2, torch_trainer=True, workers_per_trial=1, cpus_per_trial=1.0)
+    res = run_sweep(cfg)
+    row = res.results.iloc[0]
+    assert row["stop_reason"] == "completed" and row["epochs_run"] == 2
+    assert 0 <= row["test_map"] <= 1 and 0 <= row["best_val_map"] <= 1
+    assert row["checkpoint"] and Path(row["checkpoint"], "model.pt").is_file()
+    assert len(offline_runs(res.run_dir)) == 1  # the rank-0 worker logged to W&B
+
+
+def test_bad_space_file_is_a_clear_cli_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"params": {"train.alpha": {"type": "float", "low": 2.0, "high": 1.0}}}))
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--space", str(bad), "--no-wandb"])
+    assert r.exit_code == 2
+    assert str(bad) in r.output and "train.alpha" in r.output and "bad range" in r.output
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--scheduler", "hyperband"])
+    assert r.exit_code == 2 and "--scheduler" in r.output
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--resume"])
+    assert r.exit_code == 2 and "--name" in r.output

@@ -288,6 +288,11 @@ def write_item_vectors(iv: ItemVectors, path: Path) -> None:
     })
     meta = {"key": iv.key, "config": to_dict(iv.config), **iv.info}
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    write_parquet_atomic(table, path)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write then rename, so a concurrent reader (another trial) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -31,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysearch.cf.base import CFError, ItemVectors, split_hash
+from raysearch.cf.base import CFError, ItemVectors, split_hash, write_parquet_atomic
 from raysearch.cf.cf2label import CF2LabelConfig, cf2label_items, out_of_fold
 from raysearch.registry import Registry
 
@@ -128,14 +126,7 @@ def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2la
 def _write_weights(path: Path, ds: "Dataset", w: np.ndarray, scheme: str) -> None:
     table = pa.table({"item_id": pa.array(list(ds.items["item_id"]), pa.string()), "weight": pa.array(w, pa.float32())})
     table = table.replace_schema_metadata({b"raysearch.weights": json.dumps({"scheme": scheme}).encode()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_parquet_atomic(table, path)
 
 
 def _read_weights(path: Path, ds: "Dataset") -> np.ndarray:

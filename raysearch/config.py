@@ -73,6 +73,7 @@ class TrainConfig:
     weighting: str = "uniform"    # uniform | interaction | loss
     alpha: float = 1.5            # weight of the auxiliary loss
     omega: float = 3.0            # clip of per-item CF weights
+    cf_standardize: bool = True   # z-score CF targets per dimension over train items (see prepare_training_data)
     tau: float = 1.0              # triplet margin (contrastive)
     backbone: str = "resnet18"
     weights: str = "imagenet"     # imagenet | none | PATH

@@ -84,7 +84,15 @@ class TrainResult:
 
 
 def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = None) -> TrainingData:
-    """Dataset -> split -> image cache (+ CF vectors and per-item weights unless ``image_only``)."""
+    """Dataset -> split -> image cache (+ CF vectors and per-item weights unless ``image_only``).
+
+    With ``train.cf_standardize`` (default) each CF target dimension is z-scored over the train
+    items that have a vector (mean 0, std 1; items without one are left at 0 and never read).
+    Why: raw Cornac factors are small and model-dependent (VAECF means have per-dim std ~0.1,
+    BPR's differ), so exp(L1 + L2) with per-dimension means stays near exp(0) and its gradient
+    is weak, and ``alpha`` would mean different things for different CF models.  The transform
+    is affine per dimension, so it keeps all the information the vectors carry.
+    """
     from raysearch.data.images import load_image_cache
     from raysearch.data.registry import load_dataset
     from raysearch.data.splits import make_split
@@ -104,6 +112,8 @@ def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = 
         iv = compute_item_vectors(ds, split, run.cf, data_root=root)
         cf_targets = np.asarray(iv.targets(), dtype=np.float32)
         has_cf = np.asarray(iv.has_vector, dtype=bool)
+        if run.train.cf_standardize:
+            cf_targets = standardize_cf(cf_targets, has_cf)
         scheme = run.train.weighting if method.name in ("mtl", "sequential") else "uniform"
         weights = np.asarray(item_weights(scheme, ds, split, iv, seed=run.split.seed), dtype=np.float32)
     return TrainingData(
@@ -111,6 +121,17 @@ def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = 
         cf_targets=cf_targets, has_cf=has_cf, weights=weights, n_interactions=n_inter,
         dataset=ds.name, fingerprint=ds.fingerprint,
     )
+
+
+def standardize_cf(cf_targets: np.ndarray, has_cf: np.ndarray) -> np.ndarray:
+    """Per-dimension z-score over the rows with a CF vector (float32; other rows set to 0)."""
+    out = np.zeros(cf_targets.shape, dtype=np.float32)
+    if not has_cf.any():
+        return out
+    x = np.asarray(cf_targets[has_cf], dtype=np.float64)
+    sd = x.std(0)
+    out[has_cf] = ((x - x.mean(0)) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+    return out
 
 
 def shuffle_cf(data: TrainingData, seed: int = 0) -> TrainingData:

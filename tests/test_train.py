@@ -192,45 +192,42 @@ def test_nearest_positive_and_shuffle_control():
     assert np.array_equal(sh.cf_targets[~has], data.cf_targets[~has])
 
 
-def quadrant_world(n: int = 400, size: int = 16, n_labels: int = 4, dim: int = 8, seed: int = 0,
-                   amp: float = 100.0, label_ratio: float = 0.1) -> TrainingData:
-    """Controlled semi-supervised world for the MTL evidence: the class is the quadrant of a faint
-    square in a noisy image (hard to learn from 20 labels); every train item has a CF vector that
-    encodes the class (one-hot + noise), so the auxiliary task teaches the features the classifier
-    needs.  Shuffling the CF vectors across items must remove that help."""
-    rng = np.random.default_rng(seed)
-    cls = rng.integers(0, n_labels, n)
-    img = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32)
-    for i in range(n):
-        y0 = (cls[i] // 2) * (size // 2) + rng.integers(0, 3)
-        x0 = (cls[i] % 2) * (size // 2) + rng.integers(0, 3)
-        img[i, y0:y0 + 5, x0:x0 + 5, :] += amp
-    cf = (np.eye(n_labels, dim)[cls] + rng.normal(0, 0.2, (n, dim))).astype(np.float32)
-    perm = rng.permutation(n)
-    tr, va, te = np.sort(perm[: n // 2]), np.sort(perm[n // 2: 3 * n // 4]), np.sort(perm[3 * n // 4:])
-    labelled = np.ones(n, dtype=bool)
-    labelled[rng.choice(tr, size=int(len(tr) * (1 - label_ratio)), replace=False)] = False
-    has = np.zeros(n, dtype=bool)
-    has[tr] = True
-    return TrainingData(images=img.clip(0, 255).astype(np.uint8), labels=np.eye(n_labels, dtype=np.float32)[cls],
-                        label_names=[f"q{i}" for i in range(n_labels)], split=Split(tr, va, te, labelled),
-                        cf_targets=cf, has_cf=has, weights=has.astype(np.float32),
-                        n_interactions=has.astype(np.int64), dataset="quadrants", fingerprint=f"quadrants{seed}")
-
-
-def test_mtl_beats_image_only_at_label_ratio_01_and_shuffled_cf_removes_the_gain():
-    """Implementation check of the paper's claim (bench/mtl_effect.py runs it on the synthetic worlds)."""
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mtl_beats_image_only_on_the_synthetic_world_and_shuffled_cf_removes_the_gain():
+    """Issue 4's evidence through the real pipeline: the built-in ``synthetic`` world at label
+    ratio 0.1 (~56 labelled of ~560 train items), VAECF item vectors (defaults: dim 64 + bias,
+    standardised), default alpha, tiny CNN from scratch, 3 paired seeds.  ``mtl`` must beat
+    ``image_only``; with the CF vectors shuffled across items (same targets, broken item link)
+    the gain must vanish, so it comes from CF information, not from the extra loss."""
+    run = RunConfig(dataset="synthetic", split=SplitConfig(label_ratio=0.1), train=TrainConfig(
+        method="mtl", backbone="tiny_cnn", weights="none", image_size=32, epochs=30, batch_size=32,
+        lr=5e-3, patience=30))
+    data = prepare_training_data(run)
+    assert len(data.split.train_labelled) < 0.12 * len(data.split.train)
     maps: dict[str, list[float]] = {"image_only": [], "mtl": [], "shuffled": []}
     for seed in (0, 1, 2):
-        data = quadrant_world(seed=seed)
-        kw = dict(epochs=15, batch_size=32, lr=3e-3, alpha=5.0, patience=15, seed=seed)
-        maps["image_only"].append(fit(tiny_run("image_only", **kw), data).test_map)
-        maps["mtl"].append(fit(tiny_run("mtl", **kw), data).test_map)
-        maps["shuffled"].append(fit(tiny_run("mtl", **kw), shuffle_cf(data, seed)).test_map)
+        def go(method: str, d: TrainingData) -> float:
+            r = dataclasses.replace(run, train=dataclasses.replace(run.train, method=method, seed=seed))
+            return fit(r, d, progress=False).test_map
+
+        maps["image_only"].append(go("image_only", data))
+        maps["mtl"].append(go("mtl", data))
+        maps["shuffled"].append(go("mtl", shuffle_cf(data, seed=1000 + seed)))
     m = {k: float(np.mean(v)) for k, v in maps.items()}
-    # measured: image_only 0.372, mtl 0.438, shuffled 0.331 (chance ~0.25)
-    assert m["mtl"] > m["image_only"] + 0.03, m
-    assert m["shuffled"] < m["image_only"] + 0.01, m
+    # measured: image_only 0.298, mtl 0.334, shuffled 0.295 (chance ~0.15)
+    assert m["mtl"] > m["image_only"] + 0.02, maps
+    assert m["shuffled"] < m["image_only"] + 0.01, maps
+
+
+def test_cf_targets_are_standardised_over_train_items_by_default():
+    run = real_run("mtl")
+    data = prepare_training_data(run)
+    cf = data.cf_targets[data.has_cf]
+    assert np.allclose(cf.mean(0), 0, atol=1e-4) and np.allclose(cf.std(0), 1, atol=1e-3)
+    assert (data.cf_targets[~data.has_cf] == 0).all()
+    raw = prepare_training_data(dataclasses.replace(run, train=dataclasses.replace(run.train, cf_standardize=False)))
+    assert raw.cf_targets[raw.has_cf].std(0).mean() < 0.5  # raw VAECF means are small
 
 
 # ----------------------------------------------------------------------------- real pipeline

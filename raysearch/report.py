@@ -48,10 +48,12 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | N
 
 
 def best_row(df: pd.DataFrame) -> pd.Series | None:
-    ok = df[df["best_val_map"].notna()]
+    """Best trial by validation mAP only (test mAP never selects); errored trials are excluded.
+    Ties keep results order (stable sort), so selection stays deterministic."""
+    ok = df[df["best_val_map"].notna() & (df["stop_reason"] != "error")]
     if ok.empty:
         return None
-    return ok.sort_values(["best_val_map", "test_map"], ascending=False, na_position="last").iloc[0]
+    return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]
 
 
 def best_run_config(row: pd.Series) -> RunConfig:

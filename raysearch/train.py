@@ -83,6 +83,16 @@ class TrainResult:
     test_scores: np.ndarray | None = field(default=None, repr=False)  # (n_test, L) sigmoid scores
 
 
+def aux_weighting(run: RunConfig) -> str | None:
+    """The weighting scheme ``prepare_training_data`` really uses: None without CF; only
+    ``mtl``/``sequential`` weight the reconstruction loss, the others use ``uniform``.
+    Shared-data caches key on this, not on the sampled ``train.weighting``."""
+    method = METHODS.get(run.train.method)
+    if not method.uses_cf:
+        return None
+    return run.train.weighting if method.name in ("mtl", "sequential") else "uniform"
+
+
 def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = None) -> TrainingData:
     """Dataset -> split -> image cache (+ CF vectors and per-item weights unless ``image_only``).
 
@@ -114,8 +124,7 @@ def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = 
         has_cf = np.asarray(iv.has_vector, dtype=bool)
         if run.train.cf_standardize:
             cf_targets = standardize_cf(cf_targets, has_cf)
-        scheme = run.train.weighting if method.name in ("mtl", "sequential") else "uniform"
-        weights = np.asarray(item_weights(scheme, ds, split, iv, seed=run.split.seed), dtype=np.float32)
+        weights = np.asarray(item_weights(aux_weighting(run), ds, split, iv, seed=run.split.seed), dtype=np.float32)
     return TrainingData(
         images=images, labels=ds.label_matrix.astype(np.float32), label_names=ds.label_names, split=split,
         cf_targets=cf_targets, has_cf=has_cf, weights=weights, n_interactions=n_inter,
@@ -345,6 +354,7 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
             ckpt_path = str(Path(checkpoint_dir) / "best.pt")
         stop_reason, epoch, train_time = "completed", 0, 0.0
         stopped = False
+        total_epochs = sum(s.epochs for s in stages)
 
         for stage in stages:
             if stopped:
@@ -428,13 +438,15 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
                     "epoch": epoch, "stage": stage.name, "train_loss": sums["loss"] / max(1, n_seen),
                     "main_loss": sums["main"] / max(1, n_seen), "aux_loss": sums["aux"] / max(1, n_seen),
                     "val_map": val_map, "best_val_map": max(best_val, 0.0), "improved": improved, "lr": lr,
+                    "tracked": stage.track_best,  # False: aux-only stage, val mAP of an untrained classifier
                     "images_per_s": n_seen * world / max(ep_train, 1e-9), "epoch_time_s": ep_train,
                 }
                 history.append(m)
                 if callback is not None and (rank == 0 or callback_all_ranks):  # Train V2's report is a barrier
                     callback(dict(m))
                 if stage.track_best and t.patience > 0 and bad_epochs >= t.patience:
-                    stop_reason, stopped = "early_stopped", True
+                    if epoch < total_epochs:  # patience ran out on the last epoch: it simply completed
+                        stop_reason, stopped = "early_stopped", True
                     break
 
         if best_state is None:  # no tracked stage ran (cannot happen with the registered methods)

@@ -85,3 +85,11 @@ def test_dashboard_and_cli(tmp_path):
     assert r.exit_code == 0 and "interaction" in r.output
     r = runner.invoke(app, ["results", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "no results.parquet" in r.output
+
+
+def test_best_row_ignores_test_map_on_ties_and_skips_errored_trials():
+    df = _frame()
+    df.loc[df["trial_id"] == "t3", "best_val_map"] = 0.52  # tie with t2 on val; t3 has the higher test mAP
+    assert best_row(df)["trial_id"] == "t2"  # results order breaks the tie, never the test set
+    df.loc[df["trial_id"] == "t4", ["best_val_map", "stop_reason"]] = [0.99, "error"]
+    assert best_row(df)["trial_id"] == "t2"  # a crashed trial's high val mAP is not a winner

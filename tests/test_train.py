@@ -125,6 +125,15 @@ def test_early_stopping_and_optimisers():
         assert (lrs[-1] < lrs[0]) if sched == "step" else (lrs[-1] == lrs[0])
     with pytest.raises(ValueError, match="train.optimizer 'adam'"):
         fit(tiny_run("mtl", optimizer="adam"), data)
+    # patience running out on the very last epoch is a completed run, not an early stop
+    last = fit(tiny_run("image_only", epochs=2, patience=1, lr=0.05), data)
+    assert last.epochs_run == 2 and last.stop_reason == "completed"
+
+
+def test_sequential_aux_stage_epochs_are_marked_untracked():
+    """Tune skips these epochs: an untrained classifier's val mAP must not feed ASHA."""
+    res = fit(tiny_run("sequential", epochs=4, aux_epochs=2), tiny_data())
+    assert [h["tracked"] for h in res.history] == [False, False, True, True]
 
 
 def test_nan_loss_names_epoch_and_batch():

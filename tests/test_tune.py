@@ -174,3 +174,25 @@ def test_bad_space_file_is_a_clear_cli_error(tmp_path):
     assert r.exit_code == 2 and "--scheduler" in r.output
     r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--resume"])
     assert r.exit_code == 2 and "--name" in r.output
+
+
+def test_shared_data_key_is_the_weighting_actually_used():
+    """contrastive trains with uniform weights whatever train.weighting says: it must not share
+    (or poison) the cache entry of an mtl trial with that weighting."""
+    from raysearch.config import RunConfig, TrainConfig
+    from raysearch.search.tune import data_keys
+
+    def key(method, weighting, **kw):
+        return data_keys(RunConfig(dataset="synthetic-tiny", train=TrainConfig(method=method, weighting=weighting, **kw)))[1]
+
+    assert key("contrastive", "interaction") == key("contrastive", "uniform") == key("mtl", "uniform")
+    assert key("contrastive", "interaction") != key("mtl", "interaction")
+    assert key("sequential", "loss") == key("mtl", "loss")
+    assert key("mtl", "loss") != key("mtl", "loss", cf_standardize=False)
+    assert key("image_only", "loss") == key("image_only", "uniform")
+
+
+@pytest.mark.timeout(120)
+def test_trial_larger_than_the_cluster_is_an_error_not_a_hang(ray_session, tmp_path):
+    with pytest.raises(ConfigError, match="cpus-per-trial 4 > 2 CPUs"):
+        run_sweep(_cfg(tmp_path, "too-big", trials=1, cpus_per_trial=4.0))

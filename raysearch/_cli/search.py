@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
             workers_per_trial=workers_per_trial, storage=storage, name=name, resume=resume, address=address,
             wandb=not no_wandb, wandb_project=wandb_project, seed=seed, epochs=epochs, torch_trainer=torch_trainer,
         ))
-        sp = guarded(lambda: build_space(cfg))
+        # --resume rebuilds the space from the sweep's own sweep.json (the flags given now don't count)
+        sp = None if resume else guarded(lambda: build_space(cfg))
         res = guarded(lambda: run_sweep(cfg, sp))
         df = res.results
         all_failed = len(df) > 0 and (df["stop_reason"] == "error").all()

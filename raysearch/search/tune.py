@@ -118,11 +118,15 @@ def _key(d: dict[str, Any]) -> str:
 
 def data_keys(run: RunConfig) -> tuple[str, str]:
     """(images key, per-config key).  ``image_only`` needs no CF, so all its trials share one key."""
+    from raysearch.train import aux_weighting
+
     img = {"dataset": run.dataset, "data_root": run.data_root, "image_size": run.train.image_size}
-    needs_cf = run.train.method != "image_only"
+    scheme = aux_weighting(run)
+    needs_cf = scheme is not None
     parts = {**img, "split": to_dict(run.split),
              "cf": to_dict(run.cf) if needs_cf else None,
-             "weighting": run.train.weighting if needs_cf else None}
+             "weighting": scheme,
+             "cf_standardize": run.train.cf_standardize if needs_cf else None}
     return _key(img), _key(parts)
 
 
@@ -280,6 +284,8 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext, tracker: TrialTracker, ray:
         m = _clean_metrics(metrics)
         tracker.log_epoch(m)
         spent[0] += float(m.get("epoch_time_s", 0.0))
+        if not metrics.get("tracked", True):
+            return  # sequential's aux-only epochs: an untrained classifier's val mAP must not feed ASHA
         # cumulative train time: what results.parquet keeps for trials ASHA stops mid-way
         tune.report({**m, TIME_ATTR: int(metrics["epoch"]), "train_time_s": spent[0], "data_s": data_s})
 
@@ -315,6 +321,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
         m = _clean_metrics(metrics)
         tracker.log_epoch(m)
         spent[0] += float(m.get("epoch_time_s", 0.0))
+        if not metrics.get("tracked", True):
+            return  # same on every rank, so the report barrier stays consistent
         ray.train.report({**m, TIME_ATTR: int(metrics["epoch"]), "train_time_s": spent[0]})
 
     # every rank must call ray.train.report (a barrier in Train V2), so every rank gets the callback
@@ -397,6 +405,27 @@ def _resources(cfg: SweepConfig) -> dict[str, float]:
     return {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
 
 
+def check_resources(cfg: SweepConfig) -> None:
+    """Ray queues a request larger than the cluster forever (a hang, not an error): refuse it.
+
+    On a joined cluster (``--address``) an autoscaler may still add nodes, so only warn there.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    problems = []
+    if cfg.cpus_per_trial > res.get("CPU", 0):
+        problems.append(f"--cpus-per-trial {cfg.cpus_per_trial:g} > {res.get('CPU', 0):g} CPUs in the cluster")
+    if cfg.gpus_per_trial > res.get("GPU", 0):
+        problems.append(f"--gpus-per-trial {cfg.gpus_per_trial:g} > {res.get('GPU', 0):g} GPUs in the cluster")
+    if not problems:
+        return
+    msg = "; ".join(problems) + ": no trial could ever be scheduled"
+    if cfg.address is None:
+        raise ConfigError(msg)
+    log.warning("%s (unless the autoscaler adds nodes)", msg)
+
+
 def _max_concurrent(cfg: SweepConfig) -> int:
     import ray
 
@@ -408,6 +437,26 @@ def _max_concurrent(cfg: SweepConfig) -> int:
     if cfg.gpus_per_trial > 0:
         n = min(n, int(res.get("GPU", 0) // cfg.gpus_per_trial))
     return max(1, min(n, cfg.trials))
+
+
+def original_sweep_config(cfg: SweepConfig) -> SweepConfig:
+    """The settings a sweep was started with (``sweep.json``), for ``--resume``.
+
+    The restored Tuner keeps its searcher and scheduler; the trials' space, epochs, method and
+    resources must match them, so only ``--address`` (where to run now) comes from the new command.
+    """
+    if not cfg.name:
+        raise ConfigError("--resume needs the --name of the sweep to continue")
+    _, run_dir = _storage_and_dir(cfg, cfg.name)
+    p = run_dir / "sweep.json"
+    if not p.is_file():
+        raise ConfigError(f"--resume: no restorable sweep at {run_dir} (no sweep.json; was it started with this --storage/--name?)")
+    orig = json.loads(p.read_text())["sweep"]
+    orig.update(resume=True, address=cfg.address)
+    try:
+        return SweepConfig(**orig)
+    except TypeError as e:
+        raise ConfigError(f"{p}: not a sweep.json written by this version: {e}") from None
 
 
 def build_space(cfg: SweepConfig) -> SearchSpace:
@@ -433,6 +482,8 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     from raysearch.report import write_results
 
     t0 = time.perf_counter()
+    if cfg.resume:
+        cfg = original_sweep_config(cfg)
     space = space or build_space(cfg)
     if cfg.address is None and not cfg.resume:
         # local run: a missing/corrupt dataset is one clear error here, not N failed trials
@@ -443,6 +494,7 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     storage, run_dir = _storage_and_dir(cfg, name)
     exp_path = f"{storage.rstrip('/')}/{name}"
     init_ray(cfg.address)
+    check_resources(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, cfg, space, name)
 
@@ -496,7 +548,7 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     grid = tuner.fit()
     stats = ray.get(actor.stats.remote())
     ray.kill(actor)
-    df = results_frame(grid, space)
+    df = results_frame(grid, space, cfg.scheduler)
     _, best = write_results(df, run_dir)
     (run_dir / "shared_objects.json").write_text(json.dumps(stats, indent=2))
     n_target = json.loads((run_dir / "sweep.json").read_text())["sweep"]["trials"] if cfg.resume else cfg.trials
@@ -519,7 +571,7 @@ def _last_line(err: BaseException) -> str:
     return (lines[-1] if lines else type(err).__name__)[:300]
 
 
-def results_frame(grid: Any, space: SearchSpace) -> pd.DataFrame:
+def results_frame(grid: Any, space: SearchSpace, scheduler: str = "asha") -> pd.DataFrame:
     """One row per trial from Tune's ResultGrid (parameters, mAPs, epochs, stop reason, times)."""
     rows = []
     for r in grid:
@@ -535,7 +587,8 @@ def results_frame(grid: Any, space: SearchSpace) -> pd.DataFrame:
         elif final:
             reason = str(m.get("stop_reason", "completed"))
         else:
-            reason = "asha_stopped" if m else "error"
+            # no final report: the scheduler stopped it, or the sweep was cut (time budget, Ctrl+C)
+            reason = ("asha_stopped" if scheduler == "asha" else "stopped") if m else "error"
         best_val = m.get("best_val_map")
         epochs_run = int(m["epochs_run"]) if final else int(m.get(TIME_ATTR, 0) or 0)
         found = re.search(r"_([0-9a-f]{5,})_\d+_", Path(r.path).name) if r.path else None

@@ -103,6 +103,16 @@ def test_labels_outside_vocabulary_and_missing_files(tmp_path):
         load_folder(root)
 
 
+def test_null_labels_cell_is_named_as_such(tmp_path):
+    root = _write(tmp_path / "ds")
+    items, _ = _tables()
+    items["labels"] = items["labels"].astype(object)
+    items.at[2, "labels"] = None
+    _corrupt_items(root, items)
+    with pytest.raises(DatasetError, match="null labels .* rows 2"):
+        load_folder(root)
+
+
 def test_bad_meta_json_is_named(tmp_path):
     root = _write(tmp_path / "ds")
     (root / META_FILE).write_text("{not json")

@@ -243,7 +243,10 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
             f"{items['image'].iat[bad[0]]!r}"
         )
     vocab = set(meta["labels"])
-    unknown = [i for i, ls in enumerate(items["labels"]) if ls is None or any(l not in vocab for l in ls)]
+    null = [i for i, ls in enumerate(items["labels"]) if ls is None]
+    if null:
+        raise DatasetError(f"{f_items}: null labels (use an empty list for an unlabelled item) in rows {_rows(null)}")
+    unknown = [i for i, ls in enumerate(items["labels"]) if any(l not in vocab for l in ls)]
     if unknown:
         raise DatasetError(f"{f_items}: labels outside meta.json's vocabulary in rows {_rows(unknown)}")
     known = set(items["item_id"])

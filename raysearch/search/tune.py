@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -266,6 +266,27 @@ def trial_fn(config: dict[str, Any], ctx: TrialContext) -> None:
         tracker.finish(summary, reason)
 
 
+def _epoch_reporter(tracker: TrialTracker, report: Callable[[dict[str, Any]], None], **extra: Any
+                    ) -> Callable[[dict[str, Any]], None]:
+    """``fit``'s per-epoch callback for both trial paths: log to W&B, then report to Tune/Train.
+
+    Untracked epochs (sequential's aux-only stage) are logged but not reported: an untrained
+    classifier's val mAP must not feed ASHA (and every DDP rank skips the same epochs, so Train
+    V2's report barrier stays consistent).  ``train_time_s`` is cumulative: it is what
+    results.parquet keeps for trials ASHA stops mid-way.
+    """
+    spent = [0.0]
+
+    def callback(metrics: dict[str, Any]) -> None:
+        m = _clean_metrics(metrics)
+        tracker.log_epoch(m)
+        spent[0] += float(m.get("epoch_time_s", 0.0))
+        if metrics.get("tracked", True):
+            report({**m, TIME_ATTR: int(metrics["epoch"]), "train_time_s": spent[0], **extra})
+
+    return callback
+
+
 def _fit_in_trial(run: RunConfig, ctx: TrialContext, tracker: TrialTracker, ray: Any) -> dict[str, Any]:
     import torch
     from ray import tune
@@ -278,17 +299,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext, tracker: TrialTracker, ray:
     data = get_training_data(actor, run)
     data_s = time.perf_counter() - t0
 
-    spent = [0.0]
-
-    def callback(metrics: dict[str, Any]) -> None:
-        m = _clean_metrics(metrics)
-        tracker.log_epoch(m)
-        spent[0] += float(m.get("epoch_time_s", 0.0))
-        if not metrics.get("tracked", True):
-            return  # sequential's aux-only epochs: an untrained classifier's val mAP must not feed ASHA
-        # cumulative train time: what results.parquet keeps for trials ASHA stops mid-way
-        tune.report({**m, TIME_ATTR: int(metrics["epoch"]), "train_time_s": spent[0], "data_s": data_s})
-
+    callback = _epoch_reporter(tracker, tune.report, data_s=data_s)
     with tempfile.TemporaryDirectory(prefix="raysearch-ckpt-") as tmp:
         res = fit(run, data, callback=callback)
         final = {**_final_metrics(res), "data_s": data_s}
@@ -315,15 +326,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     wb: WandbSettings = config["wandb"]
     tracker = TrialTracker(wb if rank == 0 else dataclasses.replace(wb, enabled=False), run,
                            config["trial_name"], config["trial_id"], params=config["params"])
-    spent = [0.0]
-
-    def callback(metrics: dict[str, Any]) -> None:
-        m = _clean_metrics(metrics)
-        tracker.log_epoch(m)
-        spent[0] += float(m.get("epoch_time_s", 0.0))
-        if not metrics.get("tracked", True):
-            return  # same on every rank, so the report barrier stays consistent
-        ray.train.report({**m, TIME_ATTR: int(metrics["epoch"]), "train_time_s": spent[0]})
+    callback = _epoch_reporter(tracker, ray.train.report)
 
     # every rank must call ray.train.report (a barrier in Train V2), so every rank gets the callback
     try:

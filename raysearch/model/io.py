@@ -1,0 +1,413 @@
+"""Save and load a trained model directory: the one format a sweep trial, ``raysearch train
+--out`` and ``raysearch predict``/``export`` share.
+
+A model directory holds
+
+* ``model.pt``    the full state dict (backbone + classifier + CF head), tensors only, so it
+                  loads with ``torch.load(weights_only=True)``: nothing is ever unpickled;
+* ``model.json``  what inference needs besides weights: dataset name + fingerprint, label
+                  vocabulary (column order of the classifier), backbone, image size,
+                  normalisation, and per-class decision thresholds chosen on the validation
+                  set to maximise F1 (why: sigmoid scores of class-balanced BCE are not
+                  calibrated, and rare classes need a different cut than frequent ones);
+* ``config.yaml`` the RunConfig (``raysearch train --config`` re-trains it);
+* ``result.json`` the run's metrics.
+
+:func:`load_model` also reads a sweep run directory (its best trial's checkpoint, chosen on
+val mAP as ``best.yaml`` is) and legacy checkpoints without ``model.json`` (thresholds fall
+back to 0.5, and the notes say so).  Inference uses :class:`ScoringModel`: uint8 NHWC images
+in, sigmoid scores out, normalisation inside and the CF head dropped (a training aid only), so
+the exported TorchScript/ONNX graphs are the same function.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict, load_run_config, to_dict
+
+FORMAT = "raysearch-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+CONFIG_FILE = "config.yaml"
+RESULT_FILE = "result.json"
+DEFAULT_THRESHOLD = 0.5
+
+
+class ModelMismatchError(ValueError):
+    """A model does not fit what it is asked to do (other dataset, vocabulary, backbone...)."""
+
+
+@dataclass
+class ModelInfo:
+    """Everything besides weights that inference needs (``model.json``; exported files embed it)."""
+
+    dataset: str
+    fingerprint: str | None
+    label_names: list[str]
+    backbone: str
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    thresholds: list[float]
+    threshold_source: str            # "val_f1" | "default"
+    val_f1: list[float | None] | None = None
+    val_map: float | None = None
+    test_map: float | None = None
+    source: str = ""                 # the path it was loaded from (not stored)
+    notes: list[str] = field(default_factory=list)  # what loading had to assume (not stored)
+    run: RunConfig | None = field(default=None, repr=False)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_names)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("source", "notes", "run")}
+        return {"format": FORMAT, "version": FORMAT_VERSION, **d}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], where: str = "") -> "ModelInfo":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{where}: not a raysearch model description (format {d.get('format')!r})")
+        if int(d.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{where}: model format version {d['version']} is newer than this raysearch "
+                             f"understands ({FORMAT_VERSION}); upgrade raysearch")
+        names = {f.name for f in dataclasses.fields(cls)} - {"source", "notes", "run"}
+        missing = sorted(n for n in names if n not in d and cls.__dataclass_fields__[n].default is dataclasses.MISSING)
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}")
+        info = cls(**{k: d[k] for k in names if k in d}, source=where)
+        if len(info.thresholds) != info.n_labels:
+            raise ValueError(f"{where}: {len(info.thresholds)} thresholds for {info.n_labels} labels")
+        return info
+
+
+class ScoringModel(nn.Module):
+    """uint8 images (N, H, W, 3) -> sigmoid label scores (N, L): the classification path only.
+
+    Normalisation is the same arithmetic as :func:`raysearch.data.images.eval_batch`, so scores
+    equal the training loop's evaluation predictions for the same decoded images.
+    """
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Linear, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        x = (x - self.mean) / self.std
+        return torch.sigmoid(self.classifier(self.backbone(x)))
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    module: ScoringModel
+
+    def scores(self, images: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        return score_images(self.module, images, batch_size)
+
+    def check(self, **expect: Any) -> None:
+        check_compatible(self.info, **expect)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def build_scoring_model(state_dict: Mapping[str, torch.Tensor], backbone: str, n_labels: int,
+                        mean: list[float], std: list[float], where: str = "") -> ScoringModel:
+    """Backbone (random init, then the stored weights, strictly) + classifier; CF head keys ignored."""
+    from raysearch.model.backbones import create_backbone
+    from raysearch.model.heads import CollaborativeModel
+
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    sd = {k: v for k, v in sd.items() if not k.startswith("cf_head.")}
+    w = sd.get("classifier.weight")
+    if w is None:
+        raise ModelMismatchError(f"{where}: no classifier.weight in the state dict: not a raysearch model")
+    if w.shape[0] != n_labels:
+        raise ModelMismatchError(f"{where}: the classifier has {w.shape[0]} outputs but the label vocabulary has "
+                                 f"{n_labels} labels")
+    model = CollaborativeModel(create_backbone(backbone, "none"), n_labels, None)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        missing, unexpected = _key_diff(model.state_dict(), sd)
+        detail = (f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                  f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}") if missing or unexpected \
+            else str(e).splitlines()[-1].strip()[:200]
+        raise ModelMismatchError(f"{where}: weights do not match backbone {backbone!r} ({detail})") from None
+    scorer = ScoringModel(model.backbone, model.classifier, mean, std)
+    return scorer.eval()
+
+
+def _key_diff(want: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    return sorted(set(want) - set(got)), sorted(set(got) - set(want))
+
+
+@torch.inference_mode()
+def score_images(module: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """float32 (N, L) sigmoid scores of uint8 (N, S, S, 3) images, in batches."""
+    module.eval()
+    dev = next(module.parameters()).device
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = images[s:s + batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        out.append(module(x.to(dev)).float().cpu().numpy())
+    n_labels = module.classifier.out_features if hasattr(module, "classifier") else 0
+    return np.concatenate(out) if out else np.zeros((0, n_labels), np.float32)
+
+
+def f1_thresholds(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[float | None]]:
+    """Per class, the cut maximising F1 on (scores, labels); 0.5 and None for classes without positives.
+
+    The cut is the midpoint between the lowest score predicted positive and the next lower
+    score, so a new image scoring like that validation positive is positive too.
+    """
+    n_labels = labels.shape[1]
+    thr = np.full(n_labels, DEFAULT_THRESHOLD, dtype=np.float64)
+    f1s: list[float | None] = [None] * n_labels
+    for c in range(n_labels):
+        y = labels[:, c] > 0.5
+        if not y.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        s, yy = scores[order, c], y[order]
+        tp = np.cumsum(yy)
+        k = np.arange(1, len(s) + 1)
+        last = np.r_[s[1:] != s[:-1], True]  # only cut between distinct scores
+        f1 = np.where(last, 2 * tp / (k + y.sum()), -1.0)
+        i = int(np.argmax(f1))
+        thr[c] = (s[i] + s[i + 1]) / 2 if i + 1 < len(s) else s[i] / 2
+        f1s[c] = float(f1[i])
+    return thr.astype(np.float32), f1s
+
+
+# ----------------------------------------------------------------------------- save
+
+def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], run: RunConfig,
+               data: Any, result: Any = None) -> Path:
+    """Write a model directory (see module docstring) and return its path.
+
+    ``data`` is the run's :class:`~raysearch.train.TrainingData`: the validation images and
+    labels pick the per-class thresholds, and its dataset name, fingerprint and vocabulary are
+    stored.  ``result`` is a :class:`~raysearch.train.TrainResult` or a mapping of metrics.
+    Files are written to temporaries and renamed, so a reader never sees half a model.
+    """
+    from raysearch.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu() for k, v in state_dict.items()}
+    mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    scorer = build_scoring_model(sd, run.train.backbone, len(data.label_names), mean, std, where=str(out))
+    val = np.asarray(data.split.val)
+    if len(val):
+        thresholds, f1s = f1_thresholds(score_images(scorer, data.images[val]), data.labels[val])
+        source = "val_f1"
+    else:
+        thresholds, f1s, source = np.full(len(data.label_names), DEFAULT_THRESHOLD, np.float32), None, "default"
+    metrics = _metrics(result)
+    info = ModelInfo(
+        dataset=data.dataset, fingerprint=data.fingerprint, label_names=list(data.label_names),
+        backbone=run.train.backbone, image_size=int(data.images.shape[1]), mean=mean, std=std,
+        thresholds=[float(t) for t in thresholds], threshold_source=source, val_f1=f1s,
+        val_map=_num(metrics.get("best_val_map")), test_map=_num(metrics.get("test_map")),
+    )
+    _atomic(out / MODEL_FILE, lambda p: torch.save(sd, p))
+    _atomic(out / CONFIG_FILE, lambda p: dump_run_config(run, p))
+    _atomic(out / RESULT_FILE, lambda p: Path(p).write_text(json.dumps(metrics, indent=2, default=str)))
+    _atomic(out / META_FILE, lambda p: Path(p).write_text(json.dumps(info.to_json(), indent=1)))
+    return out
+
+
+def _metrics(result: Any) -> dict[str, Any]:
+    if result is None:
+        return {}
+    if isinstance(result, Mapping):
+        return dict(result)
+    keys = ("best_val_map", "test_map", "best_epoch", "epochs_run", "stop_reason", "wall_time_s", "train_time_s")
+    return {k: getattr(result, k) for k in keys if hasattr(result, k)}
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------- load
+
+def load_model(path: str | os.PathLike, data_root: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model directory, a sweep run directory (its best trial), a legacy checkpoint
+    directory (``model.pt`` + ``config.yaml``) or a ``fit`` ``best.pt`` file.
+
+    Weights load with ``weights_only=True``.  ``data_root`` is only used for legacy checkpoints
+    (their vocabulary is read from the dataset they name).  ``info.notes`` lists what had to be
+    assumed (e.g. thresholds of 0.5).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model not found: {p}")
+    notes: list[str] = []
+    if p.is_dir() and (p / "results.parquet").is_file():
+        p, note = _best_trial_checkpoint(p)
+        notes.append(note)
+    if p.is_dir() and (p / META_FILE).is_file():
+        info = ModelInfo.from_json(_read_json(p / META_FILE), where=str(p / META_FILE))
+        info.run = _config(p / CONFIG_FILE) if (p / CONFIG_FILE).is_file() else None
+        sd = _load_state(p / MODEL_FILE)
+    else:
+        sd, run = _legacy(p)
+        info = _legacy_info(run, sd, data_root, notes)
+        info.run = run
+    info.source, info.notes = str(p), notes + info.notes
+    module = build_scoring_model(sd, info.backbone, info.n_labels, info.mean, info.std, where=str(p))
+    return LoadedModel(info, module.to(device))
+
+
+def _read_json(p: Path) -> dict[str, Any]:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: unreadable ({e})") from None
+
+
+def _config(p: Path) -> RunConfig:
+    try:
+        return load_run_config(p)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - name the file
+        raise ValueError(f"{p}: {e}") from None
+
+
+def _load_state(p: Path) -> dict[str, torch.Tensor]:
+    if not p.is_file():
+        raise FileNotFoundError(f"model weights not found: {p}")
+    try:
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt file, or one that needs unpickling
+        raise ValueError(f"{p}: not a loadable weights file (weights_only=True): {str(e).splitlines()[0][:200]}") from None
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):  # fit's best.pt
+        sd = sd["model"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{p}: expected a state dict of tensors")
+    return sd
+
+
+def _best_trial_checkpoint(run_dir: Path) -> tuple[Path, str]:
+    """The checkpoint of the sweep's best trial (by val mAP, as ``best.yaml`` is chosen)."""
+    from raysearch.report import best_row, load_results
+
+    row = best_row(load_results(run_dir))
+    if row is None:
+        raise ValueError(f"{run_dir}: no trial finished with a validation mAP, so there is no best model")
+    ck = row.get("checkpoint")
+    if not isinstance(ck, str) or not ck:
+        raise ValueError(f"{run_dir}: the best trial {row['trial_id']} has no checkpoint in results.parquet")
+    cp = Path(ck)
+    if not cp.exists():  # the run directory was moved or copied: look for the trial folder inside it
+        alt = run_dir / cp.parent.name / cp.name
+        if not alt.exists():
+            raise FileNotFoundError(f"{run_dir}: the best trial's checkpoint {cp} does not exist (nor {alt})")
+        cp = alt
+    return cp, f"sweep {run_dir.name}: best trial {row['trial_id']} (val mAP {float(row['best_val_map']):.4f})"
+
+
+def _legacy(p: Path) -> tuple[dict[str, torch.Tensor], RunConfig]:
+    """(state dict, RunConfig) of a checkpoint directory without model.json, or of a best.pt file."""
+    if p.is_file():
+        ck = torch.load(p, map_location="cpu", weights_only=True) if p.suffix == ".pt" else None
+        if isinstance(ck, dict) and isinstance(ck.get("model"), dict) and isinstance(ck.get("config"), dict):
+            return _load_state(p), from_dict(RunConfig, ck["config"], where=f"{p}: config")
+        raise ValueError(f"{p}: not a raysearch model (expected a model directory, a sweep run directory, "
+                         f"a fit best.pt, or an exported .onnx / TorchScript file)")
+    for name in (MODEL_FILE, "best.pt"):
+        if (p / name).is_file() and (p / CONFIG_FILE).is_file():
+            return _load_state(p / name), _config(p / CONFIG_FILE)
+    raise ValueError(f"{p}: not a model directory (no {META_FILE}, and no {MODEL_FILE} + {CONFIG_FILE})")
+
+
+def _legacy_info(run: RunConfig, sd: Mapping[str, torch.Tensor], data_root, notes: list[str]) -> ModelInfo:
+    from raysearch.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    n = int(sd["classifier.weight"].shape[0]) if "classifier.weight" in sd else 0
+    names, fp = [f"label_{i}" for i in range(n)], None
+    try:
+        from raysearch.data.registry import load_dataset
+
+        ds = load_dataset(run.dataset, data_root if data_root is not None else run.data_root)
+        names, fp = list(ds.label_names), ds.fingerprint
+        notes.append(f"checkpoint has no {META_FILE}: label vocabulary read from dataset {ds.name!r}")
+    except Exception as e:  # noqa: BLE001 - the dataset may not be here; say what was assumed
+        notes.append(f"checkpoint has no {META_FILE} and dataset {run.dataset!r} is not available "
+                     f"({str(e).splitlines()[0][:120]}): labels are named label_0..label_{n - 1}")
+    notes.append(f"checkpoint has no thresholds: using {DEFAULT_THRESHOLD} for every class")
+    return ModelInfo(dataset=run.dataset, fingerprint=fp, label_names=names, backbone=run.train.backbone,
+                     image_size=run.train.image_size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                     thresholds=[DEFAULT_THRESHOLD] * n, threshold_source="default")
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_compatible(info: ModelInfo, *, dataset: Any = None, label_names: list[str] | None = None,
+                     backbone: str | None = None, image_size: int | None = None) -> list[str]:
+    """Raise :class:`ModelMismatchError` naming every mismatch between the model and what it is asked
+    to do; return warnings (same vocabulary, other dataset version) for the caller to show.
+
+    ``dataset`` is a :class:`~raysearch.data.format.Dataset` whose items are to be scored.
+    """
+    problems, warnings = [], []
+    if dataset is not None:
+        label_names = list(dataset.label_names) if label_names is None else label_names
+        if dataset.fingerprint != info.fingerprint:
+            if list(dataset.label_names) == info.label_names:
+                warnings.append(f"model was trained on {info.dataset!r} (fingerprint {info.fingerprint}) but dataset "
+                                f"{dataset.name!r} has fingerprint {dataset.fingerprint}: same labels, other data")
+            else:
+                problems.append(f"model was trained on dataset {info.dataset!r} (fingerprint {info.fingerprint}), "
+                                f"not {dataset.name!r} (fingerprint {dataset.fingerprint})")
+    if label_names is not None and list(label_names) != info.label_names:
+        a, b = set(info.label_names), set(label_names)
+        if a == b:
+            problems.append("label vocabulary is in another order")
+        else:
+            problems.append(f"label vocabulary differs: model has {len(a)} labels, asked for {len(b)}; "
+                            f"only in the model {sorted(a - b)[:5]}, only asked {sorted(b - a)[:5]}")
+    if backbone is not None and backbone != info.backbone:
+        problems.append(f"backbone is {info.backbone!r}, not {backbone!r}")
+    if image_size is not None and image_size != info.image_size:
+        problems.append(f"image size is {info.image_size}px, not {image_size}px")
+    if problems:
+        raise ModelMismatchError(f"model {info.source or info.dataset}: " + "; ".join(problems))
+    return warnings

@@ -74,6 +74,7 @@ class TrainConfig:
     alpha: float = 1.5            # weight of the auxiliary loss
     omega: float = 3.0            # clip of per-item CF weights
     cf_standardize: bool = True   # z-score CF targets per dimension over train items (see prepare_training_data)
+    aux_norm: str = "weight_sum"  # aux batch reduction: weight_sum (authors' code: relative weights) | mean (see losses.py)
     tau: float = 1.0              # triplet margin (contrastive)
     backbone: str = "resnet18"
     weights: str = "imagenet"     # imagenet | none | PATH
@@ -95,6 +96,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.omega <= 0:
             raise ConfigError("train.alpha must be >= 0 and train.omega > 0")
+        if self.aux_norm not in ("weight_sum", "mean"):
+            raise ConfigError(f"train.aux_norm must be 'weight_sum' or 'mean', got {self.aux_norm!r}")
         if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0 or self.image_size <= 0:
             raise ConfigError("train.lr, train.epochs, train.batch_size, train.image_size must be positive")
 

@@ -7,17 +7,25 @@ signal; an infinite weight would be meaningless).  Per item the weighted BCE is 
 classes as in Eq. 1, then averaged over the labelled rows of the batch (rows whose labels are
 hidden by the label ratio contribute nothing).
 
-Auxiliary task - l_CF_R = exp(L1(q, q_hat) + L2(q, q_hat)).  Raw distances over a 64-d
-vector reach hundreds and exp overflows float32 (exp(89) = inf), so we use:
-  * per-dimension means like the authors' code: L1 = mean_d |q - q_hat| and
-    L2 = sqrt(mean_d (q - q_hat)^2) (the Euclidean distance / sqrt(D)); the loss keeps the
-    paper's exp(L1 + L2) form and its minimum exp(0) = 1 at a perfect reconstruction;
-  * a safe exponential: above ``EXP_CLAMP`` (= 20) exp is continued by its tangent line,
+Auxiliary task - l_CF_R = exp(L1(q, q_hat) + L2(q, q_hat)).  What follows whom:
+  * the paper (Eq. 2) writes raw distances, L1 = sum_d |d| and L2 = ||d||_2; over a 64-d vector
+    they reach hundreds and exp overflows float32 (exp(89) = inf);
+  * the authors' code uses per-dimension means, L1 = mean_d |d| and L2 = mean_d d^2 (the mean
+    squared error, *no* square root);
+  * ours: per-dimension means like the code, but L2 = sqrt(mean_d d^2) (the RMS, i.e. the
+    Euclidean distance / sqrt(D)), so L2 stays a distance as in the paper and grows linearly,
+    not quadratically, with the error; the minimum exp(0) = 1 at a perfect reconstruction is
+    the paper's.  sqrt(. + 1e-12) keeps the gradient finite at a perfect reconstruction;
+  * ours: a safe exponential: above ``EXP_CLAMP`` (= 20) exp is continued by its tangent line,
     exp(c) * (1 + z - c), so the value stays finite and the gradient keeps pointing towards
-    the target instead of vanishing as a hard clamp would;
-  * sqrt(. + 1e-12) so the gradient at a perfect reconstruction is finite.
-aux_i = min(w_i, Omega) * l_CF_R(q_i, q_hat_i), averaged over the batch rows that *have* a CF
-vector (weight-0 rows count neither in the numerator nor the denominator).
+    the target instead of vanishing as a hard clamp would.
+Per item aux_i = min(w_i, Omega) * l_CF_R(q_i, q_hat_i) (paper Eq. 2).  The batch reduction is
+``train.aux_norm`` (rows without a CF vector count nowhere):
+  * ``weight_sum`` (default, the authors' code): sum_i min(w_i, Omega) l_i / sum_i min(w_i, Omega),
+    so the weights are *relative* and alpha means the same for every weighting scheme (weights
+    that all clip at Omega give exactly the uniform loss);
+  * ``mean``: sum_i min(w_i, Omega) l_i / #rows, so alpha is multiplied by the mean clipped
+    weight (e.g. ~2.95 for interaction weights on ``synthetic``, 92% clipped at Omega = 3).
 total = main + alpha * aux.
 """
 from __future__ import annotations
@@ -61,15 +69,23 @@ def cf_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return safe_exp(l1 + l2)
 
 
+AUX_NORMS = ("weight_sum", "mean")
+
+
 def aux_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, omega: float,
-             has_cf: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 averaged over rows with a CF vector: mean_i min(w_i, Omega) * l_CF_R."""
+             has_cf: torch.Tensor, norm: str = "weight_sum") -> torch.Tensor:
+    """Eq. 2 over rows with a CF vector: sum_i min(w_i, Omega) * l_CF_R, divided by the sum of the
+    clipped weights (``norm="weight_sum"``, the authors' code) or by the row count (``"mean"``)."""
+    if norm not in AUX_NORMS:
+        raise ValueError(f"train.aux_norm {norm!r} unknown; choose one of {', '.join(AUX_NORMS)}")
     m = has_cf.to(torch.float32)
     if m.sum() == 0:
         return pred.sum() * 0.0  # keeps the graph (DDP needs every parameter to get a grad)
     w = weights.float().clamp(max=omega) * m
     l = cf_reconstruction_loss(pred, torch.where(has_cf[:, None], target, pred.detach()))
-    return (w * l).sum() / m.sum()
+    denom = w.sum() if norm == "weight_sum" else m.sum()
+    # normalise the weights first: equal clipped weights then give bit-identical relative weights
+    return ((w / denom.clamp_min(1e-12)) * l).sum()
 
 
 def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, tau: float,

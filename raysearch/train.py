@@ -93,7 +93,8 @@ def aux_weighting(run: RunConfig) -> str | None:
     return run.train.weighting if method.name in ("mtl", "sequential") else "uniform"
 
 
-def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = None) -> TrainingData:
+def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = None,
+                          split: Split | None = None) -> TrainingData:
     """Dataset -> split -> image cache (+ CF vectors and per-item weights unless ``image_only``).
 
     With ``train.cf_standardize`` (default) each CF target dimension is z-scored over the train
@@ -102,6 +103,8 @@ def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = 
     BPR's differ), so exp(L1 + L2) with per-dimension means stays near exp(0) and its gradient
     is weak, and ``alpha`` would mean different things for different CF models.  The transform
     is affine per dimension, so it keeps all the information the vectors carry.
+    ``split`` (e.g. one cross-validation fold) replaces ``make_split(ds, run.split)``; the CF
+    vectors and weights are then computed from that split's train items only.
     """
     from raysearch.data.images import load_image_cache
     from raysearch.data.registry import load_dataset
@@ -110,7 +113,7 @@ def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = 
     root = data_root if data_root is not None else run.data_root
     method = METHODS.get(run.train.method)
     ds = load_dataset(run.dataset, root)
-    split = make_split(ds, run.split)
+    split = make_split(ds, run.split) if split is None else split
     images = load_image_cache(ds, run.train.image_size, data_root=root)
     n = ds.n_items
     n_inter = np.asarray(ds.interaction_matrix(split.cf_items).sum(0)).ravel().astype(np.int64)
@@ -391,7 +394,7 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
                             main = class_balanced_bce(logits, labels_t[idx].to(device), class_w, labelled_t[idx].to(device))
                         if stage.aux == "reconstruct":
                             aux = aux_loss(cf_pred.float(), cf_t[idx].to(device), weights_t[idx].to(device), t.omega,
-                                           has_cf_t[idx].to(device))
+                                           has_cf_t[idx].to(device), norm=t.aux_norm)
                         elif stage.aux == "triplet":
                             p = cf_pred.float()
                             aux = triplet_loss(p[:bsz], p[bsz:2 * bsz], p[2 * bsz:], t.tau,

@@ -81,11 +81,30 @@ def test_aux_loss_weights_clipped_by_omega_and_only_cf_rows():
     tgt = torch.tensor([[0.0, 0.0], [0.0, 0.0], [float("nan"), 0.0]])  # row 2 has no CF vector
     w = torch.tensor([5.0, 1.0, 2.0])
     has = torch.tensor([True, True, False])
-    # row 0: min(5, 3) * e^2 ; row 1: 1 * e^0 ; mean over the 2 rows with a vector
+    # row 0: min(5, 3) * e^2 ; row 1: 1 * e^0 ; "mean": over the 2 rows with a vector
     expected = (3 * math.exp(2.0) + 1.0) / 2
-    got = aux_loss(pred, tgt, w, 3.0, has)
+    got = aux_loss(pred, tgt, w, 3.0, has, norm="mean")
     assert got.item() == pytest.approx(expected, rel=1e-6)
+    # "weight_sum" (default, the authors' code): divided by the clipped weights 3 + 1
+    assert aux_loss(pred, tgt, w, 3.0, has).item() == pytest.approx((3 * math.exp(2.0) + 1.0) / 4, rel=1e-6)
     assert aux_loss(pred, tgt, w, 3.0, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+    with pytest.raises(ValueError, match="aux_norm"):
+        aux_loss(pred, tgt, w, 3.0, has, norm="sum")
+
+
+def test_weights_all_clipped_at_omega_give_exactly_the_uniform_loss():
+    """With weight_sum normalisation, interaction weights that all clip at Omega are relative
+    weights 1: exactly the uniform loss (with ``mean`` they would be alpha x Omega)."""
+    g = torch.Generator().manual_seed(0)
+    pred, tgt = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    has = torch.ones(16, dtype=torch.bool)
+    has[3] = False
+    inter = torch.sqrt(torch.randint(9, 400, (16,), generator=g).float())  # sqrt|U_i| >= 3 = Omega
+    uniform = torch.ones(16)
+    a = aux_loss(pred, tgt, inter, 3.0, has)
+    b = aux_loss(pred, tgt, uniform, 3.0, has)
+    assert torch.equal(a, b)
+    assert aux_loss(pred, tgt, inter, 3.0, has, norm="mean").item() == pytest.approx(3 * b.item(), rel=1e-6)
 
 
 def test_triplet_hand_computed():

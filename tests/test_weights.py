@@ -27,8 +27,8 @@ def world():
 
 
 def test_registry():
-    assert WEIGHTINGS.names() == ["interaction", "loss", "uniform"]
-    with pytest.raises(UnknownNameError, match="choose one of: interaction, loss, uniform"):
+    assert WEIGHTINGS.names() == ["interaction", "loss", "loss_rescaled", "uniform"]
+    with pytest.raises(UnknownNameError, match="choose one of: interaction, loss, loss_rescaled, uniform"):
         WEIGHTINGS.get("sqrt")
 
 
@@ -61,6 +61,31 @@ def test_loss_weights_finite_positive_with_documented_fallback(world, caplog):
     scored = split.train_labelled[d[split.train_labelled]]
     assert np.unique(w[scored]).size > len(scored) // 2  # real per-item values, not a constant
     assert "hidden labels" in caplog.text
+
+
+def test_rescale_authors_clips_percentiles_and_maps_to_1_3():
+    from raysearch.cf.weights import rescale_authors
+
+    raw = np.arange(1.0, 102.0)  # 25th pct 26, 75th pct 76
+    out = rescale_authors(raw)
+    assert out.min() == 1.0 and out.max() == 3.0
+    assert (out[raw <= 26] == 1.0).all() and (out[raw >= 76] == 3.0).all()
+    assert out[50] == pytest.approx(1 + 2 * (51 - 26) / 50)
+    assert (rescale_authors(np.full(5, 7.0)) == 1.0).all()
+
+
+def test_loss_rescaled_weights_follow_the_authors_code(world):
+    ds, split, iv = world
+    raw = item_weights("loss", ds, split, iv, seed=0, cf2label=MLP, use_cache=False)
+    w = item_weights("loss_rescaled", ds, split, iv, seed=0, cf2label=MLP, use_cache=False)
+    d = iv.has_vector
+    assert (w[~d] == 0).all() and (w[d] >= 1).all() and (w[d] <= 3).all()
+    hidden = split.train[d[split.train] & ~split.labelled[split.train]]
+    assert (w[hidden] == 1.0).all()  # unscored items: the minimum weight (the code's choice)
+    scored = split.train_labelled[d[split.train_labelled]]
+    lo, hi = np.percentile(raw[scored].astype(np.float64), [25, 75])
+    assert (w[scored][raw[scored] <= lo] == pytest.approx(1.0)) and (w[scored][raw[scored] >= hi] == pytest.approx(3.0))
+    assert np.corrcoef(w[scored], np.clip(raw[scored], lo, hi))[0, 1] > 0.999  # monotone linear map
 
 
 def test_loss_weights_track_vector_quality(world):

@@ -5,12 +5,20 @@ Each scheme is a registered function ``(ds, split, iv, seed, cf2label) -> float3
 * ``uniform``: 1 for every item with a CF vector;
 * ``interaction``: sqrt(|U_i|), more interacting users -> more trust in the vector;
 * ``loss``: 1 / (mean BCE of CF2Label's prediction on the item's positive labels),
-  the vector's measured utility for the labels.  Out-of-fold (k-fold cross-fitting
-  over the labelled train items that have a vector), so no item is weighted by a
-  model that saw it.  Items whose labels are hidden (``split.labelled`` False) or
-  that have no positive label cannot be scored: they fall back to weight 1.0 (the
-  paper's choice for missing labels); they are counted and logged.  The mean BCE is
-  floored at ``MIN_BCE`` so a perfectly predicted item gets a large, finite weight.
+  the vector's measured utility for the labels (paper Sec. 3.4).  Out-of-fold (k-fold
+  cross-fitting over the labelled train items that have a vector: ours; the paper does
+  not say how CF2Label avoids scoring its own training items), so no item is weighted by
+  a model that saw it.  The mean BCE is floored at ``MIN_BCE`` (ours) so a perfectly
+  predicted item gets a large, finite weight.
+* ``loss_rescaled``: the authors' code's post-processing of the same 1/BCE: clipped to
+  its 25th-75th percentile over the scored items and rescaled linearly to [1, 3].
+
+Items that cannot be scored (labels hidden by the label ratio, or no positive label):
+the paper switches to the *uniform* scheme when labels are missing; the authors' code
+gives items without a positive label the *minimum* weight.  ``loss`` (ours) gives them
+1.0, the uniform scheme's weight (so under the default ``train.aux_norm: weight_sum``
+their share is relative to the scored items' 1/BCE, typically > 1); ``loss_rescaled``
+follows the code and gives them the minimum, 1.0 of [1, 3].  Both are counted and logged.
 
 Every scheme gives 0 where ``iv.has_vector`` is False (val/test items and train
 items without interactions; the latter are counted and logged).  The clip Omega
@@ -81,11 +89,47 @@ def loss(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
     if len(items) == 0:
         log.warning("loss weights: no labelled train item has a CF vector; all weights are uniform")
         return w
+    w[items] = _inverse_bce(ds, iv, items, seed, cf2label).astype(np.float32)
+    return w
+
+
+def _inverse_bce(ds, iv: ItemVectors, items: np.ndarray, seed: int, cf2label: CF2LabelConfig) -> np.ndarray:
+    """1 / out-of-fold mean BCE of CF2Label on each item's positive labels (float64)."""
     x, y = iv.targets()[items], ds.label_matrix[items]
     probs, _, _ = out_of_fold(x, y, cf2label, seed=seed)
     p = np.clip(probs.astype(np.float64), 1e-7, 1.0)
     bce_pos = (-(y * np.log(p)).sum(1)) / y.sum(1)
-    w[items] = (1.0 / np.maximum(bce_pos, MIN_BCE)).astype(np.float32)
+    return 1.0 / np.maximum(bce_pos, MIN_BCE)
+
+
+def rescale_authors(raw: np.ndarray, low_pct: float = 25.0, high_pct: float = 75.0,
+                    lo: float = 1.0, hi: float = 3.0) -> np.ndarray:
+    """The authors' post-processing: clip to the [low_pct, high_pct] percentiles, map linearly to
+    [lo, hi].  All-equal inputs (no spread) map to ``lo``."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.size == 0:
+        return raw
+    a, b = np.percentile(raw, [low_pct, high_pct])
+    if b - a <= 0:
+        return np.full(raw.shape, lo)
+    return lo + (hi - lo) * (np.clip(raw, a, b) - a) / (b - a)
+
+
+@WEIGHTINGS.register("loss_rescaled")
+def loss_rescaled(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+    """``loss`` post-processed as in the authors' code: 1/BCE clipped to its 25th-75th percentile and
+    rescaled to [1, 3]; items that cannot be scored get the minimum weight 1.0 (the code's choice)."""
+    w = _base(ds, split, iv)
+    w[iv.has_vector] = 1.0  # the minimum of [1, 3]
+    items = cf2label_items(split, iv, ds)
+    fallback = int(iv.has_vector[split.train].sum()) - len(items)
+    if fallback:
+        log.info("loss_rescaled weights: %d train items with a CF vector but hidden or no positive labels "
+                 "get the minimum weight 1.0", fallback)
+    if len(items) == 0:
+        log.warning("loss_rescaled weights: no labelled train item has a CF vector; all weights are 1.0")
+        return w
+    w[items] = rescale_authors(_inverse_bce(ds, iv, items, seed, cf2label)).astype(np.float32)
     return w
 
 
@@ -117,8 +161,8 @@ def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, se
 
 def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: CF2LabelConfig) -> Path:
     h = hashlib.sha256(json.dumps({
-        "scheme": scheme, "seed": seed, "cf2label": asdict(cf2label) if scheme == "loss" else None,
-        "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme == "loss" else None,
+        "scheme": scheme, "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
+        "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme.startswith("loss") else None,
     }, sort_keys=True).encode()).hexdigest()[:12]
     return iv.path.with_name(f"{iv.key}.weights-{scheme}-{h}.parquet")
 

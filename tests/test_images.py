@@ -182,3 +182,56 @@ def test_train_batch_identity_crop_and_pure_flip():
     torch.testing.assert_close(ident, eval_batch(x), atol=1e-5, rtol=0)
     flipped = train_batch(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=1.0)
     torch.testing.assert_close(flipped, eval_batch(x).flip(-1), atol=1e-5, rtol=0)
+
+
+def _grid_sample_reference(x: torch.Tensor, boxes) -> torch.Tensor:
+    """The previous float implementation (normalise, then ``affine_grid``/``grid_sample`` over each
+    crop box with half-pixel centres) applied to the integer boxes ``train_batch`` drew."""
+    f = eval_batch(x)
+    n, _, h, w = f.shape
+    cw, ch = boxes.width.double() / w, boxes.height.double() / h
+    cx = (2 * boxes.left.double() + boxes.width.double()) / w - 1  # box centre in [-1, 1]
+    cy = (2 * boxes.top.double() + boxes.height.double()) / h - 1
+    sign = torch.where(boxes.flip, -1.0, 1.0).double()
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw * sign, cx, ch, cy
+    grid = torch.nn.functional.affine_grid(theta.float(), [n, 3, h, w], align_corners=False)
+    return torch.nn.functional.grid_sample(f, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def test_train_batch_resamples_like_grid_sample_over_its_crop_boxes():
+    """Cropping/resizing on uint8 gives the float grid_sample result up to uint8 rounding of the
+    resized pixels, except on the output's outer one-pixel ring: there grid_sample interpolates
+    with the image pixels just outside the box, the crop-then-resize (torchvision's
+    ``resized_crop``) clamps to the box edge."""
+    x = _batch(16, 32)
+    boxes = imgmod.crop_boxes(16, 32, 32, torch.Generator().manual_seed(5))
+    assert (boxes.width < 32).any() and boxes.flip.any() and (~boxes.flip).any()
+    got = train_batch(x, torch.Generator().manual_seed(5))
+    ref = _grid_sample_reference(x, boxes)
+    step = 1 / 255 / min(IMAGENET_STD)  # one uint8 level after normalisation
+    err = (got - ref).abs()[:, :, 1:-1, 1:-1]
+    assert err.max() <= 1.01 * step
+    assert err.mean() <= 0.3 * step
+
+
+def test_crop_boxes_draw_the_random_resized_crop_distribution():
+    """Same draws as the continuous formulation (area ~ U(scale), log-uniform aspect, clipped,
+    uniform position, flip p): the integer boxes are those values rounded to whole pixels."""
+    n, h, w = 4000, 128, 96
+    boxes = imgmod.crop_boxes(n, h, w, torch.Generator().manual_seed(1), scale=(0.5, 0.9), flip=0.3)
+    r = torch.rand(n, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    area = 0.5 + 0.4 * r[:, 0]
+    aspect = torch.exp(np.log(3 / 4) + (np.log(4 / 3) - np.log(3 / 4)) * r[:, 1])
+    fw, fh = torch.sqrt(area * aspect).clamp(max=1), torch.sqrt(area / aspect).clamp(max=1)
+    assert (boxes.width - fw * w).abs().max() <= 0.5 + 1e-9
+    assert (boxes.height - fh * h).abs().max() <= 0.5 + 1e-9
+    assert (boxes.left >= 0).all() and (boxes.left + boxes.width <= w).all()
+    assert (boxes.top >= 0).all() and (boxes.top + boxes.height <= h).all()
+    assert (boxes.left - r[:, 2] * (w - boxes.width)).abs().max() <= 0.5 + 1e-9
+    frac = (boxes.width * boxes.height).double() / (w * h)
+    assert abs(frac.mean().item() - (fw * fh).mean().item()) < 2e-3
+    assert 0.27 < boxes.flip.double().mean().item() < 0.33
+    # the left offset is uniform over the free room: its normalised position averages 0.5
+    room = (w - boxes.width).double()
+    assert abs((boxes.left[room > 10] / room[room > 10]).mean().item() - 0.5) < 0.03

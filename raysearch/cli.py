@@ -7,8 +7,22 @@ from __future__ import annotations
 import importlib
 
 import typer
+from typer.core import TyperGroup
+
+from raysearch._cli import STATE, configure_logging, json_mode
+
+
+class _Group(TyperGroup):
+    """Sees the sub-command's arguments before it runs: a ``--json`` command gets a clean stdout."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        if "--json" in [*getattr(ctx, "_protected_args", []), *ctx.args]:
+            json_mode(ctx)
+        return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="raysearch",
     help="Ray-distributed hyperparameter search for collaborative image understanding.",
     no_args_is_help=True,
@@ -19,11 +33,17 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of errors (normally one line)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-v info, -vv debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+) -> None:
     """Ray-distributed hyperparameter search for collaborative image understanding."""
+    STATE.debug = debug
+    configure_logging(verbose, quiet)
 
 
-_STAGES = ("data", "cf", "train", "search")
+_STAGES = ("data", "cf", "train", "search", "predict", "experiment")
 for _stage in _STAGES:
     try:
         _mod = importlib.import_module(f"raysearch._cli.{_stage}")

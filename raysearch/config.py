@@ -8,6 +8,8 @@ source file when one is given), never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,11 +18,27 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from raysearch.errors import RaysearchError, short
+
 C = TypeVar("C")
 
+#: smallest train.image_size: the backbones downsample 32x, below 16 px nothing of an image is left
+MIN_IMAGE_SIZE = 16
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "none")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
-class ConfigError(ValueError):
+
+class ConfigError(RaysearchError, ValueError):
     """A configuration mapping has an unknown key, a wrong type or a bad value."""
+
+
+def _check_finite(cfg: Any, section: str) -> None:
+    """NaN passes every ``<``/``>`` check silently: refuse non-finite floats first."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{section}.{f.name} must be a finite number, got {v}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,7 @@ class SplitConfig:
     label_ratio: float = 1.0  # fraction of train items that keep their labels
 
     def __post_init__(self) -> None:
+        _check_finite(self, "split")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"split.label_ratio must be in (0, 1], got {self.label_ratio}")
         for k in ("train", "val", "test"):
@@ -59,6 +78,7 @@ class CFConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_finite(self, "cf")
         if self.dim <= 0 or self.epochs <= 0 or self.batch_size <= 0:
             raise ConfigError("cf.dim, cf.epochs and cf.batch_size must be positive")
         if self.lr <= 0:
@@ -94,12 +114,24 @@ class TrainConfig:
     num_workers: int = 0          # DataLoader workers
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
         if self.alpha < 0 or self.omega <= 0:
             raise ConfigError("train.alpha must be >= 0 and train.omega > 0")
         if self.aux_norm not in ("weight_sum", "mean"):
             raise ConfigError(f"train.aux_norm must be 'weight_sum' or 'mean', got {self.aux_norm!r}")
         if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0 or self.image_size <= 0:
             raise ConfigError("train.lr, train.epochs, train.batch_size, train.image_size must be positive")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"train.image_size must be >= {MIN_IMAGE_SIZE} (the backbones downsample 32x; "
+                              f"smaller images keep no usable detail), got {self.image_size}")
+        if self.weight_decay < 0 or self.tau < 0:
+            raise ConfigError("train.weight_decay and train.tau must be >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {short(self.optimizer)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {short(self.schedule)}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, mps, cuda or cuda:N, got {short(self.device)}")
 
 
 @dataclass(frozen=True)
@@ -161,10 +193,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "") 
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     prefix = f"{where}: " if where else ""
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
         raise ConfigError(
-            f"{prefix}unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+            f"{prefix}unknown key(s) {short(', '.join(map(str, unknown)))} for {cls.__name__}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
     kwargs = {}
@@ -172,13 +204,13 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "") 
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{prefix}key {name!r} must be a mapping, got {type(value).__name__}")
+                raise ConfigError(f"{prefix}key {short(name)} must be a mapping, got {type(value).__name__}")
             kwargs[name] = from_dict(tp, value, where=f"{where}.{name}" if where else name)
             continue
         ok, coerced = _type_ok(value, tp)
         if not ok:
             raise ConfigError(
-                f"{prefix}key {name!r} expects {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})"
+                f"{prefix}key {name!r} expects {getattr(tp, '__name__', tp)}, got {short(value)} ({type(value).__name__})"
             )
         kwargs[name] = coerced
     try:
@@ -205,13 +237,38 @@ def load_run_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping")
     return from_dict(RunConfig, data, where=str(path))
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``SafeLoader`` refusing anchors and aliases: config files need neither, and a chain of
+    aliases expands exponentially (a 400-byte file becomes gigabytes: a "billion laughs" bomb)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name, <<: *name) are not allowed in raysearch "
+                "config files; write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML config file safely (no tags, no aliases); every error is one line naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); is this a YAML file?") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:400]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
 
 
 def dump_run_config(cfg: RunConfig, path: str | Path) -> None:

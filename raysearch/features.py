@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from raysearch import paths
+from raysearch import _io, paths
 from raysearch.model.backbones import Backbone
 
 
@@ -72,13 +70,7 @@ def trunk_features(backbone: Backbone, split: int, images: np.ndarray, key: str,
         if arr.shape[0] == len(images):
             return arr
     feats = compute_trunk(backbone, split, images, batch_size=batch_size, device=device)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
-        np.save(tmp, feats)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
-        os.replace(tmp, path)
-    finally:
-        if Path(tmp).exists():
-            os.unlink(tmp)
+    with _io.atomic_path(path, needed=feats.nbytes + 4096, clean=True) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.save on a path would append ".npy"
+            np.save(f, feats)
     return np.load(path, mmap_mode="r")

@@ -464,40 +464,11 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
     )
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def advance(self) -> None:
-        pass
-
-
-class _RichBar:
-    def __init__(self, desc: str, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=Console(stderr=True), transient=True)
-        self.desc, self.total = desc, total
-
-    def __enter__(self):
-        self.p.__enter__()
-        self.task = self.p.add_task(self.desc, total=self.total)
-        return self
-
-    def __exit__(self, *a):
-        return self.p.__exit__(*a)
-
-    def advance(self) -> None:
-        self.p.advance(self.task)
-
-
 def _progress(show: bool, desc: str, total: int):
-    return _RichBar(desc, total) if show else _NoBar()
+    """One transient bar per epoch (:mod:`raysearch.progress`)."""
+    from raysearch.progress import bar
+
+    return bar(show, desc, total, transient=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,30 +1,125 @@
-"""Per-stage CLI commands; see :mod:`raysearch.cli`."""
+"""Per-stage CLI commands; see :mod:`raysearch.cli`.
+
+Errors: :func:`guarded` turns the project's own errors (:class:`~raysearch.errors.RaysearchError`)
+and I/O errors into one line on stderr; anything else is a bug and keeps its traceback.
+``raysearch --debug`` shows the traceback of the one-line errors too.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import typer
 
+#: most characters of one error line (a message built from a huge value must stay readable)
+MAX_LINE = 2000
 
-def fail(msg: str, code: int = 2) -> None:
+
+class _State:
+    debug = False
+    json_stdout: Any = None  # the real stdout while a --json command runs (its own stdout goes to stderr)
+
+
+STATE = _State()
+
+
+def one_line(msg: str, limit: int = MAX_LINE) -> str:
+    """Collapse a message to one line of at most ``limit`` characters."""
+    s = " ".join(str(msg).split())
+    return s if len(s) <= limit else f"{s[:limit]}... ({len(s):,} characters)"
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
     """Print a clear one-line error (no traceback) and exit non-zero."""
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {one_line(msg)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` turning the project's input errors into clean CLI errors."""
-    from raysearch.config import ConfigError
-    from raysearch.data.format import DatasetError
-    from raysearch.registry import UnknownNameError
+def describe(e: BaseException) -> str:
+    """The user-facing text of an expected error: our own message, or ``file: reason`` for I/O."""
+    from raysearch.errors import RaysearchError
 
+    if isinstance(e, OSError) and not isinstance(e, RaysearchError) and e.strerror:
+        where = e.filename if e.filename is not None else ""
+        return f"{where}: {e.strerror}" if where else e.strerror
+    if isinstance(e, KeyError) and not isinstance(e, RaysearchError) and e.args:
+        return str(e.args[0])
+    return str(e) or type(e).__name__
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """What :func:`guarded` reports in one line: the project's errors and I/O errors."""
+    from raysearch.errors import RaysearchError
+
+    return (RaysearchError, OSError)
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` turning the project's input errors and I/O errors into clean CLI errors.
+
+    A plain ``ValueError``/``TypeError`` is not caught: it means a bug, and its
+    traceback is what is needed to fix it.
+    """
     try:
         return fn()
-    except (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError) as e:
-        fail(str(e))
+    except expected_errors() as e:
+        if STATE.debug:
+            raise
+        fail(describe(e))
+
+
+def checked(fn: Callable[[], Any]) -> Any:
+    """Like :func:`guarded` for a pure validation call whose ``ValueError`` means bad input.
+
+    Only for checks that run before any work (e.g. a method's stage plan for the given
+    epochs), never around training or I/O.
+    """
+    try:
+        return fn()
+    except ValueError as e:
+        if STATE.debug:
+            raise
+        fail(describe(e))
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Write ``obj`` as the one JSON document on stdout (see :func:`json_mode`)."""
+    out = STATE.json_stdout or sys.stdout
+    out.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out.flush()
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The ``raysearch`` logger on stderr: warnings by default, ``-v`` info, ``-vv`` debug, ``-q`` errors only."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logger = logging.getLogger("raysearch")
+    for h in list(logger.handlers):
+        if getattr(h, "_raysearch_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._raysearch_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def json_mode(ctx: Any) -> None:
+    """For a ``--json`` command: everything written to stdout goes to stderr, except the JSON.
+
+    Libraries print to stdout (progress lines, banners); a ``--json`` consumer must read
+    the JSON document alone.  Restored when the command ends.
+    """
+    if STATE.json_stdout is not None:
+        return
+    real = sys.stdout
+    STATE.json_stdout = real
+    sys.stdout = sys.stderr
+
+    def restore() -> None:
+        sys.stdout = real
+        STATE.json_stdout = None
+
+    ctx.call_on_close(restore)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raysearch._cli import emit_json, fail, guarded
+from raysearch.errors import InputError
 
 
 def _print_report(folder: Any, report: dict[str, Any]) -> None:
@@ -56,14 +57,11 @@ def register(app: typer.Typer) -> None:
             for flag, key, value in (("--min-items", "min_items", min_items), ("--min-repins", "min_repins", min_repins)):
                 if value is not None:
                     if key not in accepted:
-                        raise ValueError(f"{flag} does not apply to dataset {dataset!r}")
+                        raise InputError(f"{flag} does not apply to dataset {dataset!r}")
                     options[key] = value
             if "progress" in accepted:
                 options["progress"] = not json_out
-            try:
-                return prepare_dataset(dataset, raw, images=images, data_root=data_root, overwrite=overwrite, **options)
-            except (PermissionError, IsADirectoryError, NotADirectoryError) as e:  # one line, not a traceback
-                raise ValueError(f"{e.filename}: {e.strerror}") from None
+            return prepare_dataset(dataset, raw, images=images, data_root=data_root, overwrite=overwrite, **options)
 
         folder, report = guarded(run)
         if json_out:

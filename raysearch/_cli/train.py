@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from raysearch._cli import emit_json, fail, guarded
+from raysearch._cli import checked, emit_json, fail, guarded
 
 
 def _trainable_blocks(v: Optional[str]) -> Optional[int]:
@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
         from raysearch.methods import METHODS
         from raysearch.model.backbones import create_backbone
 
-        guarded(lambda: METHODS.get(run.train.method))
+        method_obj = guarded(lambda: METHODS.get(run.train.method))
+        checked(lambda: method_obj.stages(run.train))  # e.g. sequential with 1 epoch: before any data work
+        _check_device(run.train.device)
         guarded(lambda: create_backbone(run.train.backbone, run.train.weights))  # fail fast on weights
         console = Console(stderr=True)
         if not json_out:
@@ -129,6 +131,19 @@ def register(app: typer.Typer) -> None:
         tab.add_row(f"{res.best_val_map:.4f}", f"{res.test_map:.4f}", str(res.best_epoch), str(res.epochs_run),
                     res.stop_reason, f"{res.wall_time_s:.1f}s")
         Console().print(tab)
+
+
+def _check_device(device: str) -> None:
+    """The config checks the syntax; here, before any work, whether this machine has that device."""
+    import torch
+
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(device.partition(":")[2] or 0)
+        if idx >= n:
+            fail(f"--device {device}: no such CUDA device on this machine ({n} visible); use --device cpu or auto")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        fail("--device mps: Apple MPS is not available on this machine; use --device cpu or auto")
 
 
 class _null:

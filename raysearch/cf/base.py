@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,8 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from raysearch import paths
+from raysearch import _io, paths
 from raysearch.config import CFConfig, from_dict, to_dict
+from raysearch.errors import RaysearchError
 from raysearch.registry import Registry
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ _META_KEY = b"raysearch.cf"
 FIT_COUNT = 0
 
 
-class CFError(ValueError):
+class CFError(RaysearchError, ValueError):
     """Bad input to the CF phase (empty matrix, corrupt cache, unusable model)."""
 
 
@@ -292,16 +292,9 @@ def write_item_vectors(iv: ItemVectors, path: Path) -> None:
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write then rename, so a concurrent reader (another trial) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    """Write then rename (:func:`raysearch._io.atomic_path`): a concurrent reader never sees half a file."""
+    with _io.atomic_path(path, needed=table.nbytes, clean=True) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_item_vectors(path: str | os.PathLike, ds: "Dataset | None" = None) -> ItemVectors:

@@ -10,8 +10,8 @@ in ``<out>/download_failures.tsv`` (item id, url, reason).
 """
 from __future__ import annotations
 
+import math
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from raysearch.data.adapters.common import check_image, progress_bar, safe_name, tracked
+from raysearch import _io
+from raysearch.data.adapters.common import check_image, safe_name
+from raysearch.errors import InputError
+from raysearch.progress import progress_bar, tracked
 
 FAILURES_FILE = "download_failures.tsv"
 USER_AGENT = "raysearch-download-images/0.1 (+https://github.com/)"
@@ -37,8 +40,10 @@ class DownloadConfig:
     min_repins: int = 10      # pinterest: fetch only pins prepare would keep
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in (self.backoff_s, self.timeout_s)):
+            raise InputError("download: --backoff and --timeout must be finite numbers")
         if self.workers < 1 or self.retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
-            raise ValueError("download: workers >= 1, retries >= 0, backoff >= 0 and timeout > 0 are required")
+            raise InputError("download: workers >= 1, retries >= 0, backoff >= 0 and timeout > 0 are required")
 
 
 def image_urls(dataset: str, raw: str | os.PathLike, cfg: DownloadConfig, progress: Any = None
@@ -51,8 +56,8 @@ def image_urls(dataset: str, raw: str | os.PathLike, cfg: DownloadConfig, progre
     if dataset == "pinterest":
         return pinterest.urls(Path(raw), cfg.min_repins, progress)
     if dataset == "movielens":
-        raise ValueError("movielens dumps carry no image URLs: put posters/<movieId>.jpg next to the dump")
-    raise ValueError(f"download-images knows no URL source for dataset {dataset!r} (choose: clothing, pinterest, toys)")
+        raise InputError("movielens dumps carry no image URLs: put posters/<movieId>.jpg next to the dump")
+    raise InputError(f"download-images knows no URL source for dataset {dataset!r} (choose: clothing, pinterest, toys)")
 
 
 class _Permanent(Exception):
@@ -85,18 +90,17 @@ def _download_one(urls: list[str], dest: Path, cfg: DownloadConfig) -> tuple[str
             last = url
             try:
                 data = _fetch(url, cfg)
-                fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                err = check_image(Path(tmp))
-                if err is not None:
-                    os.unlink(tmp)
-                    raise _Permanent(f"not a decodable image ({err})")
-                os.replace(tmp, dest)
+                with _io.atomic_path(dest, needed=len(data)) as tmp:
+                    tmp.write_bytes(data)
+                    err = check_image(tmp)
+                    if err is not None:  # leaving the block by an exception removes the temp file
+                        raise _Permanent(f"not a decodable image ({err})")
                 return "downloaded", url, ""
             except _Permanent as e:
                 reason = str(e)
                 break  # next URL
+            except _io.DiskFullError:
+                raise  # no retry fills a full disk: stop the whole download with one line
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 reason = f"{getattr(e, 'reason', None) or e} (after {attempt + 1} attempts)"
     return "failed", last, reason
@@ -107,6 +111,7 @@ def download_images(dataset: str, raw: str | os.PathLike, out: str | os.PathLike
     """Fetch ``<out>/<item_id>.jpg`` for every item of the dump; returns counts and the failures file."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _io.clean_stale(out)  # partial files of a killed run
     with progress_bar(progress) as bar:
         todo = list(image_urls(dataset, raw, cfg, bar))
         counts = {"items": len(todo), "present": 0, "downloaded": 0, "failed": 0}
@@ -119,7 +124,7 @@ def download_images(dataset: str, raw: str | os.PathLike, out: str | os.PathLike
                     failures.append((item_id, url, reason.replace("\t", " ").replace("\n", " ")))
     fail_path = out / FAILURES_FILE
     if failures:
-        fail_path.write_text("item_id\turl\treason\n" + "".join(f"{i}\t{u}\t{r}\n" for i, u, r in sorted(failures)))
+        _io.write_text(fail_path, "item_id\turl\treason\n" + "".join(f"{i}\t{u}\t{r}\n" for i, u, r in sorted(failures)))
     elif fail_path.exists():
         fail_path.unlink()  # a resumed run that fixed everything leaves no stale list
     return {"dataset": dataset, "out": str(out), **counts,

@@ -5,17 +5,24 @@ A prepared dataset is a folder::
     items.parquet         item_id: string, image: string (relative path), labels: list<string>
     interactions.parquet  user_id: string, item_id: string [, rating: double] [, timestamp: int64]
     meta.json             name, source, labels (vocabulary, fixed order), params, fingerprint
+    manifest.json         size and mtime of every file above, and the fingerprint they had
     images/...            the image files named by ``items.image``
 
 Loading validates: duplicate item ids, unknown item ids in interactions, image
 paths escaping the folder, labels outside the vocabulary are errors naming the
-offending rows.  The fingerprint is a content hash of the two tables and the
-vocabulary, so every cache keyed by it is invalidated by any change of data.
+offending rows.  The fingerprint is a content hash of the two tables, the
+vocabulary and the image bytes, so every cache keyed by it is invalidated by any
+change of data.  Files edited after ``prepare`` are caught on load: each load
+compares sizes and mtimes with ``manifest.json`` (cheap) and rehashes the content
+when they differ (``rehash=True`` forces it), so a cache can never serve rows of
+different content.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -27,16 +34,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from raysearch import _io
+from raysearch.errors import RaysearchError, short
+
+log = logging.getLogger(__name__)
+
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
 
 ITEMS_SCHEMA = pa.schema(
     [("item_id", pa.string()), ("image", pa.string()), ("labels", pa.list_(pa.string()))]
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(RaysearchError, ValueError):
     """A dataset folder or table is malformed; the message names the file and rows."""
 
 
@@ -193,30 +206,117 @@ def write_dataset(
         "fingerprint": fingerprint_tables(items, inter, labels, root),
         "format_version": 1,
     }
-    (root / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    _io.write_json(root / META_FILE, meta)
+    write_manifest(root, items, meta["fingerprint"])
     return root
+
+
+# ----------------------------------------------------------------------------- manifest
+
+def _manifest_files(root: Path, items: pd.DataFrame) -> dict[str, list[int]]:
+    """``{relative path: [size, mtime_ns]}`` of the tables, meta.json and every image."""
+    out: dict[str, list[int]] = {}
+    for rel in (ITEMS_FILE, INTERACTIONS_FILE, META_FILE, *items["image"]):
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            out[rel] = [-1, -1]
+        else:
+            out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def write_manifest(root: Path, items: pd.DataFrame, fingerprint: str) -> None:
+    _io.write_json(root / MANIFEST_FILE, {"fingerprint": fingerprint, "files": _manifest_files(root, items)})
+
+
+def _manifest_fingerprint(root: Path) -> str | None:
+    """The fingerprint recorded with the manifest, if every file still has its recorded size and mtime."""
+    try:
+        man = json.loads((root / MANIFEST_FILE).read_text())
+        files = man["files"]
+        for rel, (size, mtime) in files.items():
+            st = os.stat(root / rel)
+            if st.st_size != size or st.st_mtime_ns != mtime:
+                log.info("%s: %s changed since the manifest was written", root, rel)
+                return None
+        return str(man["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _current_fingerprint(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, rehash: bool) -> str:
+    """The content fingerprint: the manifest's when nothing changed, else a rehash (recorded again)."""
+    if not rehash:
+        fp = _manifest_fingerprint(root)
+        if fp is not None and fp == meta["fingerprint"]:
+            return fp
+    fp = fingerprint_tables(items, inter, meta["labels"], root)
+    if fp != meta["fingerprint"]:
+        log.warning("dataset %s changed since it was prepared (fingerprint %s -> %s): caches of the old "
+                    "content will not be used", root, meta["fingerprint"], fp)
+    try:
+        if fp != meta["fingerprint"]:
+            _io.write_json(root / META_FILE, {**meta, "fingerprint": fp})
+        write_manifest(root, items, fp)
+    except OSError as e:  # a read-only folder: the fingerprint is still right for this load
+        log.info("%s: cannot record the new fingerprint (%s)", root, e)
+    return fp
 
 
 # ----------------------------------------------------------------------------- loading
 
-def load_folder(root: str | Path, *, check_images: bool = False) -> Dataset:
-    """Load and validate a canonical dataset folder."""
+def load_folder(root: str | Path, *, check_images: bool = False, rehash: bool = False) -> Dataset:
+    """Load and validate a canonical dataset folder.
+
+    The fingerprint is that of the content on disk now: files changed since the
+    manifest was written are rehashed (``rehash=True``: always), see the module docstring.
+    """
     root = Path(root)
     for f in (ITEMS_FILE, INTERACTIONS_FILE, META_FILE):
         if not (root / f).is_file():
             raise DatasetError(f"{root}: missing {f} (is this a prepared raysearch dataset?)")
-    try:
-        meta = json.loads((root / META_FILE).read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{root / META_FILE}: invalid JSON: {e}") from None
-    for k in ("name", "labels", "fingerprint"):
-        if k not in meta:
-            raise DatasetError(f"{root / META_FILE}: missing key {k!r}")
-    items = pq.read_table(root / ITEMS_FILE).to_pandas()
-    inter = pq.read_table(root / INTERACTIONS_FILE).to_pandas()
+    meta = read_meta(root / META_FILE)
+    items = _read_table(root / ITEMS_FILE)
+    inter = _read_table(root / INTERACTIONS_FILE)
     validate(root, items, inter, meta, check_images=check_images)
     items["labels"] = [list(l) for l in items["labels"]]
-    return Dataset(root=root, meta=meta, items=items.reset_index(drop=True), interactions=inter.reset_index(drop=True))
+    items, inter = items.reset_index(drop=True), inter.reset_index(drop=True)
+    meta["fingerprint"] = _current_fingerprint(root, items, inter, meta, rehash)
+    return Dataset(root=root, meta=meta, items=items, interactions=inter)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json, checked: an object with a name, a fingerprint and a list of distinct label names."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 JSON text (byte {e.start}); is this a raysearch meta.json?") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: top level must be a JSON object, got {type(meta).__name__}")
+    for k in ("name", "labels", "fingerprint"):
+        if k not in meta:
+            raise DatasetError(f"{path}: missing key {k!r}")
+    labels = meta["labels"]
+    if not isinstance(labels, list) or not all(isinstance(l, str) for l in labels):
+        raise DatasetError(f"{path}: key 'labels' must be a list of label names, got {short(labels)}")
+    seen: set[str] = set()
+    for j, l in enumerate(labels):
+        if l in seen:
+            raise DatasetError(f"{path}: label {short(l)} is listed twice in 'labels' (second at index {j})")
+        seen.add(l)
+    if not isinstance(meta["fingerprint"], str):
+        raise DatasetError(f"{path}: key 'fingerprint' must be a string, got {short(meta['fingerprint'])}")
+    return meta
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{path}: not a readable Parquet table ({short(str(e))})") from None
 
 
 def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *, check_images: bool = False) -> None:
@@ -233,9 +333,12 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
     if dup.any():
         ids = items.loc[dup, "item_id"].unique()[:5].tolist()
         raise DatasetError(f"{f_items}: duplicate item_id {ids} in rows {_rows(np.flatnonzero(dup))}")
+    null_img = [i for i, p in enumerate(items["image"]) if not isinstance(p, str) or not p]
+    if null_img:
+        raise DatasetError(f"{f_items}: null or empty image path in rows {_rows(null_img)}")
     bad = [
         i for i, p in enumerate(items["image"])
-        if p is None or PurePosixPath(p).is_absolute() or ".." in PurePosixPath(p).parts or Path(p).is_absolute()
+        if PurePosixPath(p).is_absolute() or ".." in PurePosixPath(p).parts or Path(p).is_absolute()
     ]
     if bad:
         raise DatasetError(
@@ -246,6 +349,9 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
     null = [i for i, ls in enumerate(items["labels"]) if ls is None]
     if null:
         raise DatasetError(f"{f_items}: null labels (use an empty list for an unlabelled item) in rows {_rows(null)}")
+    not_list = [i for i, ls in enumerate(items["labels"]) if isinstance(ls, (str, bytes)) or not hasattr(ls, "__iter__")]
+    if not_list:
+        raise DatasetError(f"{f_items}: labels must be a list of label names in rows {_rows(not_list)}")
     unknown = [i for i, ls in enumerate(items["labels"]) if any(l not in vocab for l in ls)]
     if unknown:
         raise DatasetError(f"{f_items}: labels outside meta.json's vocabulary in rows {_rows(unknown)}")

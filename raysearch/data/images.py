@@ -3,10 +3,14 @@
 Why: JPEG decoding + resizing dominates the cost of small-image training and
 would be repeated by every epoch of every trial.  Instead each image is decoded
 and resized exactly once into ``<home>/cache/images/<fingerprint>-<size>.npy``
-(uint8, N x S x S x 3).  The file is written atomically (temp file + rename,
+(uint8, N x S x S x 3).  The file is written atomically (:func:`raysearch._io.atomic_path`,
 under a lock so concurrent trials build it once) and opened with
 ``np.load(mmap_mode="r")``, so many trials and processes share the same
-page-cache pages.  Normalisation and augmentation happen per batch on torch
+page-cache pages.  It is written sequentially, never through a memory map: a
+memory-mapped sparse file on a full disk kills the process with SIGBUS, while a
+plain write fails with ENOSPC, which becomes one line (the free space is also
+checked before the first image, since the size is known).  The fingerprint hashes
+the image bytes and item order, so a changed dataset gets a new cache file.  Normalisation and augmentation happen per batch on torch
 tensors, where they are cheap and vectorised.
 
 Decoding is by content, not extension (PIL sniffs the header, so a PNG named
@@ -16,21 +20,20 @@ followed by a centre crop (``ImageOps.fit``: crop to square, then resample).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from raysearch import paths
+from raysearch import _io, paths
 from raysearch.data.format import Dataset, DatasetError
+from raysearch.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +93,12 @@ def scan_images(ds: Dataset, *, workers: int | None = None, progress: bool = Fal
     deep inside training.  Returns ``[(row, path, reason), ...]`` sorted by row.
     """
     bad: list[BadImage] = []
-    with _progress(progress, "scanning images", ds.n_items) as advance, \
-            ThreadPoolExecutor(_workers(workers)) as ex:
+    with bar(progress, "scanning images", ds.n_items) as b, ThreadPoolExecutor(_workers(workers)) as ex:
         pths = [ds.image_path(i) for i in range(ds.n_items)]
         for i, (_, reason) in enumerate(ex.map(lambda p: _try_decode(p, 8), pths)):
             if reason is not None:
                 bad.append(BadImage(i, pths[i], reason))
-            advance()
+            b.advance()
     return bad
 
 
@@ -134,7 +136,7 @@ def load_image_cache(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if size <= 0:
-        raise ValueError(f"image size must be positive, got {size}")
+        raise ImageError(f"image size must be positive, got {size}")
     path = image_cache_path(ds, size, data_root)
     arr = _open(path, ds.n_items, size)
     if arr is None:
@@ -178,17 +180,9 @@ def _open(path: Path, n: int, size: int) -> np.ndarray | None:
     return arr
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def _lock(path: Path):
     """Inter-process lock so concurrent trials build one cache once (others wait, then map it)."""
-    import fcntl
-
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return _io.file_lock(path.with_suffix(".lock"))
 
 
 def _bad_message(ds: Dataset, bad: list[BadImage]) -> str:
@@ -200,49 +194,28 @@ def _bad_message(ds: Dataset, bad: list[BadImage]) -> str:
 
 
 def _build(ds: Dataset, size: int, path: Path, *, workers: int | None, progress: bool) -> None:
-    """Decode every image into a temp .npy next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npy.tmp", dir=path.parent)
-    os.close(fd)
+    """Decode every image, writing them in item order to a temp .npy that then replaces ``path``."""
+    shape = (ds.n_items, size, size, 3)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     bad: list[BadImage] = []
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(ds.n_items, size, size, 3))
-        pths = [ds.image_path(i) for i in range(ds.n_items)]
-        with _progress(progress, f"caching {ds.name} images at {size}px", ds.n_items) as advance, \
-                ThreadPoolExecutor(_workers(workers)) as ex:
-            for i, (img, reason) in enumerate(ex.map(lambda p: _try_decode(p, size), pths)):
-                if img is None:
-                    out[i] = 0
-                    bad.append(BadImage(i, pths[i], reason or "unknown"))
-                else:
-                    out[i] = img
-                advance()
-        out.flush()
-        del out
+    pths = [ds.image_path(i) for i in range(ds.n_items)]
+    blank = np.zeros((size, size, 3), dtype=np.uint8)
+    with _io.atomic_path(path, needed=int(np.prod(shape)) + 4096, clean=True) as tmp, open(tmp, "wb") as f, \
+            bar(progress, f"caching {ds.name} images at {size}px", ds.n_items) as b, \
+            ThreadPoolExecutor(_workers(workers)) as ex:
+        np.lib.format.write_array_header_1_0(f, header)
+        for i, (img, reason) in enumerate(ex.map(lambda p: _try_decode(p, size), pths)):
+            if img is None:
+                bad.append(BadImage(i, pths[i], reason or "unknown"))
+            f.write((blank if img is None else img).tobytes())
+            b.advance()
+        f.close()
         sk = _skipped_path(path)
         if bad:
-            rows = [{"row": b.row, "item_id": ds.items["item_id"].iat[b.row], "path": str(b.path), "reason": b.reason}
-                    for b in bad]
-            sk.write_text(json.dumps(rows, indent=1))
+            _io.write_json(sk, [{"row": x.row, "item_id": ds.items["item_id"].iat[x.row], "path": str(x.path),
+                                 "reason": x.reason} for x in bad])
         elif sk.exists():
             sk.unlink()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, what: str, total: int) -> Iterator:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=False) as prog:
-        task = prog.add_task(what, total=total)
-        yield lambda: prog.advance(task)
 
 
 # ----------------------------------------------------------------------------- batch transforms

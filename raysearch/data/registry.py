@@ -4,17 +4,22 @@
 prepared folder ``<home>/datasets/<name>``; a built-in synthetic world
 (generated on first use and cached); an adapter name whose data is not
 prepared yet, which is an error saying how to prepare it.
+
+Writing a dataset folder never exposes half of one and never loses the old one:
+it is built in a temp folder and swapped in by :func:`raysearch._io.replace_dir`
+(old aside, new in, old deleted; an interrupted swap is undone on the next load),
+under a per-name lock so two ``prepare`` runs of one name cannot interleave.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from raysearch import paths
+from raysearch import _io, paths
 from raysearch.data.format import META_FILE, Dataset, DatasetError, load_folder
 from raysearch.registry import Registry
 
@@ -56,19 +61,25 @@ def dataset_dir(name: str, data_root: str | os.PathLike | None = None) -> Path:
     return paths.datasets_dir(data_root) / name
 
 
-def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name or folder path (see module docstring for the order)."""
+def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, rehash: bool = False) -> Dataset:
+    """Load a dataset by name or folder path (see module docstring for the order).
+
+    ``rehash``: recompute the content fingerprint even if no file's size or mtime changed.
+    """
     p = Path(name)
     if (p / META_FILE).is_file():
-        return load_folder(p)
+        return load_folder(p, rehash=rehash)
     folder = dataset_dir(name, data_root)
+    if not folder.exists() and _io.aside_path(folder).exists():
+        with _name_lock(folder):
+            _io.recover_dir(folder)
     if (folder / META_FILE).is_file() and not _stale_synthetic(name, folder):
-        return load_folder(folder)
+        return load_folder(folder, rehash=rehash)
     _ensure_registered()
     src = DATASETS.get(name)
     if src.kind == "synthetic":
         build_synthetic(src, folder)
-        return load_folder(folder)
+        return load_folder(folder, rehash=rehash)
     hint = f" or try the built-in look-alike '{src.lookalike}'" if src.lookalike else ""
     raise DatasetError(
         f"dataset {name!r} is not prepared (no {folder / META_FILE}). Prepare it from the public dump with "
@@ -90,22 +101,45 @@ def _stale_synthetic(name: str, folder: Path) -> bool:
         return False  # unreadable meta.json: let load_folder report it
 
 
-def build_synthetic(src: DatasetSource, folder: Path) -> None:
-    """Generate into a temp folder, then rename: concurrent first uses never see half a dataset."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+def _name_lock(folder: Path, *, wait: bool = True, what: str = ""):
+    """The per-dataset-name lock (``<datasets>/.<name>.lock``) every writer of that folder takes."""
+    return _io.file_lock(folder.parent / f".{folder.name}.lock", wait=wait, what=what)
+
+
+def _clean_leftovers(folder: Path) -> None:
+    """With the name lock held: finish an interrupted swap, drop temp folders of killed builds."""
+    _io.recover_dir(folder)
+    _io.clean_stale(folder.parent)
+    legacy = re.compile(rf"\.{re.escape(folder.name)}-[a-z0-9_]{{8}}")  # temp folders of older versions
+    for e in folder.parent.iterdir():
+        if legacy.fullmatch(e.name) and e.is_dir():
+            shutil.rmtree(e, ignore_errors=True)
+
+
+def _build_into(folder: Path, build: Callable[[Path], Any]) -> Any:
+    """Run ``build(tmp)`` in a temp folder next to ``folder`` and swap it in; the temp folder never survives."""
+    tmp = _io.temp_dir(folder.parent, folder.name)
     try:
-        src.build(tmp)
-        if (folder / META_FILE).is_file() and _stale_synthetic(src.name, folder):
-            shutil.rmtree(folder, ignore_errors=True)  # an outdated generation: replace it
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / META_FILE).is_file():
-                raise
+        result = build(tmp)
+        _io.replace_dir(tmp, folder)
+        return result
+    except OSError as e:
+        if _io.is_enospc(e) and not isinstance(e, _io.DiskFullError):
+            raise _io.disk_full(getattr(e, "filename", None) or tmp) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_synthetic(src: DatasetSource, folder: Path) -> None:
+    """Generate into a temp folder, then swap it in: concurrent first uses never see half a dataset."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _name_lock(folder):
+        if (folder / META_FILE).is_file() and not _stale_synthetic(src.name, folder):
+            return  # another process generated it while we waited
+        _clean_leftovers(folder)
+        _build_into(folder, src.build)
 
 
 def prepare_dataset(
@@ -118,16 +152,11 @@ def prepare_dataset(
     if src.kind != "adapter":
         raise DatasetError(f"dataset {name!r} is built in ({src.kind}); it needs no `prepare`")
     folder = dataset_dir(name, data_root)
-    if folder.exists() and not overwrite:
-        raise DatasetError(f"{folder} already exists; pass --overwrite to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
-        report = src.build(Path(raw), tmp, images_dir=Path(images) if images else None, **options)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _name_lock(folder, wait=False, what=f"dataset {name!r} (another `raysearch prepare` of it is running)"):
+        _clean_leftovers(folder)
+        if folder.exists() and not overwrite:
+            raise DatasetError(f"{folder} already exists; pass --overwrite to replace it")
+        report = _build_into(folder, lambda tmp: src.build(
+            Path(raw), tmp, images_dir=Path(images) if images else None, **options))
     return folder, report

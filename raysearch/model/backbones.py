@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysearch.errors import InputError, RaysearchError, short
 from raysearch.registry import Registry
 
 
-class WeightsUnavailableError(FileNotFoundError):
+class WeightsUnavailableError(RaysearchError, FileNotFoundError):
     """Pretrained weights cannot be had offline; the message names the alternatives."""
 
 
@@ -53,7 +55,7 @@ class Backbone(nn.Module):
         if trainable_blocks == -1:
             trainable_blocks = self.default_trainable_blocks
         if not 0 <= trainable_blocks <= self.n_blocks:
-            raise ValueError(
+            raise InputError(
                 f"trainable_blocks={trainable_blocks} out of range for backbone {self.name!r} "
                 f"({self.n_blocks} blocks; use 0..{self.n_blocks}, or -1 for its default {self.default_trainable_blocks})"
             )
@@ -255,18 +257,36 @@ def create_backbone(name: str, weights: str = "imagenet") -> Backbone:
         raise FileNotFoundError(
             f"weights {weights!r}: not 'imagenet' or 'none', and no such file"
         )
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - report which file is bad
-        raise ValueError(f"{path}: not a loadable weights file ({e})") from None
+    sd = _load_weights_file(path)
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
-    if any(k.startswith("backbone.") for k in sd):
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        raise InputError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    if any(isinstance(k, str) and k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith("backbone.")}
     try:
         bb.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: does not match backbone {name!r}: {str(e).splitlines()[0]} ...") from None
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise InputError(f"{path}: does not match backbone {name!r}: {short(str(e).splitlines()[0])} ...") from None
     return bb
+
+
+def _load_weights_file(path: Path) -> object:
+    """``torch.load(weights_only=True)``, its failures as one line naming the file.
+
+    Never passes on torch's hint that ``weights_only=False`` "will likely succeed": that
+    would run whatever code the pickle holds.
+    """
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle/zip/EOF errors of any type: report which file is bad
+        msg = str(e)
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", msg) or re.search(r"Unsupported operand (\S+)", msg)
+        if blocked or "Weights only load failed" in msg:
+            what = f" (it holds {blocked.group(1)})" if blocked else ""
+            raise InputError(f"{path}: not a plain state dict{what}; raysearch loads tensors only, never "
+                             f"pickled code. Re-save it with torch.save(model.state_dict(), PATH)") from None
+        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        raise InputError(f"{path}: not a loadable weights file ({short(first)})") from None

@@ -343,13 +343,12 @@ def _check_extremes(space: SearchSpace) -> None:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file; every error names the file."""
+    from raysearch.config import load_yaml  # no aliases (YAML bombs), errors name the file
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search-space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(path)
     return parse_space(data if data is not None else {}, str(path))
 
 

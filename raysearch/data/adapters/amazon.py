@@ -25,11 +25,12 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from raysearch.data.adapters.common import (
-    LineStats, Report, image_files, iter_lines, place_images, progress_bar, require_dir,
-    resolve_images_dir, tracked,
+    LineStats, Report, image_files, iter_lines, place_images, require_dir, resolve_images_dir,
 )
 from raysearch.data.format import DatasetError, write_dataset
+from raysearch.errors import InputError
 from raysearch.data.registry import register_dataset
+from raysearch.progress import progress_bar, tracked
 
 CATEGORIES = {"toys": "Toys_and_Games", "clothing": "Clothing_Shoes_and_Jewelry"}
 SEP = " > "
@@ -189,7 +190,7 @@ def category_labels(paths: dict[str, list[Path_]], min_items: int) -> dict[str, 
     repeated until no label is rare.  Labels are the joined prefixes ("A > B > C").
     """
     if min_items < 1:
-        raise ValueError(f"min_items must be >= 1, got {min_items}")
+        raise InputError(f"min_items must be >= 1, got {min_items}")
     labels: dict[str, set[Path_]] = {
         i: {p[:k] for p in ps for k in range(2, len(p) + 1)} for i, ps in paths.items()
     }
@@ -218,7 +219,7 @@ def prepare_amazon(name: str, category: str, raw: Path, out: Path, images_dir: P
     images = resolve_images_dir(raw, images_dir, "images",
                                 f"Fetch them with `raysearch download-images --dataset {name} --raw {raw}`.")
     if min_items < 1:
-        raise ValueError(f"--min-items must be >= 1, got {min_items}")
+        raise InputError(f"--min-items must be >= 1, got {min_items}")
     report = Report(name, f"Amazon {year} ({category})", raw, images, {"min_items": min_items})
     with progress_bar(progress) as bar:
         reviews = read_reviews(reviews_file, report, bar)

@@ -16,14 +16,13 @@ import re
 import shutil
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence
 
+from raysearch import _io
 from raysearch.data.format import DatasetError
-
-T = TypeVar("T")
+from raysearch.progress import tracked
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MAX_EXAMPLES = 5
@@ -77,43 +76,6 @@ class Report:
         }
 
 
-# ----------------------------------------------------------------------------- progress
-
-
-@contextmanager
-def progress_bar(enabled: bool):
-    """A rich progress bar on stderr (stdout stays clean for ``--json``), or nothing."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=False,
-    ) as p:
-        yield p
-
-
-def tracked(it: Iterable[T], progress: Any, description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate, advancing a progress task in chunks (per-item updates would cost more than parsing)."""
-    if progress is None:
-        yield from it
-        return
-    task = progress.add_task(description, total=total)
-    pending = done = 0
-    for x in it:
-        yield x
-        pending += 1
-        if pending >= 2048:
-            progress.advance(task, pending)
-            done, pending = done + pending, 0
-    progress.advance(task, pending)
-    if total is None:
-        progress.update(task, total=done + pending)
-
-
 # ----------------------------------------------------------------------------- reading
 
 
@@ -140,7 +102,23 @@ def iter_lines(path: Path, encoding: str = "utf-8", errors: str = "strict") -> I
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DatasetError(f"{path}:{n + 1}: corrupt or truncated gzip stream ({e}); re-download the file") from None
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}:{n + 1}: not {encoding} text ({e.reason})") from None
+        line = _undecodable_line(path, encoding, errors)
+        raise DatasetError(f"{path}:{line or n + 1}: not {encoding} text ({e.reason})") from None
+
+
+def _undecodable_line(path: Path, encoding: str, errors: str) -> int | None:
+    """The 1-based number of the first line that does not decode (the text reader decodes
+    ahead in chunks, so the line it had reached is not the bad one).  Error path only."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder(encoding)(errors)
+    with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                dec.decode(raw)
+            except UnicodeDecodeError:
+                return n
+    return None
 
 
 @dataclass
@@ -232,14 +210,18 @@ def place_images(
     sources: dict[str, Path], out: Path, report: Report, what: str, progress: Any = None,
     workers: int | None = None,
 ) -> dict[str, str]:
-    """Validate each source image and hard-link (or copy) it to ``out/images/``.
+    """Validate each source image and copy it to ``out/images/``.
 
     Returns ``item_id -> relative image path`` for the images that decode; the
     others are skipped and counted with their path, so training never meets them.
+    Copies, never hard links: a raw file edited after ``prepare`` must not change
+    the prepared dataset behind its fingerprint.  The space the copies need is
+    checked before the first one.
     """
     dest_dir = out / "images"
     dest_dir.mkdir(parents=True, exist_ok=True)
     ids = list(sources)
+    _io.check_free_space(dest_dir / "x", sum(_size(sources[i]) for i in ids))
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as ex:  # PIL decodes without the GIL
         checks = ex.map(lambda i: check_image(sources[i]), ids)
@@ -250,18 +232,25 @@ def place_images(
                 report.skip(what, "image cannot be decoded", f"{src}: {err}")
                 continue
             rel = f"images/{safe_name(iid)}{src.suffix.lower()}"
-            _link_or_copy(src, out / rel)
+            _copy(src, out / rel)
             placed[iid] = rel
     return placed
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.unlink()
+def _size(p: Path) -> int:
     try:
-        os.link(src, dst)
-    except OSError:  # other filesystem, or not allowed to link (protected_hardlinks)
-        shutil.copyfile(src, dst)
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _copy(src: Path, dst: Path) -> None:
+    try:
+        shutil.copyfile(src, dst)  # kernel copy (copy_file_range/sendfile; a reflink where the FS does it)
+    except OSError as e:
+        if _io.is_enospc(e):
+            raise _io.disk_full(dst, _size(src)) from None
+        raise
 
 
 def resolve_images_dir(raw: Path, images_dir: Path | None, default_sub: str, hint: str) -> Path:

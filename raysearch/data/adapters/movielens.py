@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from raysearch.data.adapters.common import (
-    LineStats, Report, image_files, iter_lines, place_images, progress_bar, require_dir, tracked,
+    LineStats, Report, image_files, iter_lines, place_images, require_dir,
 )
 from raysearch.data.format import DatasetError, write_dataset
 from raysearch.data.registry import register_dataset
+from raysearch.progress import progress_bar, tracked
 
 NO_GENRE = "(no genres listed)"
 MOVIES_HEADER = ["movieId", "title", "genres"]
@@ -93,9 +94,13 @@ def _read_movies(path: Path, report: Report) -> dict[int, tuple[int, list[str]]]
 
 
 def _read_ratings(path: Path, report: Report, progress: Any, known: set[int]) -> tuple[np.ndarray, ...]:
-    """Valid ratings of movies in the movies file, as arrays; the rest counted with line numbers."""
+    """Valid ratings of movies in the movies file, as arrays; the rest counted with line numbers.
+
+    Exact duplicate rows (same user, movie, rating and timestamp) are one rating written
+    twice: the first is kept, the others counted.
+    """
     stats = LineStats(path)
-    users, movies, ts = array("q"), array("q"), array("q")
+    users, movies, ts, lines = array("q"), array("q"), array("q"), array("q")
     ratings = array("d")
     for n, f in tracked(_rows(path), progress, f"reading {path.name}"):
         if len(f) != 4:
@@ -113,10 +118,17 @@ def _read_ratings(path: Path, report: Report, progress: Any, known: set[int]) ->
         if m not in known:
             report.skip("ratings", "unknown movieId (not in the movies file)", f"{path.name}:{n}: movieId {m}")
             continue
-        users.append(u), movies.append(m), ratings.append(r), ts.append(t)
+        users.append(u), movies.append(m), ratings.append(r), ts.append(t), lines.append(n)
     stats.check_usable()
-    return (np.frombuffer(users, dtype=np.int64), np.frombuffer(movies, dtype=np.int64),
+    cols = (np.frombuffer(users, dtype=np.int64), np.frombuffer(movies, dtype=np.int64),
             np.frombuffer(ratings, dtype=np.float64), np.frombuffer(ts, dtype=np.int64))
+    dup = pd.DataFrame(dict(zip("umrt", cols))).duplicated(keep="first").to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        report.skip("ratings", "exact duplicate row (first kept)", n=len(rows), examples=[
+            f"{path.name}:{lines[i]}: user {cols[0][i]}, movieId {cols[1][i]}" for i in rows[:5]])
+        cols = tuple(c[~dup] for c in cols)
+    return cols
 
 
 @register_dataset(

@@ -21,11 +21,12 @@ from typing import Any, Iterator
 import pandas as pd
 
 from raysearch.data.adapters.common import (
-    LineStats, Report, find_one, image_files, iter_lines, place_images, progress_bar, require_dir,
-    resolve_images_dir, tracked,
+    LineStats, Report, find_one, image_files, iter_lines, place_images, require_dir, resolve_images_dir,
 )
 from raysearch.data.format import DatasetError, write_dataset
+from raysearch.errors import InputError
 from raysearch.data.registry import register_dataset
+from raysearch.progress import progress_bar, tracked
 
 REPINS = ("ImageDatasetRepinactivity.gz", "ImageDatasetRepinactivity")
 URLS = ("ImageDatasetImagesURLs.gz", "ImageDatasetImagesURLs")
@@ -111,7 +112,7 @@ def prepare_pinterest(raw: Path, out: Path, images_dir: Path | None = None, *, m
     images = resolve_images_dir(raw, images_dir, "images",
                                 f"Fetch them with `raysearch download-images --dataset pinterest --raw {raw}`.")
     if min_repins < 0:
-        raise ValueError(f"--min-repins must be >= 0, got {min_repins}")
+        raise InputError(f"--min-repins must be >= 0, got {min_repins}")
     report = Report("pinterest", "social-curation", raw, images, {"min_repins": min_repins})
     with progress_bar(progress) as bar:
         by_id, rank = read_categories(cat_file, report)

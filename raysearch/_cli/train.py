@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -75,12 +73,11 @@ def register(app: typer.Typer) -> None:
         split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the item-level split."),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]."),
         config: Optional[str] = typer.Option(None, "--config", help="RunConfig YAML (e.g. best.yaml); flags override it."),
-        out: Optional[str] = typer.Option(None, "--out", help="Write best.pt, config.yaml and result.json here."),
+        out: Optional[str] = typer.Option(None, "--out", help="Save the model here (model.pt, model.json with val-F1 thresholds, config.yaml, result.json; + fit's best.pt), for raysearch predict/export."),
         data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Train one configuration (the same `fit` a search trial runs) and print val and test mAP."""
-        from raysearch.config import dump_run_config
         from raysearch.train import fit, prepare_training_data
 
         tb = _trainable_blocks(trainable_blocks)
@@ -118,10 +115,10 @@ def register(app: typer.Typer) -> None:
             "wall_time_s": res.wall_time_s, "train_time_s": res.train_time_s,
             "checkpoint": res.checkpoint_path, "history": res.history,
         }
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            dump_run_config(run, Path(out) / "config.yaml")
-            (Path(out) / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        if out:  # the same model directory a sweep trial saves (raysearch predict/export read it)
+            from raysearch.model.io import save_model
+
+            guarded(lambda: save_model(out, res.best_state, run, data, result))
         if json_out:
             emit_json(result)
             return

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict, load_run_config, to_dict
+from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict, load_run_config
+from raysearch.errors import InputError
 
 FORMAT = "raysearch-model"
 FORMAT_VERSION = 1
@@ -45,7 +46,11 @@ RESULT_FILE = "result.json"
 DEFAULT_THRESHOLD = 0.5
 
 
-class ModelMismatchError(ValueError):
+class ModelError(InputError):
+    """A model file or directory is unusable: the message names it and what is wrong."""
+
+
+class ModelMismatchError(ModelError):
     """A model does not fit what it is asked to do (other dataset, vocabulary, backbone...)."""
 
 
@@ -80,38 +85,37 @@ class ModelInfo:
     @classmethod
     def from_json(cls, d: Mapping[str, Any], where: str = "") -> "ModelInfo":
         if d.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a raysearch model description (format {d.get('format')!r})")
+            raise ModelError(f"{where}: not a raysearch model description (format {d.get('format')!r})")
         if int(d.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{where}: model format version {d['version']} is newer than this raysearch "
+            raise ModelError(f"{where}: model format version {d['version']} is newer than this raysearch "
                              f"understands ({FORMAT_VERSION}); upgrade raysearch")
         names = {f.name for f in dataclasses.fields(cls)} - {"source", "notes", "run"}
         missing = sorted(n for n in names if n not in d and cls.__dataclass_fields__[n].default is dataclasses.MISSING)
         if missing:
-            raise ValueError(f"{where}: missing key(s) {missing}")
+            raise ModelError(f"{where}: missing key(s) {missing}")
         info = cls(**{k: d[k] for k in names if k in d}, source=where)
         if len(info.thresholds) != info.n_labels:
-            raise ValueError(f"{where}: {len(info.thresholds)} thresholds for {info.n_labels} labels")
+            raise ModelError(f"{where}: {len(info.thresholds)} thresholds for {info.n_labels} labels")
         return info
 
 
 class ScoringModel(nn.Module):
     """uint8 images (N, H, W, 3) -> sigmoid label scores (N, L): the classification path only.
 
-    Normalisation is the same arithmetic as :func:`raysearch.data.images.eval_batch`, so scores
-    equal the training loop's evaluation predictions for the same decoded images.
+    Normalisation is :func:`raysearch.data.images.eval_batch` itself (traced into exported
+    graphs too), so scores equal the training loop's evaluation predictions for the same
+    decoded images, bit for bit, whatever that function's arithmetic becomes.
     """
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Linear, mean: list[float], std: list[float]) -> None:
+    def __init__(self, backbone: nn.Module, classifier: nn.Linear) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        x = (x - self.mean) / self.std
-        return torch.sigmoid(self.classifier(self.backbone(x)))
+        from raysearch.data.images import eval_batch
+
+        return torch.sigmoid(self.classifier(self.backbone(eval_batch(images))))
 
 
 @dataclass
@@ -151,8 +155,11 @@ def build_scoring_model(state_dict: Mapping[str, torch.Tensor], backbone: str, n
                   f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}") if missing or unexpected \
             else str(e).splitlines()[-1].strip()[:200]
         raise ModelMismatchError(f"{where}: weights do not match backbone {backbone!r} ({detail})") from None
-    scorer = ScoringModel(model.backbone, model.classifier, mean, std)
-    return scorer.eval()
+    from raysearch.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    if not (np.allclose(mean, IMAGENET_MEAN) and np.allclose(std, IMAGENET_STD)):
+        raise ModelError(f"{where}: normalisation mean={mean} std={std} is not the ImageNet one training uses")
+    return ScoringModel(model.backbone, model.classifier).eval()
 
 
 def _key_diff(want: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -299,7 +306,7 @@ def _read_json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p}: unreadable ({e})") from None
+        raise ModelError(f"{p}: unreadable ({e})") from None
 
 
 def _config(p: Path) -> RunConfig:
@@ -308,7 +315,7 @@ def _config(p: Path) -> RunConfig:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - name the file
-        raise ValueError(f"{p}: {e}") from None
+        raise ModelError(f"{p}: {e}") from None
 
 
 def _load_state(p: Path) -> dict[str, torch.Tensor]:
@@ -317,11 +324,11 @@ def _load_state(p: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt file, or one that needs unpickling
-        raise ValueError(f"{p}: not a loadable weights file (weights_only=True): {str(e).splitlines()[0][:200]}") from None
+        raise ModelError(f"{p}: not a loadable weights file (weights_only=True): {str(e).splitlines()[0][:200]}") from None
     if isinstance(sd, dict) and isinstance(sd.get("model"), dict):  # fit's best.pt
         sd = sd["model"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{p}: expected a state dict of tensors")
+        raise ModelError(f"{p}: expected a state dict of tensors")
     return sd
 
 
@@ -331,10 +338,10 @@ def _best_trial_checkpoint(run_dir: Path) -> tuple[Path, str]:
 
     row = best_row(load_results(run_dir))
     if row is None:
-        raise ValueError(f"{run_dir}: no trial finished with a validation mAP, so there is no best model")
+        raise ModelError(f"{run_dir}: no trial finished with a validation mAP, so there is no best model")
     ck = row.get("checkpoint")
     if not isinstance(ck, str) or not ck:
-        raise ValueError(f"{run_dir}: the best trial {row['trial_id']} has no checkpoint in results.parquet")
+        raise ModelError(f"{run_dir}: the best trial {row['trial_id']} has no checkpoint in results.parquet")
     cp = Path(ck)
     if not cp.exists():  # the run directory was moved or copied: look for the trial folder inside it
         alt = run_dir / cp.parent.name / cp.name
@@ -350,12 +357,12 @@ def _legacy(p: Path) -> tuple[dict[str, torch.Tensor], RunConfig]:
         ck = torch.load(p, map_location="cpu", weights_only=True) if p.suffix == ".pt" else None
         if isinstance(ck, dict) and isinstance(ck.get("model"), dict) and isinstance(ck.get("config"), dict):
             return _load_state(p), from_dict(RunConfig, ck["config"], where=f"{p}: config")
-        raise ValueError(f"{p}: not a raysearch model (expected a model directory, a sweep run directory, "
+        raise ModelError(f"{p}: not a raysearch model (expected a model directory, a sweep run directory, "
                          f"a fit best.pt, or an exported .onnx / TorchScript file)")
     for name in (MODEL_FILE, "best.pt"):
         if (p / name).is_file() and (p / CONFIG_FILE).is_file():
             return _load_state(p / name), _config(p / CONFIG_FILE)
-    raise ValueError(f"{p}: not a model directory (no {META_FILE}, and no {MODEL_FILE} + {CONFIG_FILE})")
+    raise ModelError(f"{p}: not a model directory (no {META_FILE}, and no {MODEL_FILE} + {CONFIG_FILE})")
 
 
 def _legacy_info(run: RunConfig, sd: Mapping[str, torch.Tensor], data_root, notes: list[str]) -> ModelInfo:

@@ -1,0 +1,182 @@
+"""Export a trained model's classification path as one self-contained file, and load it back.
+
+Why: an exported file runs where raysearch is not installed (plain ``torch.jit.load`` or
+``onnxruntime``) and is a fixed graph: nothing to unpickle.  The graph is
+:class:`~raysearch.model.io.ScoringModel`: uint8 images (N, S, S, 3), decoded and centre-cropped
+exactly as in training (:func:`raysearch.data.images.decode_image`), in; sigmoid scores (N, L)
+out; normalisation inside; the CF head (a training aid) left out.  The label vocabulary, image
+size, normalisation and per-class thresholds travel inside the file as JSON:
+
+* TorchScript: extra file ``raysearch.json``
+  (``torch.jit.load(f, _extra_files={"raysearch.json": ""})``);
+* ONNX: metadata property ``raysearch`` (``onnx.load(f).metadata_props`` or
+  ``onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map``).
+
+:func:`export_model` checks the exported scores against the PyTorch model on random images of
+two batch sizes and refuses to keep a file that differs by more than ``atol`` (1e-4).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raysearch.errors import InputError
+from raysearch.model.io import LoadedModel, ModelError, ModelInfo
+
+FORMATS = ("torchscript", "onnx")
+META_KEY = "raysearch.json"      # TorchScript extra file
+ONNX_META_KEY = "raysearch"      # ONNX metadata property
+INPUT_NAME, OUTPUT_NAME = "images", "scores"
+ATOL = 1e-4
+
+
+class ExportError(InputError):
+    """Export failed, or the exported model's scores differ from PyTorch's."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    max_abs_diff: float
+    bytes: int
+
+
+def _example(info: ModelInfo, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, info.image_size, info.image_size, 3), dtype=torch.uint8, generator=g)
+
+
+def export_model(model: LoadedModel, fmt: str, out: str | os.PathLike, atol: float = ATOL) -> ExportReport:
+    """Write ``model`` as ``fmt`` (torchscript | onnx) to ``out`` (atomically), verified within ``atol``."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    module = model.module.cpu().eval()
+    meta = json.dumps(model.info.to_json())
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        if fmt == "torchscript":
+            _to_torchscript(module, model.info, meta, tmp)
+        else:
+            _to_onnx(module, model.info, meta, tmp)
+        exported = ExportedPredictor(fmt, Path(tmp).read_bytes(), source=str(out))
+        diff = 0.0
+        for n, seed in ((3, 1), (8, 2)):  # another batch size than the trace's: the batch axis is dynamic
+            x = _example(model.info, n, seed)
+            with torch.inference_mode():
+                ref = module(x).numpy()
+            diff = max(diff, float(np.abs(exported.scores(x.numpy()) - ref).max()))
+        if not diff <= atol:
+            raise ExportError(f"exported {fmt} scores differ from PyTorch by {diff:.2e} (> {atol:g}); file not written")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ExportReport(out, fmt, diff, out.stat().st_size)
+
+
+def _to_torchscript(module: torch.nn.Module, info: ModelInfo, meta: str, path: str) -> None:
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but is the asked format
+        traced = torch.jit.trace(module, _example(info, 2), check_trace=False)
+        torch.jit.save(traced, path, _extra_files={META_KEY: meta})
+
+
+def _to_onnx(module: torch.nn.Module, info: ModelInfo, meta: str, path: str) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the 'onnx', 'onnxscript' and 'onnxruntime' packages: "
+                          "pip install 'raysearch[export]'") from None
+    from torch.export import Dim
+
+    try:
+        prog = torch.onnx.export(module, (_example(info, 2),), None, input_names=[INPUT_NAME],
+                                 output_names=[OUTPUT_NAME], dynamic_shapes={"images": {0: Dim("batch")}},
+                                 dynamo=True, verbose=False, optimize=True)
+    except Exception as e:  # noqa: BLE001 - report the exporter's reason in one line
+        raise ExportError(f"ONNX export of backbone {info.backbone!r} failed: {str(e).splitlines()[0][:300]}") from None
+    proto = prog.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, meta
+    onnx.save_model(proto, path)
+
+
+# ----------------------------------------------------------------------------- loading exported files
+
+class ExportedPredictor:
+    """Scores uint8 images with an exported file; ``info`` comes from the embedded JSON."""
+
+    def __init__(self, kind: str, data: bytes, source: str = "") -> None:
+        self.kind, self._data = kind, data
+        if kind == "torchscript":
+            extra = {META_KEY: ""}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+                self._module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra).eval()
+            meta = extra[META_KEY]
+        elif kind == "onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ExportError(f"{source}: reading ONNX models needs onnxruntime: pip install 'raysearch[export]'") from None
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            meta = self._session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "")
+        else:
+            raise ModelError(f"unknown exported model kind {kind!r}")
+        if not meta:
+            raise ModelError(f"{source}: exported {kind} model has no raysearch metadata "
+                             f"(vocabulary, image size, thresholds); export it with `raysearch export`")
+        self.info = ModelInfo.from_json(json.loads(meta), where=source)
+        self.info.source = source
+
+    def scores(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for s in range(0, len(images), batch_size):
+            x = np.ascontiguousarray(images[s:s + batch_size], dtype=np.uint8)
+            if self.kind == "torchscript":
+                with torch.inference_mode():
+                    out.append(self._module(torch.from_numpy(x)).numpy())
+            else:
+                out.append(self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.info.n_labels), np.float32)
+
+    def payload(self) -> dict[str, Any]:
+        return {"kind": self.kind, "data": self._data, "source": self.info.source}
+
+
+def exported_kind(path: str | os.PathLike) -> str | None:
+    """"onnx" | "torchscript" for an exported file, None for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            if any(n.endswith(f"extra/{META_KEY}") for n in z.namelist()):
+                return "torchscript"
+        return None
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
+    return None
+
+
+def load_exported(path: str | os.PathLike) -> ExportedPredictor:
+    kind = exported_kind(path)
+    if kind is None:
+        raise ModelError(f"{path}: not an exported raysearch model (.onnx, or TorchScript with {META_KEY})")
+    return ExportedPredictor(kind, Path(path).read_bytes(), source=str(path))

@@ -1,0 +1,253 @@
+"""raysearch predict: the saved model directory (val-F1 thresholds), scores of new images equal to
+fit's test predictions (Python API, CLI, Ray Data batch path), unreadable images as named skips,
+other-dataset models as one-line errors, legacy checkpoints and sweep run directories."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from raysearch.cli import app
+from raysearch.config import RunConfig, SplitConfig, TrainConfig, dump_run_config
+from raysearch.model.io import (META_FILE, ModelMismatchError, check_compatible, f1_thresholds, load_model,
+                                save_model)
+from raysearch.predict import SCORE_PREFIX, collect_images, predict, predict_ray, write_predictions
+
+torch.set_num_threads(1)
+DATASET = "synthetic-tiny"
+
+
+def tiny_run(**kw) -> RunConfig:
+    t = dict(method="image_only", backbone="tiny_cnn", weights="none", image_size=16, epochs=2, batch_size=16, seed=0)
+    t.update(kw)
+    return RunConfig(dataset=DATASET, split=SplitConfig(seed=0), train=TrainConfig(**t))
+
+
+def train_tiny(out_dir: Path):
+    """(run, data, fit result, model dir) for a 2-epoch tiny_cnn on synthetic-tiny (seeded, ~2 s)."""
+    from raysearch.train import fit, prepare_training_data
+
+    run = tiny_run()
+    data = prepare_training_data(run)
+    res = fit(run, data, progress=False)
+    return run, data, res, save_model(out_dir, res.best_state, run, data, res)
+
+
+def split_image_paths(data) -> list[str]:
+    from raysearch.data.registry import load_dataset
+
+    ds = load_dataset(DATASET)
+    return [str(ds.image_path(int(i))) for i in data.split.test]
+
+
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_model_directory_holds_what_inference_needs(trained):
+    run, data, res, model_dir = trained
+    assert {p.name for p in model_dir.iterdir()} >= {"model.pt", META_FILE, "config.yaml", "result.json"}
+    meta = json.loads((model_dir / META_FILE).read_text())
+    assert meta["dataset"] == DATASET and meta["fingerprint"] == data.fingerprint
+    assert meta["label_names"] == data.label_names and meta["backbone"] == "tiny_cnn" and meta["image_size"] == 16
+    assert meta["threshold_source"] == "val_f1" and len(meta["thresholds"]) == len(data.label_names)
+    assert meta["val_map"] == pytest.approx(res.best_val_map)
+    # the stored thresholds are the F1-optimal cuts of the val predictions
+    m = load_model(model_dir)
+    val = data.split.val
+    thr, f1 = f1_thresholds(m.scores(data.images[val]), data.labels[val])
+    assert np.allclose(thr, meta["thresholds"]) and f1 == pytest.approx(meta["val_f1"])
+    assert torch.load(model_dir / "model.pt", weights_only=True).keys() == res.best_state.keys()
+
+
+def test_f1_thresholds_pick_the_best_cut():
+    scores = np.array([[0.9, 0.2], [0.8, 0.1], [0.3, 0.3], [0.1, 0.05]], np.float32)
+    labels = np.array([[1, 0], [1, 0], [0, 0], [1, 0]], np.float32)
+    thr, f1 = f1_thresholds(scores, labels)
+    # class 0: cutting below 0.8 gives P=1 R=2/3 (F1 0.8); taking all four gives F1 6/7: the best
+    assert f1[0] == pytest.approx(6 / 7) and 0 < thr[0] <= 0.1
+    assert thr[1] == 0.5 and f1[1] is None  # no positive: the default cut, said as None
+
+
+def test_python_api_scores_equal_fit_test_predictions(trained):
+    run, data, res, model_dir = trained
+    pred = predict(model_dir, split_image_paths(data), top_k=2)
+    assert not pred.skipped and len(pred.table) == len(data.split.test)
+    np.testing.assert_array_equal(pred.scores, res.test_scores)
+    row = pred.table.iloc[0]
+    assert len(row["top_labels"]) == 2 and row["top_scores"][0] >= row["top_scores"][1]
+    thr = np.asarray(json.loads((model_dir / META_FILE).read_text())["thresholds"])
+    s0 = res.test_scores[0]
+    assert set(row["labels"]) == {data.label_names[j] for j in np.flatnonzero(s0 >= thr)}
+    # a global --threshold replaces the per-class cuts
+    all_on = predict(model_dir, split_image_paths(data)[:3], threshold=0.0)
+    assert all(len(ls) == len(data.label_names) for ls in all_on.table["labels"])
+
+
+def test_cli_predict_files_and_dataset_split(trained, tmp_path):
+    run, data, res, model_dir = trained
+    paths = split_image_paths(data)
+    r = cli("predict", "--model", str(model_dir), "--dataset", DATASET, "--split", "test", "--json", "--top-k", "5")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["n_images"] == len(paths) and out["n_skipped"] == 0
+    got = np.array([[t["score"] for t in sorted(p["top"], key=lambda t: data.label_names.index(t["label"]))]
+                    for p in out["predictions"]])
+    np.testing.assert_allclose(got, res.test_scores, atol=1e-6)
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        f = tmp_path / f"pred{suffix}"
+        r = cli("predict", "--model", str(model_dir), *paths, "--out", str(f))
+        assert r.exit_code == 0, r.output
+        df = {".csv": pd.read_csv, ".parquet": pd.read_parquet}.get(suffix, lambda p: pd.read_json(p, lines=True))(f)
+        np.testing.assert_allclose(df[[SCORE_PREFIX + n for n in data.label_names]].to_numpy(), res.test_scores,
+                                   atol=1e-6)
+        assert list(df["image"]) == paths
+    assert json.loads(pd.read_csv(tmp_path / "pred.csv")["top_labels"][0])[0] in data.label_names
+    r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "p.txt"))
+    assert r.exit_code == 2 and "--out" in r.output and ".csv" in r.output
+
+
+def copy_with_bad_files(paths: list[str], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        shutil.copy(p, folder / Path(p).name)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_corrupt_image_is_a_named_skip(trained, tmp_path):
+    run, data, res, model_dir = trained
+    paths = split_image_paths(data)[:4]
+    folder = copy_with_bad_files(paths, tmp_path / "in")
+    r = cli("predict", "--model", str(model_dir), str(folder), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["n_images"] == 4 and out["n_skipped"] == 1 and out["n_ignored"] == 1
+    assert out["skipped"][0]["image"].endswith("corrupt.jpg") and out["skipped"][0]["reason"]
+    assert out["ignored"][0].endswith("notes.txt")
+    r = cli("predict", "--model", str(model_dir), str(folder))
+    assert r.exit_code == 0 and "skipped 1 unreadable image(s)" in r.output and "corrupt.jpg" in r.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("predict", "--model", str(model_dir), str(empty))
+    assert r.exit_code == 2 and "no images found" in r.output
+    r = cli("predict", "--model", str(model_dir), str(tmp_path / "missing.jpg"))
+    assert r.exit_code == 2 and "missing.jpg" in r.output
+
+
+def other_dataset(folder: Path, src_images: list[str]) -> Path:
+    from raysearch.data.format import write_dataset
+
+    (folder / "images").mkdir(parents=True)
+    for i, p in enumerate(src_images):
+        shutil.copy(p, folder / "images" / f"{i}.png")
+    items = pd.DataFrame({"item_id": [str(i) for i in range(len(src_images))],
+                          "image": [f"images/{i}.png" for i in range(len(src_images))],
+                          "labels": [["cat"] if i % 2 else ["dog"] for i in range(len(src_images))]})
+    inter = pd.DataFrame({"user_id": ["u0"] * len(src_images), "item_id": items["item_id"]})
+    return write_dataset(folder, items, inter, name="pets", source="test")
+
+
+def test_model_from_another_dataset_is_a_clear_error(trained, tmp_path):
+    run, data, res, model_dir = trained
+    pets = other_dataset(tmp_path / "pets", split_image_paths(data)[:4])
+    r = cli("predict", "--model", str(model_dir), "--dataset", str(pets), "--split", "all")
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert "\n" not in line and "trained on dataset 'synthetic-tiny'" in line and "'pets'" in line
+    assert "label vocabulary differs" in line and "cat" in line
+    info = load_model(model_dir).info
+    with pytest.raises(ModelMismatchError, match="backbone is 'tiny_cnn', not 'resnet18'"):
+        check_compatible(info, backbone="resnet18")
+    with pytest.raises(ModelMismatchError, match="another order"):
+        check_compatible(info, label_names=info.label_names[::-1])
+    # weights of another architecture: named, one line
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    meta = json.loads((bad / META_FILE).read_text())
+    (bad / META_FILE).write_text(json.dumps({**meta, "backbone": "mobilenet_v3_small"}))
+    r = cli("predict", "--model", str(bad), split_image_paths(data)[0])
+    assert r.exit_code == 2 and "do not match backbone 'mobilenet_v3_small'" in r.output
+
+
+def test_legacy_checkpoint_and_sweep_run_directory(trained, tmp_path):
+    run, data, res, model_dir = trained
+    legacy = tmp_path / "run" / "trial_a_00000_0_x" / "checkpoint_000000"
+    legacy.mkdir(parents=True)
+    torch.save(res.best_state, legacy / "model.pt")
+    dump_run_config(run, legacy / "config.yaml")
+    m = load_model(legacy)
+    assert m.info.thresholds == [0.5] * len(data.label_names) and m.info.threshold_source == "default"
+    assert any("no thresholds" in n and "0.5" in n for n in m.info.notes)
+    assert m.info.label_names == data.label_names  # read from the dataset the config names
+    np.testing.assert_allclose(m.scores(data.images[data.split.test]), res.test_scores, atol=1e-6)
+    # a sweep run directory: the best trial (by val mAP) is the model; a moved run dir still resolves
+    worse = tmp_path / "run" / "trial_b_00001_1_y" / "checkpoint_000000"
+    shutil.copytree(model_dir, worse)
+    rows = [dict(trial_id="a", method="image_only", weighting="uniform", best_val_map=0.9, test_map=0.5, epochs_run=2,
+                 stop_reason="completed", wall_time_s=1.0, train_time_s=1.0, checkpoint="/elsewhere/trial_a_00000_0_x/checkpoint_000000"),
+            dict(trial_id="b", method="image_only", weighting="uniform", best_val_map=0.4, test_map=0.5, epochs_run=2,
+                 stop_reason="completed", wall_time_s=1.0, train_time_s=1.0, checkpoint=str(worse))]
+    df = pd.DataFrame(rows)
+    df["config"] = json.dumps({"dataset": DATASET})
+    df.to_parquet(tmp_path / "run" / "results.parquet")
+    m = load_model(tmp_path / "run")
+    assert m.info.source == str(legacy) and any("best trial a" in n for n in m.info.notes)
+    r = cli("predict", "--model", str(tmp_path / "run"), split_image_paths(data)[0])
+    assert r.exit_code == 0 and "best trial a" in r.output and "0.5" in r.output
+
+
+def test_train_out_saves_a_model_directory(trained, tmp_path):
+    run, data, res, _ = trained
+    out = tmp_path / "cli-model"
+    r = cli("train", "--dataset", DATASET, "--method", "image_only", "--backbone", "tiny_cnn", "--weights", "none",
+            "--image-size", "16", "--epochs", "2", "--batch-size", "16", "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "result.json").read_text())["test_map"] == pytest.approx(res.test_map)
+    pred = predict(out, split_image_paths(data))  # CPU training is deterministic: the same model as fit's
+    np.testing.assert_array_equal(pred.scores, res.test_scores)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ray_data_batch_path(trained, ray_session, tmp_path):
+    """map_batches with an actor pool: shards + merged file, same scores, skips counted and named."""
+    run, data, res, model_dir = trained
+    paths = split_image_paths(data)
+    folder = copy_with_bad_files(paths, tmp_path / "in")
+    out = tmp_path / "pred.parquet"
+    images, ignored = collect_images([folder])
+    batch = predict_ray(model_dir, paths=images, out=out, workers=1, batch_size=8)
+    assert out.is_file() and batch.extra["n_shards"] >= 1
+    assert [Path(p).name for p, _ in batch.skipped] == ["corrupt.jpg"]
+    local = predict(model_dir, paths=images)
+    assert list(batch.table["image"]) == list(local.table["image"])  # input order kept
+    np.testing.assert_allclose(batch.scores, local.scores, atol=1e-6)
+    merged = pd.read_parquet(out)
+    assert len(merged) == len(paths) and list(merged["labels"].map(list)) == list(local.table["labels"])
+    # the CLI's batch mode (forced with --batch) on the same Ray
+    out2 = tmp_path / "cli.jsonl"
+    r = cli("predict", "--model", str(model_dir), str(folder), "--batch", "--workers", "1", "--out", str(out2))
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 unreadable" in r.output and len(pd.read_json(out2, lines=True)) == len(paths)
+    r = cli("predict", "--model", str(model_dir), str(folder), "--batch")
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_write_predictions_rejects_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match="unknown format"):
+        write_predictions(pd.DataFrame({"image": []}), tmp_path / "x.xlsx")

@@ -106,3 +106,50 @@ def paired_ttest(values_a, values_b) -> tuple[float, float]:
         raise ValueError("paired_ttest needs at least 2 matched non-NaN pairs")
     r = ttest_rel(b[ok], a[ok])
     return float(r.statistic), float(r.pvalue)
+
+
+def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """int32 (n_boot, n): how often each item is drawn in each bootstrap resample (with replacement).
+
+    Generate these once and score *every* model on them: the resampled item sets are then
+    identical across models, which is what makes a bootstrap comparison paired.
+    """
+    idx = _boot_indices(n, n_boot, seed)
+    out = np.zeros((n_boot, n), dtype=np.int32)
+    rows = np.repeat(np.arange(n_boot), n)
+    np.add.at(out, (rows, idx.ravel()), 1)
+    return out
+
+
+def resampled_map(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Macro mAP on each bootstrap resample given as item multiplicities ``counts`` (n_boot, n).
+
+    Equal to ``mean_average_precision(y[idx], s[idx])`` for the resample ``idx`` (AP with integer
+    sample weights is AP on the repeated items; tied scores are one threshold, as in sklearn),
+    but vectorised over resamples: one sort per class instead of one per resample and class.
+    Classes without a positive in a resample are left out of that resample's mean.
+    """
+    y, s = _check(y_true, y_score)
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[1] != len(y):
+        raise ValueError(f"counts must be (n_boot, {len(y)}), got {counts.shape}")
+    ap_sum = np.zeros(len(counts))
+    n_cls = np.zeros(len(counts))
+    for j in range(y.shape[1]):
+        order = np.argsort(-s[:, j], kind="stable")
+        pos = y[order, j].astype(np.int64)
+        if pos.sum() == 0:
+            continue
+        sj = s[order, j]
+        ends = np.flatnonzero(np.r_[sj[1:] != sj[:-1], True])  # last index of each tied-score group
+        c = counts[:, order]
+        tp = np.cumsum(c * pos, axis=1)[:, ends]
+        tot = np.cumsum(c, axis=1)[:, ends]
+        d_tp = np.diff(tp, axis=1, prepend=0)
+        prec = np.divide(tp, tot, out=np.zeros(tp.shape), where=tot > 0)
+        p_total = tp[:, -1]
+        has = p_total > 0
+        ap_sum[has] += (d_tp * prec).sum(1)[has] / p_total[has]
+        n_cls += has
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_cls > 0, ap_sum / np.maximum(n_cls, 1), np.nan)

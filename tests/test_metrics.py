@@ -62,3 +62,18 @@ def test_paired_ttest_matches_scipy():
     assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     with pytest.raises(ValueError):
         paired_ttest([1.0, 2.0], [1.0])
+
+
+def test_resampled_map_equals_map_on_the_resampled_items():
+    from raysearch.metrics import _boot_indices, bootstrap_counts, mean_average_precision, resampled_map
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 4)) < 0.2).astype(int)
+    s = np.round(rng.random((60, 4)), 1)  # many tied scores
+    counts = bootstrap_counts(60, 20, seed=3)
+    idx = _boot_indices(60, 20, 3)
+    assert (counts.sum(1) == 60).all()
+    got = resampled_map(y, s, counts)
+    want = [mean_average_precision(y[i], s[i]) for i in idx]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(resampled_map(y, s, np.ones((1, 60), int)), [mean_average_precision(y, s)])

@@ -101,3 +101,45 @@ def test_bad_split_config_is_a_clear_error():
         SplitConfig(label_ratio=0.0)
     with pytest.raises(ConfigError, match="sum to 1"):
         SplitConfig(train=0.8, val=0.15, test=0.15)
+
+
+def test_kfold_every_item_tested_once_and_rare_labels_spread(tmp_path):
+    from raysearch.data.splits import kfold_assignment, make_fold_split
+
+    ds = _dataset(tmp_path, n=200, rare=("r0", "r1"))
+    a = kfold_assignment(ds, 5, seed=3)
+    assert np.array_equal(a, kfold_assignment(ds, 5, seed=3))
+    assert not np.array_equal(a, kfold_assignment(ds, 5, seed=4))
+    assert np.bincount(a).min() >= 35 and np.bincount(a).max() <= 45
+    y = ds.label_matrix > 0
+    for j in range(y.shape[1]):  # stratified: each label spread over the folds
+        counts = np.bincount(a[y[:, j]], minlength=5)
+        assert counts.max() - counts.min() <= max(2, counts.sum() // 10), (j, counts)
+    tests = []
+    for f in range(5):
+        s = make_fold_split(ds, 5, f, seed=3, label_ratio=0.5, label_seed=1)
+        parts = [s.train, s.val, s.test]
+        assert sum(map(len, parts)) == ds.n_items and len(np.unique(np.concatenate(parts))) == ds.n_items
+        assert np.array_equal(s.cf_items, s.train) and not np.isin(s.test, s.cf_items).any()
+        assert len(s.val) == 30
+        tests.append(s.test)
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(ds.n_items))
+
+
+def test_kfold_label_masks_nested_across_ratios_and_seeded(tmp_path):
+    from raysearch.data.splits import make_fold_split
+
+    ds = _dataset(tmp_path)
+    full = make_fold_split(ds, 4, 1, seed=0)
+    assert full.labelled.all()
+    m10 = make_fold_split(ds, 4, 1, seed=0, label_ratio=0.1, label_seed=2)
+    m50 = make_fold_split(ds, 4, 1, seed=0, label_ratio=0.5, label_seed=2)
+    assert np.array_equal(m10.train, m50.train) and np.array_equal(m10.val, full.val)
+    assert (m10.labelled <= m50.labelled).all()  # the 10% labels are a subset of the 50%
+    assert len(m10.train_labelled) == round(0.1 * len(m10.train))
+    assert np.array_equal(m10.labelled, make_fold_split(ds, 4, 1, seed=0, label_ratio=0.1, label_seed=2).labelled)
+    assert not np.array_equal(m10.labelled, make_fold_split(ds, 4, 1, seed=0, label_ratio=0.1, label_seed=3).labelled)
+    with pytest.raises(DatasetError, match="folds"):
+        make_fold_split(ds, 1, 0)
+    with pytest.raises(DatasetError, match="out of range"):
+        make_fold_split(ds, 4, 4)

@@ -73,3 +73,70 @@ def make_split(ds: Dataset, cfg: SplitConfig = SplitConfig()) -> Split:
         labelled[train] = False
         labelled[keep] = True
     return Split(train=train, val=val, test=test, labelled=labelled)
+
+
+def kfold_assignment(ds: Dataset, k: int, seed: int = 0) -> np.ndarray:
+    """int64 fold id (0..k-1) per item: every item is in exactly one fold, seeded.
+
+    Multi-label stratified greedily (labels rarest first; each item goes to the fold with the
+    fewest positives of that label so far, then the fewest items), so a rare label is spread
+    over the folds instead of landing in one test fold; unlabelled items fill the smallest folds.
+    """
+    n = ds.n_items
+    if not 2 <= k <= n:
+        raise DatasetError(f"k-fold needs 2 <= folds <= {n} items of {ds.name!r}, got folds={k}")
+    y = ds.label_matrix > 0
+    rng = np.random.default_rng([seed, 7])
+    fold = np.full(n, -1, dtype=np.int64)
+    sizes = np.zeros(k, dtype=np.int64)
+    tiebreak = rng.random(k)
+    for j in np.argsort(y.sum(0), kind="stable"):
+        members = np.flatnonzero(y[:, j] & (fold < 0))
+        rng.shuffle(members)
+        per_fold = np.bincount(fold[y[:, j] & (fold >= 0)], minlength=k)
+        for i in members:
+            f = int(np.lexsort((tiebreak, sizes, per_fold))[0])
+            fold[i] = f
+            per_fold[f] += 1
+            sizes[f] += 1
+    rest = np.flatnonzero(fold < 0)
+    rng.shuffle(rest)
+    for i in rest:
+        f = int(np.lexsort((tiebreak, sizes))[0])
+        fold[i] = f
+        sizes[f] += 1
+    return fold
+
+
+def make_fold_split(ds: Dataset, folds: int, fold: int, *, seed: int = 0, val: float = 0.15,
+                    label_ratio: float = 1.0, label_seed: int = 0,
+                    assignment: np.ndarray | None = None) -> Split:
+    """Cross-validation fold ``fold`` of ``folds``: test = that fold; val = a seeded ``val`` fraction
+    of all items carved from the *other* folds; train = the rest (the only items CF sees).
+
+    The label mask keeps a seeded fraction ``label_ratio`` of the train items' labels, drawn from
+    one permutation per (split seed, fold, ``label_seed``), so masks are nested across ratios
+    (the 0.1 labels are a subset of the 0.5 labels) and identical for every method compared.
+    """
+    if not 0 <= fold < folds:
+        raise DatasetError(f"fold {fold} out of range for {folds} folds")
+    if not 0 < label_ratio <= 1:
+        raise DatasetError(f"label ratio must be in (0, 1], got {label_ratio}")
+    a = kfold_assignment(ds, folds, seed) if assignment is None else np.asarray(assignment)
+    if len(a) != ds.n_items:
+        raise DatasetError(f"fold assignment has {len(a)} entries, dataset {ds.name!r} has {ds.n_items} items")
+    test = np.flatnonzero(a == fold)
+    rest = np.flatnonzero(a != fold)
+    n_val = max(1, int(round(val * ds.n_items)))
+    if n_val >= len(rest):
+        raise DatasetError(f"val fraction {val} leaves no train items in fold {fold} of {folds}")
+    vrng = np.random.default_rng([seed, fold, 2])
+    val_items = np.sort(vrng.choice(rest, size=n_val, replace=False))
+    train = np.setdiff1d(rest, val_items)
+    labelled = np.ones(ds.n_items, dtype=bool)
+    if label_ratio < 1.0:
+        order = np.random.default_rng([seed, fold, label_seed, 1]).permutation(train)
+        keep = order[:max(1, int(round(label_ratio * len(train))))]
+        labelled[train] = False
+        labelled[keep] = True
+    return Split(train=train, val=val_items, test=test, labelled=labelled)

@@ -1,0 +1,404 @@
+"""Outputs of ``raysearch experiment``: summary table, figures, CF tables, report.html, W&B.
+
+Everything here is recomputed from the files a run leaves (``experiment.parquet``,
+``predictions.npz``, ``experiment.json``), so ``raysearch dashboard`` on an experiment
+directory and the run itself print the same numbers.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from raysearch.experiment.protocol import (EXPERIMENT_FILE, META_FILE, PREDICTIONS_FILE, REF, ExperimentConfig,
+                                           Variant, pred_key)
+from raysearch.experiment.stats import holm, paired_item_bootstrap, paired_unit_tests
+
+log = logging.getLogger(__name__)
+
+SUMMARY_PARQUET = "summary.parquet"
+SUMMARY_MD = "summary.md"
+REPORT_HTML = "report.html"
+FIG_BARS = "fig_map_by_variant.png"
+FIG_RATIO = "fig_map_vs_label_ratio.png"
+FIG_CLASS = "fig_gain_vs_class_size.png"
+FIG_CF = "fig_cf_tables.png"
+CF_TABLES = "cf_tables.json"
+ALPHA = 0.05
+
+
+# ------------------------------------------------------------------------------ statistics
+
+def load_experiment(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
+    out = Path(out_dir)
+    for f in (EXPERIMENT_FILE, PREDICTIONS_FILE, META_FILE):
+        if not (out / f).is_file():
+            raise FileNotFoundError(f"no {f} in {out} (is it a `raysearch experiment` output directory?)")
+    units = pd.read_parquet(out / EXPERIMENT_FILE)
+    z = np.load(out / PREDICTIONS_FILE, allow_pickle=False)
+    return units, {k: z[k] for k in z.files}, json.loads((out / META_FILE).read_text())
+
+
+def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Sequence[Variant],
+              n_boot: int = 1000, boot_seed: int = 0) -> tuple[pd.DataFrame, dict[float, pd.DataFrame]]:
+    """One row per (label ratio, variant) + per-class AP tables (class x variant) per ratio.
+
+    Units (fold x seed) enter the tests only when *every* variant finished them (pairing);
+    seeds enter the bootstrap only when every variant's pooled scores cover every item.
+    """
+    y = preds["y_true"]
+    names = [v.name for v in variants]
+    by_name = {v.name: v for v in variants}
+    rows, per_class = [], {}
+    for ratio in sorted(units["label_ratio"].unique(), reverse=True):
+        u = units[(units["label_ratio"] == ratio) & (units["stop_reason"] != "error")]
+        wide = u.pivot_table(index=["fold", "seed"], columns="variant", values="test_map").reindex(columns=names).dropna()
+        seeds = sorted(int(s) for s in u["seed"].unique()
+                       if all(pred_key(ratio, n, int(s)) in preds and not np.isnan(preds[pred_key(ratio, n, int(s))]).any()
+                              for n in names))
+        boot = None
+        if seeds:
+            scores = {n: [preds[pred_key(ratio, n, s)] for s in seeds] for n in names}
+            boot = paired_item_bootstrap(y, scores, REF, n_boot=n_boot, seed=boot_seed)
+            from raysearch.metrics import per_class_ap
+
+            per_class[float(ratio)] = pd.DataFrame(
+                {n: np.mean([per_class_ap(y, s) for s in scores[n]], axis=0) for n in names},
+                index=[str(x) for x in preds.get("label_names", np.arange(y.shape[1]))])
+            per_class[float(ratio)].insert(0, "class_size", y.sum(0).astype(int))
+        ref_units = wide[REF].to_numpy() if REF in wide else np.array([])
+        for n in names:
+            v = by_name[n]
+            vals = wide[n].to_numpy() if n in wide else np.array([])
+            t_p, w_p = paired_unit_tests(ref_units, vals) if len(vals) else (math.nan, math.nan)
+            row = {"label_ratio": float(ratio), "variant": n, "units": int(len(vals)),
+                   "mean_test_map": float(np.mean(vals)) if len(vals) else math.nan,
+                   "sd_test_map": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
+                   "rel_change_pct": (float(np.mean(vals) / np.mean(ref_units) - 1) * 100) if len(vals) else math.nan,
+                   "p_ttest": t_p if n != REF else math.nan, "p_wilcoxon": w_p if n != REF else math.nan,
+                   "seeds_pooled": len(seeds)}
+            if boot is not None:
+                row.update(pooled_map=boot.pooled_map[n], ci_low=boot.map_low[n], ci_high=boot.map_high[n],
+                           diff=boot.diff[n], diff_ci_low=boot.diff_low[n], diff_ci_high=boot.diff_high[n],
+                           p_boot=boot.p_value[n] if n != REF else math.nan)
+            if v.shuffled_from and v.shuffled_from in wide:
+                # the negative control against the arm it shuffles: does the gain need the real CF vectors?
+                ct, cw = paired_unit_tests(wide[v.shuffled_from].to_numpy(), vals)
+                row.update(control_of=v.shuffled_from, control_diff=float(np.mean(vals - wide[v.shuffled_from].to_numpy())),
+                           control_p_ttest=ct, control_p_wilcoxon=cw)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in ("pooled_map", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_boot",
+                "control_of", "control_diff", "control_p_ttest", "control_p_wilcoxon"):
+        if col not in df:
+            df[col] = None if col == "control_of" else math.nan
+    for col in ("p_ttest", "p_wilcoxon", "p_boot"):
+        df[col + "_holm"] = math.nan
+        for ratio, g in df.groupby("label_ratio"):
+            # the family: every arm compared with Image-only, except the negative control
+            fam = g[(g["variant"] != REF) & ~g["variant"].map(lambda n: bool(by_name[n].shuffled_from))]
+            df.loc[fam.index, col + "_holm"] = holm(fam[col].to_numpy(dtype=float))
+    df["beats_image_only"] = (df["p_ttest_holm"] < ALPHA) & (df["p_wilcoxon_holm"] < ALPHA) & (df["rel_change_pct"] > 0)
+    return df, per_class
+
+
+# ------------------------------------------------------------------------------ tables
+
+def _f(v: Any, kind: str = "map") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if kind == "p":
+        return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
+    if kind == "pct":
+        return f"{v:+.1f}%"
+    if kind == "diff":
+        return f"{v:+.4f}"
+    return f"{v:.4f}"
+
+
+def summary_records(df: pd.DataFrame) -> list[dict[str, str]]:
+    """Display rows: mAP +- sd, rel. change, pooled mAP [CI], difference [CI], raw and Holm p."""
+    out = []
+    for _, r in df.iterrows():
+        ref = r["variant"] == REF
+        out.append({
+            "label ratio": f"{r['label_ratio']:g}", "variant": r["variant"], "units": str(r["units"]),
+            "test mAP (mean +- sd)": f"{_f(r['mean_test_map'])} +- {_f(r['sd_test_map'])}",
+            "rel. vs image_only": "-" if ref else _f(r["rel_change_pct"], "pct"),
+            "pooled mAP [95% CI]": f"{_f(r['pooled_map'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+            "diff [95% CI]": "-" if ref else f"{_f(r['diff'], 'diff')} [{_f(r['diff_ci_low'], 'diff')}, {_f(r['diff_ci_high'], 'diff')}]",
+            "p boot": "-" if ref else _f(r["p_boot"], "p"),
+            "p t (Holm)": "-" if ref else f"{_f(r['p_ttest'], 'p')} ({_f(r['p_ttest_holm'], 'p')})",
+            "p Wilcoxon (Holm)": "-" if ref else f"{_f(r['p_wilcoxon'], 'p')} ({_f(r['p_wilcoxon_holm'], 'p')})",
+        })
+    return out
+
+
+def markdown_table(records: list[dict[str, str]]) -> str:
+    if not records:
+        return "(no rows)\n"
+    cols = list(records[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def control_lines(df: pd.DataFrame) -> list[str]:
+    c = df[df["control_of"].notna()]
+    return [f"label ratio {r['label_ratio']:g}: {r['variant']} - {r['control_of']} = {_f(r['control_diff'], 'diff')} "
+            f"mAP over {r['units']} fold x seed units (paired t p = {_f(r['control_p_ttest'], 'p')}, "
+            f"Wilcoxon p = {_f(r['control_p_wilcoxon'], 'p')})" for _, r in c.iterrows()]
+
+
+def verdict_lines(df: pd.DataFrame) -> list[str]:
+    out = []
+    for ratio, g in df.groupby("label_ratio", sort=False):
+        win = g[g["beats_image_only"]]["variant"].tolist()
+        out.append(f"label ratio {ratio:g}: " + (f"beats image_only after Holm correction (t and Wilcoxon p < {ALPHA}): {', '.join(win)}"
+                                                  if win else f"no variant beats image_only with Holm-corrected p < {ALPHA}"))
+    return out
+
+
+# ------------------------------------------------------------------------------ figures
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fig_bars(df: pd.DataFrame, path: Path) -> Path:
+    """Paper Table 5 as bars: pooled out-of-fold test mAP per variant with 95% bootstrap CIs."""
+    plt = _plt()
+    ratios = list(dict.fromkeys(df["label_ratio"]))
+    fig, axes = plt.subplots(1, len(ratios), figsize=(max(5, 1.1 * df["variant"].nunique()) * len(ratios), 4.2),
+                             squeeze=False, constrained_layout=True)
+    for ax, ratio in zip(axes[0], ratios):
+        g = df[df["label_ratio"] == ratio]
+        y = g["pooled_map"].to_numpy(float)
+        err = np.vstack([y - g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float) - y])
+        colors = ["0.55" if v == REF else ("C3" if "shuffled" in v else "C0") for v in g["variant"]]
+        ax.bar(range(len(g)), y, yerr=np.nan_to_num(err), color=colors, capsize=4)
+        ax.scatter(np.arange(len(g)), g["mean_test_map"], color="k", marker="_", s=200, zorder=3, label="mean over units")
+        ax.set_xticks(range(len(g)), [v.replace(":", "\n") for v in g["variant"]], fontsize=8)
+        lo = np.nanmin(g["ci_low"].to_numpy(float)) if g["ci_low"].notna().any() else np.nanmin(y)
+        ax.set_ylim(max(0, lo - 0.05), None)
+        ax.set_title(f"label ratio {ratio:g}")
+        ax.set_ylabel("test mAP (pooled out-of-fold, 95% bootstrap CI)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fig_ratio(df: pd.DataFrame, path: Path) -> Path:
+    """mAP vs label ratio with 95% CI bands, one line per variant."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for i, (v, g) in enumerate(df.groupby("variant", sort=False)):
+        g = g.sort_values("label_ratio")
+        style = {"color": "0.4", "ls": "--"} if v == REF else ({"color": "C3", "ls": ":"} if "shuffled" in v else {"color": f"C{i}"})
+        ax.plot(g["label_ratio"], g["pooled_map"], marker="o", label=v, **style)
+        ax.fill_between(g["label_ratio"], g["ci_low"].astype(float), g["ci_high"].astype(float), alpha=0.15,
+                        color=style["color"])
+    ax.set_xscale("log")
+    ratios = sorted(df["label_ratio"].unique())
+    ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+    ax.set_xlabel("label ratio (fraction of train items with labels)")
+    ax.set_ylabel("test mAP (pooled out-of-fold)")
+    ax.set_title("mAP vs label ratio (bands: 95% bootstrap CI over items)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fig_class_size(per_class: dict[float, pd.DataFrame], path: Path) -> Path:
+    """Relative AP change vs Image-only per class against class size (paper Sec. 4.3 analysis)."""
+    plt = _plt()
+    ratios = sorted(per_class, reverse=True)
+    fig, axes = plt.subplots(1, max(1, len(ratios)), figsize=(6 * max(1, len(ratios)), 4), squeeze=False,
+                             constrained_layout=True)
+    for ax, ratio in zip(axes[0], ratios):
+        t = per_class[ratio]
+        for i, v in enumerate(c for c in t.columns if c not in ("class_size", REF)):
+            rel = (t[v] / t[REF] - 1) * 100
+            ax.scatter(t["class_size"], rel, label=v, color=f"C{i + 1}", alpha=0.75, s=18)
+        ax.axhline(0, color="0.5", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("class size (items with the label)")
+        ax.set_ylabel("AP change vs image_only (%)")
+        ax.set_title(f"per-class gain, label ratio {ratio:g}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cf_tables(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> dict[str, list[dict[str, Any]]]:
+    """Paper Tables 3 and 4 on fold 0's train items for each distinct CF configuration used."""
+    from raysearch.cf import CF2LabelConfig, auc_table, cf2label_study, compute_item_vectors
+    from raysearch.data.splits import make_fold_split
+    from raysearch.methods import METHODS
+
+    split = make_fold_split(ds, cfg.folds, 0, seed=cfg.split_seed, val=cfg.val)
+    seen: dict[str, Any] = {}
+    for name, run in runs.items():
+        if METHODS.get(run.train.method).uses_cf:
+            seen.setdefault(json.dumps(run.cf.__dict__, sort_keys=True, default=str), (name, run.cf))
+    auc, c2l = [], []
+    if not seen:
+        return {"auc": auc, "cf2label": c2l}
+    configs = [c for _, c in seen.values()]
+    rows = auc_table(ds, split, configs, seed=cfg.split_seed)
+    for (name, c), r in zip(list(seen.values()) + [("-", None)], rows):
+        auc.append({"model": r.model if c is None else f"{c.model} (dim {c.dim}) of {name}", "auc": r.auc})
+    for name, c in seen.values():
+        iv = compute_item_vectors(ds, split, c, data_root=cfg.data_root)
+        s = cf2label_study(ds, split, iv, CF2LabelConfig())
+        c2l.append({"cf": f"{c.model} (dim {c.dim}) of {name}", "cf2label_map": s["cf2label_map"],
+                    "popularity_map": s["popularity_map"], "items": s["items"]})
+    return {"auc": auc, "cf2label": c2l}
+
+
+def fig_cf(tables: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 1.2 + 0.35 * (len(tables["auc"]) + len(tables["cf2label"]) + 2)))
+    for ax in axes:
+        ax.axis("off")
+    if tables["auc"]:
+        axes[0].table(cellText=[[r["model"], f"{r['auc']:.4f}"] for r in tables["auc"]], colLabels=["CF model", "AUC"],
+                      loc="center")
+    axes[0].set_title("Table 3: CF AUC on 20% held-out interactions (fold 0 train items)", fontsize=9)
+    if tables["cf2label"]:
+        axes[1].table(cellText=[[r["cf"], f"{r['cf2label_map']:.4f}", f"{r['popularity_map']:.4f}"] for r in tables["cf2label"]],
+                      colLabels=["CF vectors", "CF2Label mAP", "popularity mAP"], loc="center")
+    axes[1].set_title("Table 4: CF2Label (out-of-fold over labelled train items)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ report
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _html_table(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "<p>(none)</p>"
+    cols = list(records[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in records)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_html(out: Path, title: str, protocol: str, records: list[dict[str, str]], verdict: list[str],
+               control: list[str], configs: list[dict[str, Any]], figures: Sequence[Path],
+               cf: dict[str, list[dict[str, Any]]]) -> Path:
+    """One self-contained file: tables inline, figures as base64 data URIs."""
+    fmt = lambda rows: [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]  # noqa: E731
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>",
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6}",
+        "</style></head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(protocol)}</p>",
+        "<h2>Summary</h2>", "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in verdict + control) + "</ul>",
+        _html_table(records), "<h2>Figures</h2>", *(_img(f) for f in figures),
+        "<h2>CF tables (paper Tables 3 and 4)</h2>", _html_table(fmt(cf.get("auc", []))),
+        _html_table(fmt(cf.get("cf2label", []))), "<h2>Configurations</h2>", _html_table(configs),
+        "</body></html>",
+    ]
+    path = out / REPORT_HTML
+    path.write_text("\n".join(parts))
+    return path
+
+
+def protocol_text(meta: dict[str, Any]) -> str:
+    c = meta["config"]
+    return (f"{c['folds']}-fold cross-validation over the items of {c['dataset']} (split seed {c['split_seed']}; val "
+            f"{c['val']:g} of the items carved from the training folds; CF vectors and weights recomputed per fold from its "
+            f"train items only) x {c['seeds']} training seeds x label ratios {', '.join(f'{r:g}' for r in c['label_ratios'])}; "
+            f"every variant on the same folds, seeds and label masks. Tests over fold x seed units (paired t, Wilcoxon "
+            f"signed-rank), Holm-corrected across the variants compared with image_only; CIs: {c['n_boot']} paired "
+            f"bootstrap resamples of the items on the pooled out-of-fold predictions (the same resamples for every variant).")
+
+
+def config_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, run in meta["runs"].items():
+        t, cf = run["train"], run["cf"]
+        out.append({"variant": name, "source": meta["source"].get(name, ""), "alpha": t["alpha"], "omega": t["omega"],
+                    "lr": t["lr"], "epochs": t["epochs"], "backbone": t["backbone"],
+                    "trainable_blocks": t.get("trainable_blocks"), "cf": f"{cf['model']} dim {cf['dim']}",
+                    "aux_norm": t.get("aux_norm", "")})
+    return out
+
+
+def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant], runs: dict[str, Any],
+                  source: dict[str, str], units: pd.DataFrame, ds: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+    """summary.parquet/.md, figures, CF tables, report.html (+ W&B) from the files just written."""
+    units, preds, meta = load_experiment(out)
+    df, per_class = summarize(units, preds, variants, n_boot=cfg.n_boot)
+    df.to_parquet(out / SUMMARY_PARQUET, index=False)
+    records = summary_records(df)
+    verdict, control = verdict_lines(df), control_lines(df)
+    text = protocol_text(meta)
+    (out / SUMMARY_MD).write_text(f"# {out.name}\n\n{text}\n\n" + markdown_table(records) + "\n"
+                                  + "".join(f"- {s}\n" for s in verdict + control))
+    figs = [fig_bars(df, out / FIG_BARS), fig_ratio(df, out / FIG_RATIO)]
+    if per_class:
+        figs.append(fig_class_size(per_class, out / FIG_CLASS))
+    cf: dict[str, list[dict[str, Any]]] = {"auc": [], "cf2label": []}
+    if cfg.cf_tables:
+        try:
+            cf = cf_tables(ds, runs, cfg)
+        except Exception as e:  # the comparison stands without the pre-study tables; say why they are absent
+            log.warning("CF tables not computed: %s", e)
+            cf["error"] = [{"error": str(e)}]
+        (out / CF_TABLES).write_text(json.dumps(cf, indent=2))
+        if cf["auc"] or cf["cf2label"]:
+            figs.append(fig_cf(cf, out / FIG_CF))
+    report = write_html(out, f"raysearch experiment: {out.name}", text, records, verdict, control,
+                        config_records(meta), figs, cf)
+    files = {"experiment": str(out / EXPERIMENT_FILE), "summary": str(out / SUMMARY_PARQUET),
+             "summary_md": str(out / SUMMARY_MD), "report": str(report), **{f.stem: str(f) for f in figs}}
+    if cfg.wandb:
+        files["wandb"] = log_wandb(out, cfg, df, figs)
+    return df, files
+
+
+def log_wandb(out: Path, cfg: ExperimentConfig, df: pd.DataFrame, figs: Sequence[Path]) -> str:
+    """The summary table and figures as one W&B run in the experiment's group (offline: files to sync)."""
+    try:
+        import wandb
+
+        from raysearch.search.tracking import wandb_mode
+
+        run = wandb.init(project=cfg.wandb_project, group=out.name, job_type="experiment-summary",
+                         name=f"{out.name}-summary", dir=str(out), mode=wandb_mode(), tags=["experiment-summary"],
+                         settings=wandb.Settings(console="off", save_code=False, disable_git=True))
+        run.log({"summary": wandb.Table(dataframe=df.astype({"control_of": str})),
+                 **{f.stem: wandb.Image(str(f)) for f in figs}})
+        url = run.url or f"offline: wandb sync {run.dir.rsplit('/files', 1)[0]}"
+        run.finish()
+        return url
+    except Exception as e:  # the local report already exists; W&B trouble must not lose it
+        return f"W&B summary not logged: {e}"

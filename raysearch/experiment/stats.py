@@ -1,0 +1,97 @@
+"""Honest comparisons for ``raysearch experiment``: paired over folds x seeds and over items.
+
+* **Units**: one unit = (fold, seed) at one label ratio; every variant is trained on the same
+  folds, seeds and label masks, so its test mAPs pair with Image-only's unit by unit.  A paired
+  t-test (scipy ``ttest_rel``) and a Wilcoxon signed-rank test (scipy ``wilcoxon``) run on those
+  differences; identical results (all differences exactly 0) give p = 1 by definition (scipy
+  returns NaN there).
+* **Items**: each variant's out-of-fold test scores are pooled per seed (every item is a test
+  item exactly once, scored by the fold model that never saw it).  One set of bootstrap
+  resamples of the *items* is drawn and every variant and seed is scored on the same resamples
+  (:func:`raysearch.metrics.resampled_map`); per resample, a variant's mAP is the mean over seeds.
+  The CI of the difference to Image-only is the percentile interval of those paired differences
+  and the p-value the two-sided bootstrap p (2 x the smaller tail share of differences <= 0 / >= 0).
+* **Multiplicity**: Holm's step-down correction across the variants compared with Image-only
+  (within one label ratio, per test).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from raysearch.metrics import bootstrap_counts, resampled_map
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count as hypotheses)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def paired_unit_tests(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(paired t-test p, Wilcoxon signed-rank p) of ``other - ref`` over matched units."""
+    from scipy.stats import ttest_rel, wilcoxon
+
+    a, b = np.asarray(ref, float), np.asarray(other, float)
+    if a.shape != b.shape:
+        raise ValueError(f"unit tests need matched units, got {a.shape} and {b.shape}")
+    d = b - a
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    if np.all(d == 0):
+        return 1.0, 1.0
+    t = float(ttest_rel(b, a).pvalue)
+    if np.all(d[0] == d):  # constant non-zero difference: t undefined, the sign is unanimous
+        t = 0.0
+    w = float(wilcoxon(d, zero_method="wilcox").pvalue) if np.any(d != 0) else 1.0
+    return t, w
+
+
+@dataclass(frozen=True)
+class BootstrapComparison:
+    """Per variant: pooled mAP and its CI; difference to the reference, its CI and p."""
+
+    pooled_map: dict[str, float]
+    map_low: dict[str, float]
+    map_high: dict[str, float]
+    diff: dict[str, float]
+    diff_low: dict[str, float]
+    diff_high: dict[str, float]
+    p_value: dict[str, float]
+    n_boot: int
+
+
+def paired_item_bootstrap(y_true: np.ndarray, scores: dict[str, list[np.ndarray]], ref: str,
+                          n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> BootstrapComparison:
+    """``scores[variant]`` = list over seeds of pooled out-of-fold scores (n_items, L), same item
+    order for all.  Every variant and seed is scored on the *same* resampled item sets."""
+    n = len(y_true)
+    counts = bootstrap_counts(n, n_boot, seed)
+    full = np.ones((1, n), dtype=np.int32)
+    boot: dict[str, np.ndarray] = {}
+    point: dict[str, float] = {}
+    for v, per_seed in scores.items():
+        if not per_seed:
+            raise ValueError(f"variant {v!r} has no pooled scores")
+        boot[v] = np.mean([resampled_map(y_true, s, counts) for s in per_seed], axis=0)
+        point[v] = float(np.mean([resampled_map(y_true, s, full)[0] for s in per_seed]))
+    q = (1 - level) / 2
+    res: dict[str, dict[str, float]] = {k: {} for k in ("lo", "hi", "d", "dlo", "dhi", "p")}
+    for v in scores:
+        res["lo"][v], res["hi"][v] = (float(x) for x in np.nanquantile(boot[v], [q, 1 - q]))
+        d = boot[v] - boot[ref]
+        res["d"][v] = point[v] - point[ref]
+        res["dlo"][v], res["dhi"][v] = (float(x) for x in np.nanquantile(d, [q, 1 - q]))
+        res["p"][v] = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    return BootstrapComparison(point, res["lo"], res["hi"], res["d"], res["dlo"], res["dhi"], res["p"], n_boot)

@@ -43,11 +43,16 @@ _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 _TAG = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
 
 
-class DiskFullError(RaysearchError, OSError):
+class _OneLineOSError(RaysearchError, OSError):
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28] " prefix
+        return str(self.strerror)
+
+
+class DiskFullError(_OneLineOSError):
     """Not enough free space for a write; the message names the path and the space needed."""
 
 
-class BusyError(RaysearchError, OSError):
+class BusyError(_OneLineOSError):
     """Another process holds the lock of what we were asked to build."""
 
 

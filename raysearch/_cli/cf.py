@@ -37,7 +37,10 @@ def _also(spec: str, base_cfg):
         k, eq, v = kv.partition("=")
         if not eq:
             fail(f"--also {spec!r}: expected MODEL[:key=value,...], got {kv!r}")
-        val = yaml.safe_load(v)
+        try:
+            val = yaml.safe_load(v)
+        except yaml.YAMLError:
+            fail(f"--also {spec!r}: value {v!r} of {k.strip()!r} is not a number, word or list")
         if isinstance(val, str):  # YAML 1.1 reads "1e-3" as a string
             try:
                 val = float(val)

@@ -16,11 +16,13 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name or prepared folder."),
         data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        rehash: bool = typer.Option(False, "--rehash", help="Recompute the content fingerprint even if no file's "
+                                    "size or mtime changed (caches of other content are then not used)."),
     ) -> None:
         """Print the paper's Table 2 row (#images, #interactions, #users, sparsity, #labels, ...)."""
         from raysearch.data import dataset_stats, load_dataset
 
-        s = guarded(lambda: dataset_stats(load_dataset(dataset, data_root)))
+        s = guarded(lambda: dataset_stats(load_dataset(dataset, data_root, rehash=rehash)))
         if json_out:
             emit_json(s)
             return

@@ -70,9 +70,8 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, rehas
     if (p / META_FILE).is_file():
         return load_folder(p, rehash=rehash)
     folder = dataset_dir(name, data_root)
-    if not folder.exists() and _io.aside_path(folder).exists():
-        with _name_lock(folder):
-            _io.recover_dir(folder)
+    if _io.aside_path(folder).exists():
+        _recover(folder)
     if (folder / META_FILE).is_file() and not _stale_synthetic(name, folder):
         return load_folder(folder, rehash=rehash)
     _ensure_registered()
@@ -104,6 +103,20 @@ def _stale_synthetic(name: str, folder: Path) -> bool:
 def _name_lock(folder: Path, *, wait: bool = True, what: str = ""):
     """The per-dataset-name lock (``<datasets>/.<name>.lock``) every writer of that folder takes."""
     return _io.file_lock(folder.parent / f".{folder.name}.lock", wait=wait, what=what)
+
+
+def _recover(folder: Path) -> None:
+    """Undo/finish a swap a kill interrupted.  No folder: wait for a running prepare (it is
+    mid-swap) or restore the old one; a folder: drop the old copy unless a prepare holds the lock."""
+    if not folder.exists():
+        with _name_lock(folder):
+            _io.recover_dir(folder)
+        return
+    try:
+        with _name_lock(folder, wait=False):
+            _io.recover_dir(folder)
+    except _io.BusyError:
+        pass
 
 
 def _clean_leftovers(folder: Path) -> None:

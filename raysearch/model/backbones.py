@@ -283,7 +283,7 @@ def _load_weights_file(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle/zip/EOF errors of any type: report which file is bad
         msg = str(e)
-        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", msg) or re.search(r"Unsupported operand (\S+)", msg)
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
         if blocked or "Weights only load failed" in msg:
             what = f" (it holds {blocked.group(1)})" if blocked else ""
             raise InputError(f"{path}: not a plain state dict{what}; raysearch loads tensors only, never "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -65,9 +64,9 @@ def export_model(model: LoadedModel, fmt: str, out: str | os.PathLike, atol: flo
     out.parent.mkdir(parents=True, exist_ok=True)
     module = model.module.cpu().eval()
     meta = json.dumps(model.info.to_json())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    from raysearch._io import atomic_path
+
+    with atomic_path(out) as tmp:  # replaces ``out`` only once the scores check passed
         if fmt == "torchscript":
             _to_torchscript(module, model.info, meta, tmp)
         else:
@@ -81,10 +80,6 @@ def export_model(model: LoadedModel, fmt: str, out: str | os.PathLike, atol: flo
             diff = max(diff, float(np.abs(exported.scores(x.numpy()) - ref).max()))
         if not diff <= atol:
             raise ExportError(f"exported {fmt} scores differ from PyTorch by {diff:.2e} (> {atol:g}); file not written")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return ExportReport(out, fmt, diff, out.stat().st_size)
 
 

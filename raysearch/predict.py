@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -190,10 +189,9 @@ def write_predictions(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     suffix = out.suffix.lower()
     if suffix not in OUT_FORMATS:
         raise InputError(f"--out {out}: unknown format {suffix or '(no suffix)'!r}; use one of {', '.join(OUT_FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    os.close(fd)
-    try:
+    from raysearch._io import atomic_path
+
+    with atomic_path(out) as tmp:
         if suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         elif suffix == ".jsonl":
@@ -203,10 +201,6 @@ def write_predictions(df: pd.DataFrame, out: str | os.PathLike) -> Path:
             for c in ("labels", "top_labels", "top_scores"):
                 flat[c] = [json.dumps(list(v)) for v in flat[c]]
             flat.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -238,6 +238,8 @@ class _BatchScorer:
     def __init__(self, payload: dict[str, Any], top_k: int, threshold: float | None, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
         self.pred = predictor_from_payload(payload)
+        if isinstance(self.pred, TorchPredictor) and torch.cuda.is_available():  # an actor given a GPU uses it
+            self.pred.loaded.module.to("cuda")
         self.thr, _ = resolve_thresholds(self.pred.info, threshold)
         self.top_k = top_k
 

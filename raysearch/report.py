@@ -114,52 +114,72 @@ def results_records(df: pd.DataFrame, top: int | None = None) -> list[dict[str, 
     return json.loads(ranked.drop(columns=["config"], errors="ignore").to_json(orient="records"))
 
 
+COMPARABLE = ("completed", "early_stopped")  # trials that ran their whole schedule (ASHA did not cut them)
+
+
 def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, weighting): trials, best/mean val mAP, and the test mAP of the group's best-val
-    trial among those that finished (ASHA-stopped trials have no test evaluation)."""
+    """Per (method, weighting), over *comparable* trials only (ran their whole schedule; ASHA-stopped
+    trials saw fewer epochs and have no test evaluation, so they are counted but not compared):
+    best/mean val mAP and the test mAP of the group's best-val trial (best-of-sweep: one split,
+    one seed, no interval)."""
     rows = []
     for (method, weighting), g in df.groupby(["method", "weighting"], sort=True):
-        b = best_row(g[g["test_map"].notna()])
+        c = g[g["stop_reason"].isin(COMPARABLE)]
+        b = best_row(c[c["test_map"].notna()])
         rows.append({
-            "method": method, "weighting": weighting, "trials": len(g),
-            "best_val_map": g["best_val_map"].max(), "mean_val_map": g["best_val_map"].mean(),
-            "test_map_of_best": None if b is None else b["test_map"],
+            "method": method, "weighting": weighting, "trials": len(g), "comparable": len(c),
+            "asha_stopped": int((g["stop_reason"] == "asha_stopped").sum()),
+            "best_of_sweep_val_map": c["best_val_map"].max(), "mean_val_map": c["best_val_map"].mean(),
+            "best_of_sweep_test_map": None if b is None else b["test_map"],
             "epochs": int(g["epochs_run"].sum()),
         })
     return pd.DataFrame(rows)
 
 
 def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]:
-    """PNG of mAP by weighting scheme + a markdown table; W&B panels too when online."""
+    """PNG + markdown table. On a ``raysearch experiment`` directory: mAP per variant with 95% CIs
+    and p-values.  On a sweep: comparable trials by weighting scheme, best-of-sweep labelled as
+    such, ASHA-stopped trials marked (and never used as best); W&B panels too when online."""
+    run_dir = Path(run_dir)
+    if (run_dir / "experiment.parquet").is_file():
+        return _experiment_dashboard(run_dir)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
     df = load_results(run_dir)
     summary = weighting_summary(df)
     labels = [f"{m}\n{w}" if df["method"].nunique() > 1 else str(w)
               for m, w in zip(summary["method"], summary["weighting"])]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(labels) * 2), 4), constrained_layout=True)
-    for ax, col, name in ((axes[0], "best_val_map", "val mAP (all trials)"), (axes[1], "test_map", "test mAP (finished trials)")):
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(labels) * 2), 4.4), constrained_layout=True)
+    panels = ((axes[0], "best_val_map", "val mAP"), (axes[1], "test_map", "test mAP (finished trials only)"))
+    for ax, col, name in panels:
         for x, (m, w) in enumerate(zip(summary["method"], summary["weighting"])):
-            ys = df[(df["method"] == m) & (df["weighting"] == w)][col].dropna()
-            ax.scatter([x] * len(ys), ys, alpha=0.6, color="C0")
-            if len(ys):
-                ax.hlines(ys.max(), x - 0.3, x + 0.3, color="C3", label="best" if x == 0 else None)
+            g = df[(df["method"] == m) & (df["weighting"] == w)]
+            comp = g[g["stop_reason"].isin(COMPARABLE)][col].dropna()
+            ax.scatter([x] * len(comp), comp, alpha=0.6, color="C0", label="comparable trial" if x == 0 else None)
+            if col == "best_val_map":
+                cut = g[g["stop_reason"] == "asha_stopped"][col].dropna()
+                ax.scatter([x + 0.15] * len(cut), cut, marker="x", color="0.6",
+                           label="ASHA-stopped (fewer epochs; not compared)" if x == 0 else None)
+            if len(comp):
+                ax.hlines(comp.max(), x - 0.3, x + 0.3, color="C3", label="best-of-sweep" if x == 0 else None)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_title(name)
         ax.set_xlabel("weighting scheme")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(loc="lower right")
-    fig.suptitle(f"{run_dir.name}: mAP by weighting scheme")
+    axes[0].legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"{run_dir.name}: best-of-sweep by weighting scheme (one split, one seed, no CI; "
+                 f"`raysearch experiment --from-sweep` gives CIs)", fontsize=9)
     png = run_dir / DASHBOARD_PNG
     fig.savefig(png, dpi=110)
     plt.close(fig)
     md = run_dir / DASHBOARD_TABLE
-    md.write_text(_markdown(summary))
-    out: dict[str, Any] = {"png": str(png), "table": str(md), "summary": json.loads(summary.to_json(orient="records"))}
+    md.write_text("Best-of-sweep (one split, one seed, no confidence interval; ASHA-stopped trials are counted, "
+                  "not compared):\n\n" + _markdown(summary))
+    out: dict[str, Any] = {"kind": "sweep", "png": str(png), "table": str(md),
+                           "summary": json.loads(summary.to_json(orient="records"))}
     if online is None:
         from raysearch.search.tracking import wandb_mode
 
@@ -167,6 +187,27 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
     if online:
         out["wandb"] = _wandb_dashboard(run_dir, df, summary, png)
     return out
+
+
+def _experiment_dashboard(run_dir: Path) -> dict[str, Any]:
+    """An experiment's summary (recomputed from its files when summary.parquet is absent)."""
+    from raysearch.experiment import report as er
+    from raysearch.experiment.protocol import Variant
+
+    path = run_dir / er.SUMMARY_PARQUET
+    if path.is_file():
+        summary = pd.read_parquet(path)
+    else:
+        units, preds, meta = er.load_experiment(run_dir)
+        summary, _ = er.summarize(units, preds, [Variant(**v) for v in meta["variants"]], n_boot=meta["config"]["n_boot"])
+    png = er.fig_bars(summary, run_dir / DASHBOARD_PNG)
+    md = run_dir / DASHBOARD_TABLE
+    md.write_text("Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
+                  "items); p-values over units, Holm-corrected in brackets:\n\n"
+                  + er.markdown_table(er.summary_records(summary)) + "\n"
+                  + "".join(f"- {s}\n" for s in er.verdict_lines(summary) + er.control_lines(summary)))
+    return {"kind": "experiment", "png": str(png), "table": str(md),
+            "summary": json.loads(summary.to_json(orient="records"))}
 
 
 def _markdown(summary: pd.DataFrame) -> str:
@@ -187,11 +228,11 @@ def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png
 
         run = wandb.init(project=_project(run_dir), group=run_dir.name, job_type="dashboard",
                          name=f"{run_dir.name}-weighting-comparison", dir=str(run_dir))
-        table = wandb.Table(dataframe=summary.astype({"test_map_of_best": float}))
+        table = wandb.Table(dataframe=summary.astype({"best_of_sweep_test_map": float}))
         run.log({
             "weighting_comparison": table,
-            "best_val_map_by_weighting": wandb.plot.bar(table, "weighting", "best_val_map",
-                                                        title="best val mAP by weighting scheme"),
+            "best_val_map_by_weighting": wandb.plot.bar(table, "weighting", "best_of_sweep_val_map",
+                                                        title="best-of-sweep val mAP by weighting scheme"),
             "trials": wandb.Table(dataframe=df.drop(columns=["config"], errors="ignore")),
             "dashboard": wandb.Image(str(png)),
         })

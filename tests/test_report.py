@@ -65,8 +65,21 @@ def test_table_and_summary():
     assert "t2" in text and "interaction" in text and "5 trials" in text
     assert text.index("t2") < text.index("t3") < text.index("t0")  # ranked by val mAP
     s = weighting_summary(df).set_index("weighting")
-    assert s.loc["uniform", "trials"] == 2 and s.loc["uniform", "best_val_map"] == pytest.approx(0.41)
-    assert s.loc["loss", "test_map_of_best"] == pytest.approx(0.50)
+    assert s.loc["uniform", "trials"] == 2 and s.loc["uniform", "best_of_sweep_val_map"] == pytest.approx(0.41)
+    assert s.loc["loss", "best_of_sweep_test_map"] == pytest.approx(0.50)
+    assert s.loc["uniform", "comparable"] == 1 and s.loc["uniform", "asha_stopped"] == 1
+
+
+def test_sweep_dashboard_compares_only_comparable_trials(tmp_path):
+    """An ASHA-stopped trial with a higher val mAP (seen after fewer epochs) is marked, not the best."""
+    df = _frame()
+    df.loc[df["trial_id"] == "t1", "best_val_map"] = 0.60  # ASHA-stopped, uniform
+    write_results(df, tmp_path)
+    out = dashboard(tmp_path, online=False)
+    s = {(r["weighting"]): r for r in out["summary"]}
+    assert out["kind"] == "sweep" and s["uniform"]["best_of_sweep_val_map"] == pytest.approx(0.41)
+    md = (tmp_path / DASHBOARD_TABLE).read_text()
+    assert md.startswith("Best-of-sweep") and "asha_stopped" in md
 
 
 def test_dashboard_and_cli(tmp_path):

@@ -144,3 +144,27 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
     dash = json.loads(r4.stdout)
     assert dash["kind"] == "experiment" and (out / "dashboard.png").is_file()
     assert "95% CI" in (out / "dashboard.md").read_text()
+
+
+def test_from_sweep_each_variant_gets_its_own_groups_best_finished_trial(tmp_path):
+    from raysearch.experiment.protocol import ExperimentConfig, resolve_configs
+    from raysearch.report import write_results
+
+    rows = []
+    spec = [("mtl", "uniform", 0.5, 0.41, "completed"), ("mtl", "uniform", 2.0, 0.60, "asha_stopped"),
+            ("mtl", "loss", 4.0, 0.47, "early_stopped"), ("mtl", "loss", 1.0, 0.45, "completed"),
+            ("image_only", "uniform", 0.0, 0.44, "completed")]
+    for i, (m, w, a, v, r) in enumerate(spec):
+        run = RunConfig(dataset="synthetic-tiny", train=TrainConfig(method=m, weighting=w, alpha=a, lr=1e-3 * (i + 1)))
+        rows.append({"trial_id": f"t{i}", "method": m, "weighting": w, "best_val_map": v, "test_map": 0.4,
+                     "epochs_run": 3, "stop_reason": r, "wall_time_s": 1.0, "train_time_s": 1.0,
+                     "config": json.dumps(to_dict(run))})
+    write_results(pd.DataFrame(rows), tmp_path)
+    cfg = ExperimentConfig(dataset="synthetic-tiny", from_sweep=(str(tmp_path),), variants=("mtl:uniform", "mtl:loss"))
+    runs, src = resolve_configs(cfg, parse_variants(cfg.variants, shuffle_control=True))
+    assert runs["mtl:uniform"].train.alpha == 0.5  # the ASHA-stopped trial's higher val mAP is not a finished result
+    assert runs["mtl:loss"].train.alpha == 4.0 and runs["image_only"].train.lr == pytest.approx(5e-3)
+    assert runs["mtl:uniform+shuffled-cf"] == runs["mtl:uniform"] and "t0" in src["mtl:uniform"]
+    bad = ExperimentConfig(dataset="synthetic-tiny", from_sweep=(str(tmp_path),), variants=("mtl:interaction",))
+    with pytest.raises(Exception, match="no finished trial of mtl with weighting interaction"):
+        resolve_configs(bad, parse_variants(bad.variants))

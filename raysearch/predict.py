@@ -208,18 +208,34 @@ def write_predictions(df: pd.DataFrame, out: str | os.PathLike) -> Path:
 
 def predict(model: Predictor | str | os.PathLike, inputs: Iterable[str | os.PathLike] | None = None, *,
             paths: list[Path] | None = None, top_k: int = 3, threshold: float | None = None,
-            batch_size: int = 64, data_root: str | os.PathLike | None = None) -> Predictions:
-    """Score image files/folders (``inputs``) or an explicit ``paths`` list with ``model``."""
+            batch_size: int = 64, data_root: str | os.PathLike | None = None, progress: bool = False) -> Predictions:
+    """Score image files/folders (``inputs``) or an explicit ``paths`` list with ``model``.
+
+    Decodes and scores chunk by chunk, so memory stays flat however many images are given.
+    """
+    from raysearch.progress import bar
+
     t0 = time.perf_counter()
     pred = model if hasattr(model, "scores") else load_predictor(model, data_root=data_root)
     ignored: list[Path] = []
     if paths is None:
         paths, ignored = collect_images(inputs or [])
+    paths = list(paths)
     thr, source = resolve_thresholds(pred.info, threshold)
-    imgs, ok, skipped = decode_images(list(paths), pred.info.image_size)
+    chunk = max(1, 4 * batch_size)
+    scores, ok_all, skipped = [], [], []
+    with bar(progress, "predicting", len(paths), transient=True) as b:
+        for s in range(0, len(paths), chunk):
+            imgs, ok, bad = decode_images(paths[s:s + chunk], pred.info.image_size)
+            if len(ok):
+                scores.append(pred.scores(imgs, batch_size))
+            ok_all.append(ok + s)
+            skipped += bad
+            b.advance(min(chunk, len(paths) - s))
     _log_skips(skipped, len(paths))
-    scores = pred.scores(imgs, batch_size) if len(ok) else np.zeros((0, pred.info.n_labels), np.float32)
-    table = prediction_table([str(paths[i]) for i in ok], scores, pred.info.label_names, thr, top_k)
+    ok = np.concatenate(ok_all) if ok_all else np.zeros(0, np.int64)
+    sc = np.concatenate(scores) if scores else np.zeros((0, pred.info.n_labels), np.float32)
+    table = prediction_table([str(paths[i]) for i in ok], sc, pred.info.label_names, thr, top_k)
     return Predictions(table, skipped, [str(p) for p in ignored], pred.info, thr, source,
                        wall_time_s=time.perf_counter() - t0)
 

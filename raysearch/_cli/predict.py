@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
                                                cpus_per_worker=cpus_per_worker, num_gpus_per_worker=gpus_per_worker))
         else:
             res = guarded(lambda: run_predict(pred, paths=paths, top_k=top_k, threshold=threshold,
-                                               batch_size=batch_size))
+                                              batch_size=batch_size, progress=not json_out and len(paths) > 256))
         res.ignored = [str(p) for p in ignored]
         if item_ids is not None:
             by_path = dict(zip(map(str, paths), item_ids))

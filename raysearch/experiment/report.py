@@ -203,23 +203,32 @@ def fig_bars(df: pd.DataFrame, path: Path) -> Path:
 
 
 def fig_ratio(df: pd.DataFrame, path: Path) -> Path:
-    """mAP vs label ratio with 95% CI bands, one line per variant."""
+    """Left: mAP vs label ratio with 95% CI bands per variant.  Right: the paired difference to
+    Image-only with its 95% CI band (the bands on the left overlap even when the paired difference
+    is clear: the items are shared, so their difficulty cancels only in the paired view)."""
+    from matplotlib.ticker import NullFormatter
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    ratios = sorted(df["label_ratio"].unique())
     for i, (v, g) in enumerate(df.groupby("variant", sort=False)):
         g = g.sort_values("label_ratio")
         style = {"color": "0.4", "ls": "--"} if v == REF else ({"color": "C3", "ls": ":"} if "shuffled" in v else {"color": f"C{i}"})
-        ax.plot(g["label_ratio"], g["pooled_map"], marker="o", label=v, **style)
-        ax.fill_between(g["label_ratio"], g["ci_low"].astype(float), g["ci_high"].astype(float), alpha=0.15,
-                        color=style["color"])
-    ax.set_xscale("log")
-    ratios = sorted(df["label_ratio"].unique())
-    ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
-    ax.set_xlabel("label ratio (fraction of train items with labels)")
-    ax.set_ylabel("test mAP (pooled out-of-fold)")
-    ax.set_title("mAP vs label ratio (bands: 95% bootstrap CI over items)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        for ax, (y, lo, hi) in zip(axes, (("pooled_map", "ci_low", "ci_high"), ("diff", "diff_ci_low", "diff_ci_high"))):
+            ax.plot(g["label_ratio"], g[y].astype(float), marker="o", label=v, **style)
+            ax.fill_between(g["label_ratio"], g[lo].astype(float), g[hi].astype(float), alpha=0.15, color=style["color"])
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("label ratio (fraction of train items with labels)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test mAP (pooled out-of-fold)")
+    axes[0].set_title("mAP vs label ratio (bands: 95% bootstrap CI over items)")
+    axes[1].axhline(0, color="0.5", lw=1)
+    axes[1].set_ylabel("mAP - image_only mAP")
+    axes[1].set_title("paired difference to image_only (95% paired bootstrap CI)")
+    axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -76,11 +76,17 @@ class CFConfig:
     reg: float = 0.01             # BPR lambda_reg / WMF lambda_u, lambda_v
     bias: bool = True             # VAECF item bias (paper: helps); stored as an extra column
     seed: int = 0
+    trainer: str = "sparse"       # VAECF loop: sparse (same model/loss/Adam on sparse batches, all cores) | cornac
+    patience: int = 0             # VAECF early stopping: epochs without held-out interaction AUC gain (0: off)
 
     def __post_init__(self) -> None:
         _check_finite(self, "cf")
         if self.dim <= 0 or self.epochs <= 0 or self.batch_size <= 0:
             raise ConfigError("cf.dim, cf.epochs and cf.batch_size must be positive")
+        if self.trainer not in ("sparse", "cornac"):
+            raise ConfigError(f"cf.trainer must be sparse or cornac, got {self.trainer!r}")
+        if self.patience < 0:
+            raise ConfigError(f"cf.patience must be >= 0 (0: no early stopping), got {self.patience}")
         if self.lr <= 0:
             raise ConfigError(f"cf.lr must be positive, got {self.lr}")
 
@@ -127,11 +133,11 @@ class TrainConfig:
         if self.weight_decay < 0 or self.tau < 0:
             raise ConfigError("train.weight_decay and train.tau must be >= 0")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {short(self.optimizer)}")
+            raise ConfigError(f"train.optimizer {short(self.optimizer)} unknown; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {short(self.schedule)}")
+            raise ConfigError(f"train.schedule {short(self.schedule)} unknown; choose one of {', '.join(SCHEDULES)}")
         if not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"train.device must be auto, cpu, mps, cuda or cuda:N, got {short(self.device)}")
+            raise ConfigError(f"train.device {short(self.device)} unknown; choose auto, cpu, mps, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``raysearch train``: run one configuration and print val and test mAP."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Optional
 
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
             t = run.train
             console.print(f"[bold]train[/] {run.dataset}: {t.method} ({t.weighting}) {t.backbone}/{t.weights} "
                           f"{t.image_size}px, {t.epochs} epochs, label ratio {run.split.label_ratio}")
-        with console.status("preparing data (images, CF vectors, weights)") if not json_out else _null():
+        with console.status("preparing data (images, CF vectors, weights)") if not json_out else contextlib.nullcontext():
             data = guarded(lambda: prepare_training_data(run))
         try:
             res = guarded(lambda: fit(run, data, checkpoint_dir=out, progress=False if json_out else None))
@@ -142,10 +143,3 @@ def _check_device(device: str) -> None:
     elif device == "mps" and not torch.backends.mps.is_available():
         fail("--device mps: Apple MPS is not available on this machine; use --device cpu or auto")
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

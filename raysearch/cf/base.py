@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from raysearch.data.format import Dataset
     from raysearch.data.splits import Split
 
-log = logging.getLogger("raysearch.cf")
+log = logging.getLogger(__name__)
 
 #: bump when a change of this module changes the vectors produced for an unchanged key
 CACHE_VERSION = 1

@@ -65,6 +65,7 @@ def trunk_features(backbone: Backbone, split: int, images: np.ndarray, key: str,
                    device: torch.device | str = "cpu") -> np.ndarray:
     """Cached :func:`compute_trunk`; written atomically (temp file + rename), read memory-mapped."""
     path = paths.cache_dir("features", data_root) / f"{key}.npy"
+    _io.clean_stale(path.parent)  # temp files of killed writers
     if path.is_file():
         arr = np.load(path, mmap_mode="r")
         if arr.shape[0] == len(images):

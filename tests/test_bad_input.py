@@ -167,6 +167,7 @@ CASES = [
     Case("interactions-unknown-item", lambda t: _stats(t, lambda f: pq.write_table(
         pa.table({"user_id": ["u"], "item_id": ["nope"]}), f / "interactions.parquet")),
          needles=("interactions.parquet", "unknown item_id", "rows 0")),
+    Case("data-root-is-a-file", lambda t: _prep(t) + ["--data-root", _write(t / "f", "x")], needles=("f",)),
     Case("dataset-not-prepared", lambda t: ["stats", "--dataset", "movielens"], needles=("not prepared", "raysearch prepare")),
     Case("dataset-unknown", lambda t: ["stats", "--dataset", "nope"], needles=("unknown dataset 'nope'",)),
     # --- train flags and files (all refused before any data work)
@@ -241,7 +242,7 @@ def error_line(res) -> str:
 def test_bad_input(case: Case, tmp_path):
     home = tmp_path / "home"
     argv = case.setup(tmp_path)
-    if argv[0] != "download-images":  # it writes next to --raw, not under a data root
+    if argv[0] != "download-images" and "--data-root" not in argv:  # download-images writes next to --raw
         argv += ["--data-root", str(home)]
     before, before_inputs = snapshot(home), snapshot(tmp_path)
     res = runner.invoke(app, argv)

@@ -295,3 +295,16 @@ def test_one_permission_policy_the_umask(tmp_path):
         assert d.stat().st_mode & 0o777 == 0o750
     finally:
         os.umask(old)
+
+
+def test_next_run_removes_what_a_killed_cache_build_left(tmp_path):
+    ds, home = load_folder(make_folder(tmp_path / "ds")), tmp_path / "home"
+    load_image_cache(ds, 16, home, progress=False)
+    d = image_cache_path(ds, 16, home).parent
+    killed = d / f".{ds.fingerprint}-16.npy.{_io._HOST}-{_dead_pid()}-abcd.tmp"
+    legacy = d / f".{ds.fingerprint}-16-abcd.npy.tmp"  # named by an older version
+    for p in (killed, legacy):
+        p.write_bytes(b"\0" * 100)
+    os.utime(legacy, (time.time() - 2 * 3600,) * 2)
+    load_image_cache(ds, 16, home, progress=False)  # a cache hit still cleans
+    assert not killed.exists() and not legacy.exists()

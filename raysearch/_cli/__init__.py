@@ -32,8 +32,13 @@ def one_line(msg: str, limit: int = MAX_LINE) -> str:
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
-    """Print a clear one-line error (no traceback) and exit non-zero."""
-    typer.secho(f"error: {one_line(msg)}", fg=typer.colors.RED, err=True)
+    """Print a clear error (no traceback) and exit non-zero.
+
+    One line per line of ``msg`` (a caller listing distinct errors may pass several),
+    each capped at :data:`MAX_LINE` characters.
+    """
+    lines = [one_line(l) for l in str(msg).strip().splitlines() if l.strip()] or ["(no message)"]
+    typer.secho("error: " + "\n".join(lines), fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -67,7 +72,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except expected_errors() as e:
         if STATE.debug:
             raise
-        fail(describe(e))
+        fail(one_line(describe(e)))
 
 
 def checked(fn: Callable[[], Any]) -> Any:
@@ -81,7 +86,7 @@ def checked(fn: Callable[[], Any]) -> Any:
     except ValueError as e:
         if STATE.debug:
             raise
-        fail(describe(e))
+        fail(one_line(describe(e)))
 
 
 def emit_json(obj: Any) -> None:

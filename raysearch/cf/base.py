@@ -232,6 +232,7 @@ def compute_item_vectors(
     """
     key = cache_key(ds, split, cfg)
     path = cache_path(key, data_root)
+    _io.clean_stale(path.parent)  # temp files of killed writers
     if use_cache and path.is_file():
         iv = read_item_vectors(path, ds)
         log.info("cf cache hit %s", path)

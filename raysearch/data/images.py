@@ -138,6 +138,7 @@ def load_image_cache(
     if size <= 0:
         raise ImageError(f"image size must be positive, got {size}")
     path = image_cache_path(ds, size, data_root)
+    _io.clean_stale(path.parent)  # temp files of killed builds (up to the cache's size each)
     arr = _open(path, ds.n_items, size)
     if arr is None:
         with _lock(path):

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every variant's train.epochs."),
         out: Optional[str] = typer.Option(None, "--out", help="Output directory (default <home>/runs/experiment-<dataset>-<time>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted experiment in --out."),
+        report_only: bool = typer.Option(False, "--report-only", help="With --resume: write the outputs from the units finished so far; run none."),
         address: Optional[str] = typer.Option(None, "--address", help="ray://host:10001 or host:port (default: a local Ray)."),
         cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
         max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent"),
@@ -54,11 +55,11 @@ def register(app: typer.Typer) -> None:
             dataset=dataset, data_root=data_root, variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
             seeds=seeds, folds=folds, label_ratios=_floats(label_ratios, "--label-ratios"),
             shuffle_control=shuffle_control, from_sweep=tuple(from_sweep or ()), configs=tuple(config or ()),
-            epochs=epochs, out=out, resume=resume, address=address, cpus_per_trial=cpus_per_trial,
+            epochs=epochs, out=out, resume=resume or report_only, report_only=report_only, address=address, cpus_per_trial=cpus_per_trial,
             max_concurrent=max_concurrent, split_seed=split_seed, n_boot=n_boot, wandb=not no_wandb,
             wandb_project=wandb_project, cf_tables=not no_cf_tables))
-        if resume and not out:
-            fail("--resume needs the --out directory of the experiment to continue")
+        if (resume or report_only) and not out:
+            fail("--resume / --report-only need the --out directory of the experiment")
         if json_out:  # stdout carries the JSON only: Tune's progress tables go to stderr
             logging.getLogger("raysearch").setLevel(logging.WARNING)
             with contextlib.redirect_stdout(sys.stderr):
@@ -78,4 +79,5 @@ def register(app: typer.Typer) -> None:
         con.print(f"outputs in {res.out_dir}: " + ", ".join(sorted(res.files)), markup=False)
         con.print(f"report: {res.files['report']}   wall time {res.wall_time_s:.0f} s", markup=False)
         if res.missing:
-            fail(f"{res.missing} unit(s) failed (see experiment.parquet 'error'); continue with --resume --out {res.out_dir}", code=1)
+            fail(f"{res.missing} unit(s) failed or not run (experiment.parquet 'stop_reason'/'error'); "
+                 f"continue with --resume --out {res.out_dir}", code=1)

@@ -15,7 +15,7 @@ Why this shape:
   that finished; comparing weighting schemes at one fixed alpha would compare alphas too.
   Caveat: a sweep selects on its own split's val items, some of which are test items of a CV
   fold; the selection never sees a test *score*, but nested CV would be stricter.
-* **Ray Tune as the runner**: a function trainable over ``tune.grid_search`` axes, so the units
+* **Ray Tune as the runner**: a function trainable over a ``tune.grid_search`` of units, so they
   use the cluster (``--address``), are resumable (``Tuner.restore``) and log to W&B tagged with
   variant, weighting, fold, seed and label ratio.  Each trial sends one final report with its
   out-of-fold test scores as a checkpoint; the driver pools them.
@@ -112,6 +112,7 @@ class ExperimentConfig:
     epochs: int | None = None              # override every variant's train.epochs
     out: str | None = None
     resume: bool = False
+    report_only: bool = False              # with resume: write the outputs from the units finished so far, run none
     address: str | None = None
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
@@ -262,7 +263,8 @@ def experiment_trial(config: dict[str, Any], ctx: ExperimentContext) -> None:
     from raysearch.train import fit
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
-    variant, fold, seed, ratio = config["variant"], int(config["fold"]), int(config["seed"]), float(config["label_ratio"])
+    u = config["unit"]
+    variant, fold, seed, ratio = u["variant"], int(u["fold"]), int(u["seed"]), float(u["label_ratio"])
     t0 = time.perf_counter()
     run, data = unit_data(ctx, variant, fold, seed, ratio)
     data_s = time.perf_counter() - t0
@@ -332,7 +334,7 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
         meta = json.loads(meta_path.read_text())
         cfg = dataclasses.replace(ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                       for k, v in meta["config"].items()}),
-                                  resume=True, address=cfg.address)
+                                  resume=True, address=cfg.address, report_only=cfg.report_only)
     variants = parse_variants(cfg.variants, cfg.shuffle_control)
     ds = load_dataset(cfg.dataset, cfg.data_root)  # a missing dataset: one error here, not N failed trials
     if ds.n_items < cfg.folds * 2:
@@ -372,12 +374,11 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
         n_cpu = ray.cluster_resources().get("CPU", 1) if cfg.address else float(os.cpu_count() or 1)
         if cfg.cpus_per_trial > n_cpu and cfg.address is None:
             raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial:g} > {n_cpu:g} CPUs: no trial could run")
-        grid = {
-            "label_ratio": tune.grid_search([float(r) for r in cfg.label_ratios]),
-            "fold": tune.grid_search(list(range(cfg.folds))),
-            "seed": tune.grid_search(seeds),
-            "variant": tune.grid_search([v.name for v in variants]),
-        }
+        # one grid axis of units, in the order they should finish: fold slowest, variant fastest,
+        # so an interrupted run (or --report-only) holds complete paired units for every ratio
+        units_grid = [{"fold": f, "seed": s, "label_ratio": float(r), "variant": v.name}
+                      for f in range(cfg.folds) for s in seeds for r in cfg.label_ratios for v in variants]
+        grid = {"unit": tune.grid_search(units_grid)}
         tuner = tune.Tuner(
             trainable, param_space=grid,
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
@@ -385,13 +386,16 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
             run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out), verbose=verbose,
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
-    results = tuner.fit()
+    # report_only: the units finished so far (the others are "not_run"); paired statistics use
+    # only units every variant finished, so a partial run is summarised honestly, not padded
+    results = tuner.get_results() if cfg.report_only else tuner.fit()
     units, preds = collect(results, variants, runs, ds.n_items)
     units.to_parquet(out / EXPERIMENT_FILE, index=False)
     np.savez_compressed(out / PREDICTIONS_FILE, **preds, y_true=ds.label_matrix.astype(np.int8),
                         label_names=np.array(ds.label_names))
     summary, files = write_outputs(out, cfg, variants, runs, source, units, ds)
-    missing = int((units["stop_reason"] == "error").sum())
+    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
+    missing = expected - int((~units["stop_reason"].isin(["error", "not_run"])).sum())
     return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, missing)
 
 
@@ -405,7 +409,7 @@ def collect(results: Any, variants: Sequence[Variant], runs: dict[str, RunConfig
     rows, parts = [], {}
     by_name = {v.name: v for v in variants}
     for r in results:
-        c = r.config or {}
+        c = (r.config or {}).get("unit", r.config or {})  # (runs before the single unit axis: flat keys)
         m = dict(r.metrics or {})
         v = by_name.get(c.get("variant"))
         if v is None:
@@ -415,7 +419,8 @@ def collect(results: Any, variants: Sequence[Variant], runs: dict[str, RunConfig
                "shuffled_cf": v.shuffled_from is not None, "label_ratio": ratio, "fold": fold, "seed": seed,
                "test_map": float(m.get("test_map", np.nan)), "val_map": float(m.get("val_map", np.nan)),
                "epochs_run": int(m.get("epochs_run", 0) or 0), "best_epoch": int(m.get("best_epoch", 0) or 0),
-               "stop_reason": str(m.get("stop_reason", "error")) if r.error is None and r.checkpoint else "error",
+               "stop_reason": (str(m.get("stop_reason", "error")) if r.error is None and r.checkpoint
+                               else "error" if r.error is not None else "not_run"),
                "train_time_s": float(m.get("train_time_s", np.nan)), "n_test": int(m.get("n_test", 0) or 0),
                "n_train_labelled": int(m.get("n_train_labelled", 0) or 0), "per_class_ap": None,
                "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:300],

@@ -58,7 +58,7 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
     by_name = {v.name: v for v in variants}
     rows, per_class = [], {}
     for ratio in sorted(units["label_ratio"].unique(), reverse=True):
-        u = units[(units["label_ratio"] == ratio) & (units["stop_reason"] != "error")]
+        u = units[(units["label_ratio"] == ratio) & ~units["stop_reason"].isin(["error", "not_run"])]
         wide = u.pivot_table(index=["fold", "seed"], columns="variant", values="test_map").reindex(columns=names).dropna()
         seeds = sorted(int(s) for s in u["seed"].unique()
                        if all(pred_key(ratio, n, int(s)) in preds and not np.isnan(preds[pred_key(ratio, n, int(s))]).any()
@@ -218,9 +218,10 @@ def fig_ratio(df: pd.DataFrame, path: Path) -> Path:
             ax.plot(g["label_ratio"], g[y].astype(float), marker="o", label=v, **style)
             ax.fill_between(g["label_ratio"], g[lo].astype(float), g[hi].astype(float), alpha=0.15, color=style["color"])
     for ax in axes:
-        ax.set_xscale("log")
+        if len(ratios) > 1 and df["pooled_map"].notna().any():  # a log axis needs a spread of finite data
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("label ratio (fraction of train items with labels)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test mAP (pooled out-of-fold)")

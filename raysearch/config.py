@@ -278,4 +278,6 @@ def load_yaml(path: str | Path) -> Any:
 
 
 def dump_run_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from raysearch._io import write_text  # atomic: a reader (train --config) never sees half a file
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

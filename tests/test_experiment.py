@@ -168,3 +168,29 @@ def test_from_sweep_each_variant_gets_its_own_groups_best_finished_trial(tmp_pat
     bad = ExperimentConfig(dataset="synthetic-tiny", from_sweep=(str(tmp_path),), variants=("mtl:interaction",))
     with pytest.raises(Exception, match="no finished trial of mtl with weighting interaction"):
         resolve_configs(bad, parse_variants(bad.variants))
+
+
+def test_summarize_partial_run_uses_only_complete_pairs():
+    """--report-only on an interrupted run: unit tests on the units every variant finished, the
+    bootstrap on the items every variant scored; nothing padded."""
+    from raysearch.experiment.protocol import pred_key
+    from raysearch.experiment.report import summarize
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 3)) < 0.3).astype(np.int8)
+    vs = parse_variants(["image_only", "mtl:uniform"])
+    rows, preds = [], {"y_true": y}
+    for v in vs:
+        for seed in (0, 1):
+            full = np.full((60, 3), np.nan, np.float32)
+            for fold in (0, 1, 2):
+                if v.name == "mtl:uniform" and seed == 1 and fold == 2:
+                    continue  # not run yet
+                full[fold::3] = rng.random((20, 3)) + (0.5 * y[fold::3] if v.name != "image_only" else 0)
+                rows.append({"variant": v.name, "label_ratio": 1.0, "fold": fold, "seed": seed,
+                             "test_map": float(rng.random()), "stop_reason": "completed"})
+            preds[pred_key(1.0, v.name, seed)] = full
+    df, per_class = summarize(pd.DataFrame(rows), preds, vs, n_boot=100)
+    m = df.set_index("variant").loc["mtl:uniform"]
+    assert m["units"] == 5 and m["boot_items"] == 40 and m["seeds_pooled"] == 2
+    assert m["diff_ci_low"] > 0 and 1.0 in per_class

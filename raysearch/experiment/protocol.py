@@ -22,6 +22,7 @@ Why this shape:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -244,9 +245,13 @@ def unit_data(ctx: ExperimentContext, variant: str, fold: int, seed: int, label_
     run = unit_run(ctx, variant, seed, label_ratio)
     ds = load_dataset(run.dataset, run.data_root)
     split = unit_split(ds, ctx, fold, seed, label_ratio)
-    # one data preparation per fold at a time: concurrent trials of one fold wait for the CF
-    # vectors the first one computes (then read its cache) instead of fitting them twice
-    with FileLock(os.path.join(ctx.lock_dir, f"fold{int(fold)}.lock")):
+    # one CF preparation per fold at a time: concurrent trials of one fold wait for the CF vectors
+    # the first one computes (then read its cache) instead of fitting them twice; image_only needs
+    # no CF and never waits
+    from raysearch.methods import METHODS
+
+    lock = FileLock(os.path.join(ctx.lock_dir, f"fold{int(fold)}.lock")) if METHODS.get(run.train.method).uses_cf else None
+    with lock if lock is not None else contextlib.nullcontext():
         data = prepare_training_data(run, data_root=run.data_root, split=split)
     if ctx.variants[variant].shuffled_from:
         data = shuffle_cf(data, seed=10_000 + 100 * int(fold) + int(seed))

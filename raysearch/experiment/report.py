@@ -50,8 +50,10 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
               n_boot: int = 1000, boot_seed: int = 0) -> tuple[pd.DataFrame, dict[float, pd.DataFrame]]:
     """One row per (label ratio, variant) + per-class AP tables (class x variant) per ratio.
 
-    Units (fold x seed) enter the tests only when *every* variant finished them (pairing);
-    seeds enter the bootstrap only when every variant's pooled scores cover every item.
+    Units (fold x seed) enter the tests only when *every* variant finished them (pairing).  The
+    bootstrap uses the seeds every variant has scores for, restricted to the items that every
+    such (variant, seed) scored: all items once the run is complete; with a partial run
+    (``--report-only``) the items of the folds finished so far (``boot_items`` says how many).
     """
     y = preds["y_true"]
     names = [v.name for v in variants]
@@ -60,17 +62,20 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
     for ratio in sorted(units["label_ratio"].unique(), reverse=True):
         u = units[(units["label_ratio"] == ratio) & ~units["stop_reason"].isin(["error", "not_run"])]
         wide = u.pivot_table(index=["fold", "seed"], columns="variant", values="test_map").reindex(columns=names).dropna()
-        seeds = sorted(int(s) for s in u["seed"].unique()
-                       if all(pred_key(ratio, n, int(s)) in preds and not np.isnan(preds[pred_key(ratio, n, int(s))]).any()
-                              for n in names))
+        seeds = sorted(int(s) for s in u["seed"].unique() if all(pred_key(ratio, n, int(s)) in preds for n in names))
+        covered = np.ones(len(y), dtype=bool)
+        for n in names:
+            for s in seeds:
+                covered &= ~np.isnan(preds[pred_key(ratio, n, s)]).any(1)
         boot = None
-        if seeds:
-            scores = {n: [preds[pred_key(ratio, n, s)] for s in seeds] for n in names}
-            boot = paired_item_bootstrap(y, scores, REF, n_boot=n_boot, seed=boot_seed)
+        if seeds and covered.sum() >= 10:
+            yc = y[covered]
+            scores = {n: [preds[pred_key(ratio, n, s)][covered] for s in seeds] for n in names}
+            boot = paired_item_bootstrap(yc, scores, REF, n_boot=n_boot, seed=boot_seed)
             from raysearch.metrics import per_class_ap
 
             per_class[float(ratio)] = pd.DataFrame(
-                {n: np.mean([per_class_ap(y, s) for s in scores[n]], axis=0) for n in names},
+                {n: np.mean([per_class_ap(yc, s) for s in scores[n]], axis=0) for n in names},
                 index=[str(x) for x in preds.get("label_names", np.arange(y.shape[1]))])
             per_class[float(ratio)].insert(0, "class_size", y.sum(0).astype(int))
         ref_units = wide[REF].to_numpy() if REF in wide else np.array([])
@@ -83,7 +88,7 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
                    "sd_test_map": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
                    "rel_change_pct": (float(np.mean(vals) / np.mean(ref_units) - 1) * 100) if len(vals) else math.nan,
                    "p_ttest": t_p if n != REF else math.nan, "p_wilcoxon": w_p if n != REF else math.nan,
-                   "seeds_pooled": len(seeds)}
+                   "seeds_pooled": len(seeds) if boot is not None else 0, "boot_items": int(covered.sum()) if boot is not None else 0}
             if boot is not None:
                 row.update(pooled_map=boot.pooled_map[n], ci_low=boot.map_low[n], ci_high=boot.map_high[n],
                            diff=boot.diff[n], diff_ci_low=boot.diff_low[n], diff_ci_high=boot.diff_high[n],

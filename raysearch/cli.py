@@ -32,15 +32,26 @@ app = typer.Typer(
 
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from raysearch import __version__
+
+        typer.echo(f"raysearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of errors (normally one line)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-v info, -vv debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     """Ray-distributed hyperparameter search for collaborative image understanding."""
     STATE.debug = debug
-    configure_logging(verbose, quiet)
+    ctx.call_on_close(configure_logging(verbose, quiet))
+    ctx.call_on_close(lambda: setattr(STATE, "debug", False))
 
 
 _STAGES = ("data", "cf", "train", "search", "predict", "experiment")

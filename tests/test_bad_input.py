@@ -338,6 +338,10 @@ def test_verbose_flag_shows_info_logs(tmp_path):
     assert "changed since" in res.stderr
     res = runner.invoke(app, ["-q", "stats", "--dataset", str(folder), "--rehash", "--json"])
     assert res.exit_code == 0 and "changed since" not in res.stderr
+    import logging
+
+    logger = logging.getLogger("raysearch")  # the command's logging setup is undone when it ends
+    assert logger.propagate and logger.level == logging.NOTSET and not logger.handlers
 
 
 @pytest.mark.timeout(180)

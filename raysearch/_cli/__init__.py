@@ -96,19 +96,39 @@ def emit_json(obj: Any) -> None:
     out.flush()
 
 
-def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """The ``raysearch`` logger on stderr: warnings by default, ``-v`` info, ``-vv`` debug, ``-q`` errors only."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it per command)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> Callable[[], None]:
+    """The ``raysearch`` logger on stderr: warnings by default, ``-v`` info, ``-vv`` debug, ``-q`` errors only.
+
+    Returns a function restoring the previous logger state (the CLI calls it when the
+    command ends, so an embedding program or a test session is left as it was).
+    """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logger = logging.getLogger("raysearch")
-    for h in list(logger.handlers):
-        if getattr(h, "_raysearch_cli", False):
-            logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    before = (logger.level, logger.propagate)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler._raysearch_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+    return restore
 
 
 def json_mode(ctx: Any) -> None:

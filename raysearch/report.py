@@ -15,14 +15,13 @@ from typing import Any
 import pandas as pd
 
 from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict
+# one definition of stop reasons and columns, shared with the sweep that writes them
+from raysearch.search.results import CORE_COLUMNS, FINISHED, STOP_REASONS, check_stop_reasons
 
 RESULTS_FILE = "results.parquet"
 BEST_FILE = "best.yaml"
 DASHBOARD_PNG = "dashboard.png"
 DASHBOARD_TABLE = "dashboard.md"
-STOP_REASONS = ("completed", "early_stopped", "asha_stopped", "error")
-CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
-                "stop_reason", "wall_time_s", "train_time_s"]
 
 
 def param_columns(df: pd.DataFrame) -> list[str]:
@@ -34,9 +33,7 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | N
     """Write ``results.parquet`` and (when any trial produced a val mAP) ``best.yaml``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    bad = set(df["stop_reason"]) - set(STOP_REASONS)
-    if bad:
-        raise ValueError(f"unknown stop_reason(s) {sorted(bad)}; expected {STOP_REASONS}")
+    check_stop_reasons(df["stop_reason"])
     out = run_dir / RESULTS_FILE
     df.to_parquet(out, index=False)
     best = best_row(df)
@@ -48,9 +45,9 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | N
 
 
 def best_row(df: pd.DataFrame) -> pd.Series | None:
-    """Best trial by validation mAP only (test mAP never selects); errored trials are excluded.
-    Ties keep results order (stable sort), so selection stays deterministic."""
-    ok = df[df["best_val_map"].notna() & (df["stop_reason"] != "error")]
+    """Best trial by validation mAP only (test mAP never selects), among trials that finished
+    (errored and interrupted ones are excluded).  Ties keep results order (stable sort)."""
+    ok = df[df["best_val_map"].notna() & df["stop_reason"].isin(FINISHED)]
     if ok.empty:
         return None
     return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]

@@ -258,9 +258,15 @@ def build_model(run: RunConfig, data: TrainingData):
 
 def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_dir: str | os.PathLike | None = None, distributed: bool = False,
-        progress: bool | None = None, callback_all_ranks: bool = False) -> TrainResult:
+        progress: bool | None = None, callback_all_ranks: bool = False,
+        resume: dict[str, Any] | None = None, epoch_state: bool = False) -> TrainResult:
     """Train one configuration; see the module docstring.  Raises ``FloatingPointError`` naming
-    the epoch and batch on a non-finite loss."""
+    the epoch and batch on a non-finite loss.
+
+    Fault tolerance: with ``epoch_state=True`` every callback dict also carries ``"_state"``, a
+    zero-argument function returning the full training state after that epoch (model, optimizer,
+    LR schedule, early-stopping counters, best model, RNG streams); ``resume=`` that dict continues
+    the run after that epoch instead of from epoch 0 (a trial restarted on another node)."""
     from raysearch.data.images import eval_batch, train_batch
 
     t0 = time.perf_counter()
@@ -321,8 +327,10 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
             sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=t.seed)
         else:
             sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(t.seed))
-        loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers,
-                            drop_last=len(split.train) // world > t.batch_size, persistent_workers=False)
+        # train.batch_size is the global batch: DDP ranks take an equal share of it
+        rank_bs = max(1, t.batch_size // world)
+        loader = DataLoader(train_ds, batch_size=rank_bs, sampler=sampler, num_workers=t.num_workers,
+                            drop_last=len(split.train) // world > rank_bs, persistent_workers=False)
         aug_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
 
         def to_input(x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -359,13 +367,34 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
         stopped = False
         total_epochs = sum(s.epochs for s in stages)
 
-        for stage in stages:
+        start_stage, start_k = 0, 0
+        if resume is not None:
+            start_stage, start_k, epoch, train_time = (int(resume["stage"]), int(resume["stage_epoch"]),
+                                                       int(resume["epoch"]), float(resume["train_time_s"]))
+            best_val, best_epoch, best_state = float(resume["best_val"]), int(resume["best_epoch"]), resume["best_state"]
+            history = list(resume.get("history", []))
+            core.load_state_dict(resume["model"])
+            np_rng.bit_generator.state = resume["np_rng"]
+            aug_gen.set_state(resume["aug_gen"])
+            torch.set_rng_state(resume["torch_rng"])
+            sampler_gen = getattr(sampler, "generator", None)
+            if sampler_gen is not None and resume.get("sampler_gen") is not None:
+                sampler_gen.set_state(resume["sampler_gen"])
+        for si, stage in enumerate(stages):
             if stopped:
                 break
+            if si < start_stage:
+                continue
             opt = _make_optimizer(model, run)
             sched = _make_scheduler(opt, run, stage.epochs)
             bad_epochs = 0
-            for _ in range(stage.epochs):
+            first_k = 0
+            if resume is not None and si == start_stage:
+                first_k, bad_epochs = start_k, int(resume["bad_epochs"])
+                opt.load_state_dict(resume["optimizer"])
+                if sched is not None and resume.get("scheduler") is not None:
+                    sched.load_state_dict(resume["scheduler"])
+            for k in range(first_k, stage.epochs):
                 epoch += 1
                 if distributed:
                     sampler.set_epoch(epoch)
@@ -446,7 +475,20 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
                 }
                 history.append(m)
                 if callback is not None and (rank == 0 or callback_all_ranks):  # Train V2's report is a barrier
-                    callback(dict(m))
+                    out = dict(m)
+                    if epoch_state:
+                        snap = dict(stage=si, stage_epoch=k + 1, epoch=epoch, train_time_s=train_time,
+                                    best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs)
+                        out["_state"] = lambda snap=snap, opt=opt, sched=sched: {
+                            **snap, "model": {kk: v.detach().cpu().clone() for kk, v in core.state_dict().items()},
+                            "best_state": best_state, "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched is not None else None,
+                            "np_rng": np_rng.bit_generator.state, "aug_gen": aug_gen.get_state(),
+                            "torch_rng": torch.get_rng_state(),
+                            "sampler_gen": (sampler.generator.get_state()
+                                            if getattr(sampler, "generator", None) is not None else None),
+                            "history": list(history)}
+                    callback(out)
                 if stage.track_best and t.patience > 0 and bad_epochs >= t.patience:
                     if epoch < total_epochs:  # patience ran out on the last epoch: it simply completed
                         stop_reason, stopped = "early_stopped", True

@@ -180,7 +180,7 @@ def test_shared_data_key_is_the_weighting_actually_used():
     """contrastive trains with uniform weights whatever train.weighting says: it must not share
     (or poison) the cache entry of an mtl trial with that weighting."""
     from raysearch.config import RunConfig, TrainConfig
-    from raysearch.search.tune import data_keys
+    from raysearch.search.shared import data_keys
 
     def key(method, weighting, **kw):
         return data_keys(RunConfig(dataset="synthetic-tiny", train=TrainConfig(method=method, weighting=weighting, **kw)))[1]
@@ -194,5 +194,64 @@ def test_shared_data_key_is_the_weighting_actually_used():
 
 @pytest.mark.timeout(120)
 def test_trial_larger_than_the_cluster_is_an_error_not_a_hang(ray_session, tmp_path):
-    with pytest.raises(ConfigError, match="cpus-per-trial 4 > 2 CPUs"):
+    with pytest.raises(ConfigError, match="cpus-per-trial 4 needs 4 CPUs on one node, the largest node offers"):
         run_sweep(_cfg(tmp_path, "too-big", trials=1, cpus_per_trial=4.0))
+
+
+@pytest.mark.timeout(300)
+def test_asha_rung_at_max_t_never_cuts_a_finished_trial(ray_session, tmp_path):
+    """epochs = grace * rf^k (4 = 1 * 2^2): ASHA has a rung at max_t; the last epoch must still
+    end with the final report (test mAP + model), never as an ASHA stop."""
+    res = run_sweep(_cfg(tmp_path, "rung", trials=6, epochs=4, wandb=False, seed=3,
+                         space=_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 2})))
+    df = res.results
+    full = df[df["epochs_run"] == 4]
+    assert len(full) >= 1
+    assert (full["stop_reason"].isin(["completed", "early_stopped"])).all(), full[["trial_id", "stop_reason"]]
+    assert full["test_map"].between(0, 1).all() and full["checkpoint"].notna().all()
+    assert (df.loc[df["stop_reason"] == "asha_stopped", "epochs_run"] < 4).all()
+    best = df.loc[df["best_val_map"].idxmax()]
+    assert best["stop_reason"] in ("completed", "early_stopped", "asha_stopped")
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_with_fifo_writes_results_and_resume_hint(ray_session, tmp_path):
+    cfg = _cfg(tmp_path, "fifo-int", trials=4, epochs=3, scheduler="none", wandb=False)
+    res = run_sweep(cfg, callbacks=[_InterruptAfter(1, str(tmp_path / "int"))])
+    df = pd.read_parquet(res.run_dir / "results.parquet")  # written despite the interruption
+    assert res.interrupted and len(df) >= 1
+    assert set(df["stop_reason"]) <= {"completed", "early_stopped", "interrupted"}
+    assert (df["stop_reason"] == "completed").sum() >= 1
+    again = run_sweep(dataclasses.replace(cfg, resume=True))
+    assert len(again.results) == 4 and not again.interrupted
+    assert set(again.results["stop_reason"]) <= {"completed", "early_stopped"}
+
+
+def test_name_with_path_separators_or_existing_sweep_writes_nothing(ray_session, tmp_path):
+    with pytest.raises(ConfigError, match="no path separators"):
+        _cfg(tmp_path, "../../x")
+    run_dir = tmp_path / "runs" / "taken"
+    run_dir.mkdir(parents=True)
+    (run_dir / "sweep.json").write_text('{"sweep": {"trials": 7}}')
+    with pytest.raises(ConfigError, match="already exists"):
+        run_sweep(_cfg(tmp_path, "taken"))
+    assert (run_dir / "sweep.json").read_text() == '{"sweep": {"trials": 7}}'  # untouched
+
+
+def test_trial_resume_state_round_trip(tmp_path):
+    """fit(resume=state after epoch k) gives the same final model as an uninterrupted fit."""
+    from raysearch.config import RunConfig, TrainConfig
+    from raysearch.train import fit, prepare_training_data
+
+    run = RunConfig(dataset="synthetic-tiny", train=TrainConfig(
+        method="image_only", backbone="tiny_cnn", weights="none", image_size=16, epochs=4, batch_size=32,
+        patience=10, seed=1))
+    data = prepare_training_data(run)
+    states = []
+    full = fit(run, data, callback=lambda m: states.append(m["_state"]()) if m["epoch"] == 2 else None,
+               epoch_state=True)
+    resumed = fit(run, data, resume=states[0])
+    assert resumed.epochs_run == 4
+    assert resumed.best_val_map == pytest.approx(full.best_val_map, abs=1e-6)
+    assert resumed.test_map == pytest.approx(full.test_map, abs=1e-6)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]

@@ -1,6 +1,8 @@
 """Search commands: ``tune`` (the sweep), ``results`` and ``dashboard`` (re-read a run directory)."""
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Optional
 
 import typer
@@ -13,6 +15,12 @@ def _console() -> Console:
     """Wide tables stay readable when piped (rich falls back to 80 columns off a terminal)."""
     con = Console()
     return con if con.is_terminal else Console(width=160)
+
+
+def _distinct_errors(df) -> list[str]:
+    """One line per distinct trial error, with how many trials hit it (not N Ray tracebacks)."""
+    counts = df["error"].dropna().value_counts()
+    return [f"{n} x {msg}" for msg, n in counts.items()] or ["(no error message recorded)"]
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +40,8 @@ def register(app: typer.Typer) -> None:
         gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="> 0 runs each trial in a TorchTrainer."),
         workers_per_trial: int = typer.Option(1, "--workers-per-trial", help="> 1 runs DDP in a TorchTrainer."),
         torch_trainer: bool = typer.Option(False, "--torch-trainer", help="Use the TorchTrainer path even for 1 CPU worker."),
+        max_failures: int = typer.Option(2, "--max-failures", help="Restarts per trial after a failure (node loss), each from its last checkpoint."),
+        checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="Epochs between fault-tolerance checkpoints (0: none)."),
         storage: Optional[str] = typer.Option(None, "--storage", help="Local path or URI (s3://, gs://); default <home>/runs."),
         name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default <dataset>-<timestamp>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted sweep --name in --storage."),
@@ -55,10 +65,15 @@ def register(app: typer.Typer) -> None:
             reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
             workers_per_trial=workers_per_trial, storage=storage, name=name, resume=resume, address=address,
             wandb=not no_wandb, wandb_project=wandb_project, seed=seed, epochs=epochs, torch_trainer=torch_trainer,
+            max_failures=max_failures, checkpoint_every=checkpoint_every,
         ))
         # --resume rebuilds the space from the sweep's own sweep.json (the flags given now don't count)
         sp = None if resume else guarded(lambda: build_space(cfg))
-        res = guarded(lambda: run_sweep(cfg, sp))
+        if json_out:  # stdout is the JSON alone: whatever Ray or Tune print goes to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                res = guarded(lambda: run_sweep(cfg, sp, progress=False))
+        else:
+            res = guarded(lambda: run_sweep(cfg, sp))
         df = res.results
         all_failed = len(df) > 0 and (df["stop_reason"] == "error").all()
         if json_out:
@@ -66,6 +81,8 @@ def register(app: typer.Typer) -> None:
                        "wall_time_s": res.wall_time_s, "shared": res.shared_stats,
                        "interrupted": res.interrupted, "trials": results_records(res.results, top)})
             if all_failed:
+                for line in _distinct_errors(df):
+                    typer.echo(f"error: {line}", err=True)
                 raise typer.Exit(1)
             return
         con = _console()
@@ -77,8 +94,11 @@ def register(app: typer.Typer) -> None:
             con.print(f"[yellow]interrupted after {len(df)} of {trials} trials; continue with "
                       f"`raysearch tune --dataset {dataset} --name {res.run_dir.name} --resume`"
                       f"{' --storage ' + storage if storage else ''}[/yellow]")
+        if (df["retries"] > 0).any() if "retries" in df else False:
+            con.print(f"{int((df['retries'] > 0).sum())} trial(s) restarted after a failure "
+                      f"({int(df['retries'].sum())} restarts; see the retries column)")
         if all_failed:
-            fail(f"all {len(df)} trials failed; first error: {df['error'].dropna().iloc[0] if df['error'].notna().any() else '?'}")
+            fail(f"all {len(df)} trials failed: " + "; ".join(_distinct_errors(df)))
 
     @app.command()
     def results(

@@ -75,6 +75,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]."),
         config: Optional[str] = typer.Option(None, "--config", help="RunConfig YAML (e.g. best.yaml); flags override it."),
         out: Optional[str] = typer.Option(None, "--out", help="Save the model here (model.pt, model.json with val-F1 thresholds, config.yaml, result.json; + fit's best.pt), for raysearch predict/export."),
+        workers: int = typer.Option(1, "--workers", help="> 1: DDP over W Ray Train workers (train.batch_size stays the global batch), as a sweep's DDP trial."),
         data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
@@ -98,6 +99,8 @@ def register(app: typer.Typer) -> None:
         checked(lambda: method_obj.stages(run.train))  # e.g. sequential with 1 epoch: before any data work
         _check_device(run.train.device)
         guarded(lambda: create_backbone(run.train.backbone, run.train.weights))  # fail fast on weights
+        if workers > 1:
+            return _train_ddp(run, workers, out, json_out)
         console = Console(stderr=True)
         if not json_out:
             t = run.train
@@ -129,6 +132,33 @@ def register(app: typer.Typer) -> None:
         tab.add_row(f"{res.best_val_map:.4f}", f"{res.test_map:.4f}", str(res.best_epoch), str(res.epochs_run),
                     res.stop_reason, f"{res.wall_time_s:.1f}s")
         Console().print(tab)
+
+
+def _train_ddp(run, workers: int, out: Optional[str], json_out: bool) -> None:
+    """``--workers W``: the sweep's TorchTrainer path (Ray Train DDP on a local Ray)."""
+    import shutil
+
+    from raysearch.search.trainables import fit_distributed
+
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
+    with contextlib.redirect_stdout(__import__("sys").stderr):
+        metrics, model_dir = guarded(lambda: fit_distributed(run, workers))
+    if out and model_dir:
+        shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    result = {"dataset": run.dataset, "method": run.train.method, "workers": workers,
+              "val_map": metrics.get("best_val_map"), "test_map": metrics.get("test_map"),
+              "epochs_run": metrics.get("epochs_run"), "stop_reason": metrics.get("stop_reason"),
+              "model_dir": out or model_dir}
+    if json_out:
+        emit_json(result)
+        return
+    tab = Table(title=f"{run.dataset}: {run.train.method} (DDP x{workers})")
+    for c in ("val mAP", "test mAP", "epochs", "stop"):
+        tab.add_column(c, justify="right")
+    tab.add_row(f"{result['val_map']:.4f}", f"{result['test_map']:.4f}", str(result["epochs_run"]),
+                str(result["stop_reason"]))
+    Console().print(tab)
 
 
 def _check_device(device: str) -> None:

@@ -4,6 +4,12 @@ One W&B run per trial, grouped by sweep name and tagged with method + weighting 
 UI compares weighting schemes directly (group by tag).  Without ``WANDB_API_KEY`` (or with
 ``WANDB_MODE=offline``) runs are written offline under ``<run dir>/wandb`` and need no network;
 ``wandb sync <run dir>/wandb/offline-run-*`` uploads them later.
+
+Sweeps log from the driver through Ray's ``WandbLoggerCallback`` (:class:`SweepWandbCallback`),
+not from inside trials: trials run on any node (their offline files would stay there), DDP
+workers keep running for a moment after ASHA stops them (a run they own would say "completed"),
+and a trial restarted after a node loss must continue its run, not open a second one.  The
+callback's logging actors live on the driver's node and see exactly what Tune saw.
 """
 from __future__ import annotations
 
@@ -37,6 +43,44 @@ class WandbSettings:
     dir: str = "."                # local folder holding wandb/ (the run directory)
     mode: str = "offline"
     entity: str | None = None
+
+
+#: CF options each Cornac model reads (others are left out of its logged config)
+CF_OPTIONS = {
+    "vaecf": {"model", "dim", "hidden", "epochs", "lr", "beta", "batch_size", "bias", "seed"},
+    "bivaecf": {"model", "dim", "hidden", "epochs", "lr", "beta", "batch_size", "seed"},
+    "bpr": {"model", "dim", "epochs", "lr", "reg", "seed"},
+    "gmf": {"model", "dim", "epochs", "lr", "batch_size", "reg", "seed"},
+    "wmf": {"model", "dim", "epochs", "lr", "batch_size", "reg", "seed"},
+}
+
+
+def used_config(run: RunConfig) -> dict[str, Any]:
+    """``flat_config`` without the options this run never reads (Omega under uniform weighting,
+    VAE options for BPR, every CF option for image_only): W&B filters would otherwise group
+    trials by values that had no effect."""
+    from raysearch.methods import METHODS
+
+    method = METHODS.get(run.train.method)
+    weighted = method.name in ("mtl", "sequential")
+    drop = set()
+    if not method.uses_cf:
+        drop |= {"train.weighting", "train.omega", "train.alpha", "train.aux_norm", "train.cf_standardize"}
+    if not weighted or run.train.weighting == "uniform":
+        drop.add("train.omega")
+    if not weighted:
+        drop |= {"train.weighting", "train.aux_norm"}
+    if method.name != "contrastive":
+        drop.add("train.tau")
+    if method.name != "sequential":
+        drop.add("train.aux_epochs")
+    keep_cf = CF_OPTIONS.get(run.cf.model) if method.uses_cf else set()
+    out = {}
+    for k, v in flat_config(run).items():
+        if k in drop or (k.startswith("cf.") and keep_cf is not None and k[3:] not in keep_cf):
+            continue
+        out[k] = v
+    return out
 
 
 def flat_config(run: RunConfig) -> dict[str, Any]:
@@ -98,3 +142,81 @@ class TrialTracker:
 def offline_runs(run_dir: str | Path) -> list[Path]:
     """Offline run folders written by a sweep (what ``wandb sync`` takes)."""
     return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
+
+
+def _wandb_callback_class():
+    """Built lazily: importing Ray's W&B integration costs ~1 s and needs Ray."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
+
+    class _Actor(_WandbLoggingActor):
+        """Ray's logging actor plus a summary item (stop reason, final metrics) and an exit code."""
+
+        def run(self):
+            os.environ["WANDB_START_METHOD"] = "thread"
+            run = self._wandb.init(*self.args, **self.kwargs)
+            exit_code = 0
+            while True:
+                item_type, item = self.queue.get()
+                if item_type == _QueueItem.END:
+                    break
+                if item_type == _QueueItem.RESULT and isinstance(item, dict) and "__summary__" in item:
+                    summary = dict(item["__summary__"])
+                    exit_code = 1 if summary.get("stop_reason") == "error" else 0
+                    for k, v in summary.items():
+                        run.summary[k] = v
+                    continue
+                if item_type == _QueueItem.CHECKPOINT:
+                    continue
+                log_, config_update = self._handle_result(item)
+                self._wandb.config.update(config_update, allow_val_change=True)
+                self._wandb.log(log_, step=int(log_["epoch"]) if "epoch" in log_ else None)
+            self._wandb.finish(exit_code=exit_code)
+
+    class SweepWandbCallback(WandbLoggerCallback):
+        """One W&B run per trial, logged from the driver: see the module docstring."""
+
+        _logger_actor_cls = _Actor
+        _exclude_results = WandbLoggerCallback._exclude_results + [
+            "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "done",
+            "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore"]
+
+        def __init__(self, settings: WandbSettings, space: Any, stop_reason: Any) -> None:
+            import wandb
+
+            Path(settings.dir).mkdir(parents=True, exist_ok=True)
+            super().__init__(project=settings.project, group=settings.group, entity=settings.entity,
+                             dir=settings.dir, mode=settings.mode, resume="allow", job_type="trial",
+                             settings=wandb.Settings(console="off", save_code=False, disable_git=True))
+            self._space = space
+            self._stop_reason = stop_reason  # (trial, failed) -> str, owned by the sweep
+
+        def log_trial_start(self, trial: Any) -> None:
+            if trial in self._trial_logging_futures:  # a restarted trial continues its run
+                return
+            params = {k: v for k, v in trial.config.items() if k in self._space.names}
+            run = self._space.apply(params, self._space.base)
+            cfg = used_config(run)
+            cfg["searched"] = sorted(params)
+            w = run.train.weighting if run.train.method in ("mtl", "sequential") else "none"
+            kwargs = dict(self.kwargs, id=f"{self.group}-{trial.trial_id}"[:128], name=str(trial),
+                          group=self.group, project=self.project, config=cfg, allow_val_change=True,
+                          tags=[run.train.method, f"weighting:{w}", w])
+            self._start_logging_actor(trial, self._exclude_results + ["config"], **kwargs)
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            if trial in self._trial_queues:
+                last = dict(trial.last_result or {})
+                summary = {k: last[k] for k in ("best_val_map", "test_map", "epochs_run", "train_time_s")
+                           if isinstance(last.get(k), (int, float))}
+                summary["stop_reason"] = self._stop_reason(trial, failed)
+                self._trial_queues[trial].put((_QueueItem.RESULT, {"__summary__": summary}))
+            super().log_trial_end(trial, failed)
+
+    return SweepWandbCallback
+
+
+def sweep_wandb_callback(settings: WandbSettings, space: Any, stop_reason: Any) -> Any:
+    """The driver-side W&B callback for a sweep, or None when tracking is off."""
+    if not settings.enabled or settings.mode == "disabled":
+        return None
+    return _wandb_callback_class()(settings, space, stop_reason)

@@ -1,0 +1,137 @@
+"""Ray start-up, resource checks and placement-group hygiene for sweeps.
+
+Why these checks exist: Ray queues a request that no node can satisfy forever (a hang, not an
+error), and Ray Train V2 frees a stopped trial's placement group through a cleaner that asks the
+State API, which only exists when the dashboard runs (``ray[default]``); without it a DDP sweep
+waits forever for CPUs that a stopped trial still holds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from raysearch.config import ConfigError
+from raysearch.search.shared import DATA_CPUS, NAMESPACE
+
+log = logging.getLogger(__name__)
+
+DRIVER_CPU = 0.01  # a TorchTrainer trial only waits on trainer.fit(); Tune refuses empty requests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(address: str | None, dashboard: bool = False) -> None:
+    """Join ``address`` or start a local instance sized to this machine.
+
+    Locally the instance gets ``DATA_CPUS`` extra logical CPUs for the sweep's data owner (see
+    :mod:`raysearch.search.shared`), and the dashboard (State API) only when DDP trials need it.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        return
+    kw: dict[str, Any] = {"include_dashboard": dashboard}
+    if dashboard:
+        kw["dashboard_port"] = _free_port()
+    ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPUS, namespace=NAMESPACE, log_to_driver=False, **kw)
+
+
+def state_api_available(timeout: float = 10.0) -> bool:
+    """True when Ray's State API answers (the dashboard runs)."""
+    try:
+        from ray.util.state import list_nodes
+
+        list_nodes(limit=1, timeout=int(max(1, timeout)), raise_on_missing_output=False)
+        return True
+    except Exception:  # ImportError (minimal Ray), RayStateApiException, connection errors
+        return False
+
+
+def worker_cpus(cpus_per_trial: float, workers: int) -> float:
+    """``--cpus-per-trial`` is the trial's total: split over the workers, minus the driver's sliver,
+    so a trial never asks Ray for more CPUs than exist (which would hang, not fail)."""
+    return (cpus_per_trial - DRIVER_CPU) / workers
+
+
+def trial_resources(distributed: bool, cpus_per_trial: float, gpus_per_trial: float) -> dict[str, float]:
+    if distributed:
+        # the trial itself only drives the TorchTrainer; its workers reserve the CPUs/GPUs
+        return {"cpu": DRIVER_CPU}
+    return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+
+
+def node_capacity() -> list[dict[str, float]]:
+    """Per alive node, the CPUs/GPUs trials can use (the data owner's reservation taken off the
+    driver's node)."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    out = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        r = dict(n.get("Resources", {}))
+        cpu = r.get("CPU", 0.0)
+        if n["NodeID"] == me and cpu >= DATA_CPUS:
+            cpu -= DATA_CPUS
+        out.append({"CPU": cpu, "GPU": r.get("GPU", 0.0)})
+    return out
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, workers: int, distributed: bool,
+                    joined: bool) -> None:
+    """Refuse a trial that no node (or, for DDP, no set of nodes) could ever hold.
+
+    A function trial needs its CPUs on one node; a DDP worker needs its share on one node.  On a
+    joined cluster (``--address``) an autoscaler may still add nodes, so only warn there.
+    """
+    nodes = node_capacity()
+    need_cpu = worker_cpus(cpus_per_trial, workers) if distributed else cpus_per_trial
+    need_gpu = gpus_per_trial / workers if distributed else gpus_per_trial
+    best_cpu = max((n["CPU"] for n in nodes), default=0.0)
+    best_gpu = max((n["GPU"] for n in nodes), default=0.0)
+    total_cpu = sum(n["CPU"] for n in nodes)
+    problems = []
+    if need_cpu > best_cpu + 1e-9:
+        problems.append(f"--cpus-per-trial {cpus_per_trial:g} needs {need_cpu:g} CPUs on one node, "
+                        f"the largest node offers {best_cpu:g}")
+    elif distributed and cpus_per_trial > total_cpu + 1e-9:
+        problems.append(f"--cpus-per-trial {cpus_per_trial:g} > {total_cpu:g} CPUs in the cluster")
+    if need_gpu > best_gpu + 1e-9:
+        problems.append(f"--gpus-per-trial {gpus_per_trial:g} > {best_gpu:g} GPUs on any node")
+    if not problems:
+        return
+    msg = "; ".join(problems) + ": no trial could ever be scheduled"
+    if not joined:
+        raise ConfigError(msg)
+    log.warning("%s (unless the autoscaler adds nodes)", msg)
+
+
+def max_concurrent(requested: int | None, trials: int, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """As many trials as the cluster's nodes can hold now (at least 1; an autoscaler adds more)."""
+    if requested:
+        return requested
+    n = 0
+    for node in node_capacity():
+        k = int(node["CPU"] // cpus_per_trial)
+        if gpus_per_trial > 0:
+            k = min(k, int(node["GPU"] // gpus_per_trial))
+        n += k
+    return max(1, min(n, trials))
+
+
+def leaked_placement_groups() -> list[str]:
+    """Placement groups still holding resources (what a hung DDP sweep would show)."""
+    from ray.util import placement_group_table
+
+    return [pg_id for pg_id, info in placement_group_table().items() if info.get("state") != "REMOVED"]

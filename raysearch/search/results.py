@@ -1,0 +1,120 @@
+"""One definition of a sweep's per-trial outcome: stop reasons, the results columns, and the
+frame built from Tune's ``ResultGrid``.
+
+Why one module: the stop reasons are produced by the trainables (a trial's final report), by the
+driver (a trial Tune stopped, errored or never finished) and read by ``report.py`` and
+``raysearch dashboard``; when each kept its own list they drifted and an interrupted FIFO sweep
+produced a label the writer rejected, losing every result.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from raysearch.config import ConfigError, to_dict
+
+TIME_ATTR = "epoch"
+
+
+class StopReason(str, enum.Enum):
+    """Why a trial ended.  ``str`` values are what ``results.parquet`` stores."""
+
+    COMPLETED = "completed"          # ran every epoch and sent its final report
+    EARLY_STOPPED = "early_stopped"  # patience on val mAP ran out before the last epoch
+    ASHA_STOPPED = "asha_stopped"    # the scheduler cut it at a rung
+    INTERRUPTED = "interrupted"      # the sweep stopped first (Ctrl+C, time budget); --resume reruns it
+    ERROR = "error"                  # raised, or its node was lost more often than --max-failures
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STOP_REASONS: tuple[str, ...] = tuple(r.value for r in StopReason)
+#: finished trials whose best val mAP is comparable (not cut short by the sweep or an error)
+FINISHED = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value, StopReason.ASHA_STOPPED.value)
+
+#: columns every results.parquet has, in order; searched parameters follow as ``section.field``
+CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
+                "stop_reason", "wall_time_s", "train_time_s"]
+EXTRA_COLUMNS = ["data_s", "retries", "resumed_from_epoch", "node", "checkpoint", "error", "config"]
+
+
+def check_stop_reasons(values: Any) -> None:
+    bad = set(map(str, values)) - set(STOP_REASONS)
+    if bad:
+        raise ValueError(f"unknown stop_reason(s) {sorted(bad)}; expected {STOP_REASONS}")
+
+
+def last_line(err: BaseException | str) -> str:
+    """The informative line of a (Ray-wrapped) exception, capped for tables."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+def classify(metrics: Mapping[str, Any], errored: bool, scheduler: str, epochs_planned: int) -> str:
+    """The stop reason of one trial from its last reported metrics.
+
+    A trial without a final report either errored, was cut by ASHA at a rung (fewer epochs than
+    planned), or was left unfinished by the sweep itself (Ctrl+C, time budget).
+    """
+    if errored:
+        return StopReason.ERROR.value
+    if metrics.get("final"):
+        return str(metrics.get("stop_reason", StopReason.COMPLETED.value))
+    if not metrics:
+        return StopReason.INTERRUPTED.value  # never reported: it had not started its first epoch
+    if scheduler == "asha" and metrics.get("asha_stopped"):
+        return StopReason.ASHA_STOPPED.value
+    return StopReason.INTERRUPTED.value
+
+
+def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mapping[str, int] | None = None,
+                  asha_stopped: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """One row per trial from Tune's ResultGrid (parameters, mAPs, epochs, stop reason, retries)."""
+    retries = retries or {}
+    rows = []
+    epochs_planned = space.base.train.epochs
+    for r in grid:
+        m = dict(r.metrics or {})
+        params = {k: v for k, v in (r.config or {}).items() if k in space.names}
+        try:
+            run = space.apply(params, space.base)
+        except ConfigError:
+            run = space.base
+        found = re.search(r"_([0-9a-f]{5,})_\d+_", Path(r.path).name) if r.path else None
+        trial_id = str(m.get("trial_id") or (found.group(1) if found else r.path))
+        if trial_id in asha_stopped and not m.get("final"):
+            m["asha_stopped"] = True
+        final = bool(m.get("final"))
+        reason = classify(m, r.error is not None, scheduler, epochs_planned)
+        best_val = m.get("best_val_map")
+        epochs_run = int(m["epochs_run"]) if final else int(m.get(TIME_ATTR, 0) or 0)
+        rows.append({
+            "trial_id": trial_id,
+            "method": run.train.method, "weighting": run.train.weighting,
+            **{k: (json.dumps(list(v)) if isinstance(v, (list, tuple)) else v)
+               for k, v in ((n, space.param(n).decode(params[n])) for n in space.names if n in params)},
+            "best_val_map": float(best_val) if best_val is not None and epochs_run > 0 else float("nan"),
+            "test_map": float(m["test_map"]) if final and m.get("test_map") is not None else float("nan"),
+            "epochs_run": epochs_run, "stop_reason": reason,
+            "wall_time_s": float(m.get("time_total_s", float("nan"))),
+            "train_time_s": float(m.get("train_time_s", float("nan"))),
+            "data_s": float(m.get("data_s", float("nan"))),
+            "retries": int(retries.get(trial_id, 0)),
+            "resumed_from_epoch": int(m.get("resumed_from_epoch", 0) or 0),
+            "node": m.get("node_ip"),
+            "checkpoint": r.checkpoint.path if r.checkpoint else m.get("checkpoint_path"),
+            "error": None if r.error is None else last_line(r.error),
+            "config": json.dumps(to_dict(run)),
+        })
+    df = pd.DataFrame(rows, columns=None if rows else CORE_COLUMNS + EXTRA_COLUMNS)
+    for n in space.names:  # conditional parameters are absent in some trials
+        if n not in df:
+            df[n] = None
+    check_stop_reasons(df["stop_reason"])
+    return df

@@ -1,0 +1,284 @@
+"""What one sweep trial runs: ``raysearch.train.fit`` inside a Tune function trainable, or, for
+DDP / GPU trials, inside a Ray Train V2 ``TorchTrainer`` that the trial builds.
+
+Why:
+
+* **Per-epoch checkpoints** (``fit(epoch_state=True)``: model, optimizer, LR schedule, early
+  stopping state, RNG streams) go through Tune's checkpoint API every ``checkpoint_every``
+  epochs, so a trial whose node is lost is restarted elsewhere by ``FailureConfig`` and resumes
+  after its last checkpointed epoch, not from epoch 0.  The final report carries the model
+  directory (:func:`raysearch.model.io.save_model`) as the last checkpoint.
+* **ASHA never cuts a finished trial.** When ``epochs`` is a rung (``grace * rf^k``), the last
+  per-epoch report would reach the rung and could be stopped before its final report; so ASHA's
+  time attribute (``asha_epoch``) is left out of the last planned epoch's report, and the final
+  report (best val mAP, test mAP, model) is the one ASHA judges at ``max_t``.
+* **DDP batches**: ``train.batch_size`` is the global batch; each of W workers takes
+  ``batch_size / W`` (``fit`` does the split), so a DDP trial and ``raysearch train --workers W``
+  optimise the same objective as one process would.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from raysearch.config import RunConfig, from_dict, to_dict
+from raysearch.search.results import TIME_ATTR
+from raysearch.search.shared import get_training_data
+
+METRIC = "val_map"
+#: ASHA's time attribute: the epoch, left out of the last planned epoch's report (see module doc)
+ASHA_ATTR = "asha_epoch"
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its sampled parameters (passed once via ``tune.with_parameters``)."""
+
+    space: Any
+    base: RunConfig
+    shared_actor: str
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    storage: str = ""
+    torch_trainer: bool = False
+    max_t: int = 0                # ASHA's max_t (0: no rung at the last epoch to avoid)
+    checkpoint_every: int = 1     # epochs between fault-tolerance checkpoints (0: none)
+    max_failures: int = 2         # Ray Train worker-group retries inside a DDP trial
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers_per_trial > 1 or self.gpus_per_trial > 0 or self.torch_trainer
+
+
+def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """Tune metrics must be plain scalars (no tensors, no lists, no state thunks)."""
+    out = {}
+    for k, v in m.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        elif hasattr(v, "item"):
+            try:
+                out[k] = v.item()
+            except (ValueError, RuntimeError):
+                pass
+    return out
+
+
+def final_metrics(res: Any) -> dict[str, Any]:
+    return {
+        "final": 1, "best_val_map": float(res.best_val_map), METRIC: float(res.best_val_map),
+        "test_map": float(res.test_map) if res.test_map is not None else float("nan"),
+        "epochs_run": int(res.epochs_run), "stop_reason": str(res.stop_reason),
+        "fit_wall_time_s": float(res.wall_time_s), "train_time_s": float(res.train_time_s),
+        TIME_ATTR: int(res.epochs_run), ASHA_ATTR: int(res.epochs_run),
+    }
+
+
+def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str) -> None:
+    from raysearch.model.io import save_model
+
+    save_model(out_dir, res.best_state, run, data, res)
+
+
+def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
+    """The training state inside a per-epoch checkpoint (``weights_only``: tensors and plain values)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as d:
+        p = Path(d, STATE_FILE)
+        if not p.is_file():
+            return None
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+
+class EpochReporter:
+    """``fit``'s per-epoch callback for both trial paths: report to Tune/Train, with a
+    fault-tolerance checkpoint every ``every`` epochs.
+
+    Untracked epochs (sequential's aux-only stage) are not reported: an untrained classifier's val
+    mAP must not feed ASHA (and every DDP rank skips the same epochs, so Train V2's report barrier
+    stays consistent).  ``train_time_s`` is cumulative: what results.parquet keeps for trials ASHA
+    stops mid-way.
+    """
+
+    def __init__(self, report: Callable[..., None], make_checkpoint: Callable[[str], Any], *, every: int,
+                 max_t: int, write_state: bool, extra: dict[str, Any]) -> None:
+        self.report, self.make_checkpoint = report, make_checkpoint
+        self.every, self.max_t, self.write_state, self.extra = every, max_t, write_state, extra
+        self.spent = float(extra.pop("train_time_s", 0.0))
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        import torch
+
+        m = clean_metrics(metrics)
+        self.spent += float(m.get("epoch_time_s", 0.0))
+        if not metrics.get("tracked", True):
+            return
+        epoch = int(metrics["epoch"])
+        out = {**m, TIME_ATTR: epoch, "train_time_s": self.spent, **self.extra}
+        if not (self.max_t and epoch >= self.max_t):  # the final report is the one ASHA judges at max_t
+            out[ASHA_ATTR] = epoch
+        state_fn = metrics.get("_state")
+        if not (self.every and state_fn is not None and epoch % self.every == 0):
+            self.report(out)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysearch-state-") as tmp:
+            ckpt = None
+            if self.write_state:
+                torch.save(state_fn(), os.path.join(tmp, STATE_FILE))
+                ckpt = self.make_checkpoint(tmp)
+            self.report(out, checkpoint=ckpt)
+
+
+def trial_fn(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function trainable: one sampled config -> one ``fit`` (directly or via TorchTrainer)."""
+    run = ctx.space.apply(config, ctx.base)
+    if ctx.distributed:
+        _fit_with_torch_trainer(run, ctx)
+    else:
+        _fit_in_trial(run, ctx)
+
+
+def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
+    import ray
+    import torch
+    from ray import tune
+
+    from raysearch.train import fit
+
+    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
+    resume = load_resume_state(tune.get_checkpoint())
+    t0 = time.perf_counter()
+    data = get_training_data(ctx.shared_actor, run)
+    extra = {"data_s": time.perf_counter() - t0, "node_ip": ray.util.get_node_ip_address(),
+             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
+             "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
+    reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
+                             max_t=ctx.max_t, write_state=True, extra=extra)
+    res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
+    with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
+        _save_model(res, run, data, tmp)
+        tune.report({**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent},
+                    checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: DDP ``fit`` on the shared data; rank 0's epochs reach Tune via the callback."""
+    import ray
+    import ray.train
+    import torch
+
+    from raysearch.train import fit
+
+    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    run = from_dict(RunConfig, config["run"], where="trial config")
+    rank = ray.train.get_context().get_world_rank()
+    resume = load_resume_state(ray.train.get_checkpoint())
+    data = get_training_data(config["shared_actor"], run)
+    extra = {"node_ip": ray.util.get_node_ip_address(),
+             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
+             "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
+    # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
+    reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
+                             max_t=config["max_t"], write_state=rank == 0, extra=extra)
+    res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
+              epoch_state=config["checkpoint_every"] > 0)
+    with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
+        ckpt = None
+        if rank == 0:
+            _save_model(res, run, data, tmp)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}, checkpoint=ckpt)
+
+
+def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                  shared_actor: str, name: str, storage: str, callbacks: list[Any], max_t: int = 0,
+                  checkpoint_every: int = 1, max_failures: int = 2) -> Any:
+    """A ``TorchTrainer`` running DDP ``fit`` for ``run`` (a sweep trial or ``raysearch train --workers``).
+
+    Reusing ``name`` under ``storage`` resumes from that run's latest checkpoint (Train V2 restores
+    a run by name), which is how a restarted trial continues.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train.torch import TorchTrainer
+
+    res_per_worker: dict[str, float] = {"CPU": cpus_per_worker}
+    if gpus_per_worker > 0:
+        res_per_worker["GPU"] = gpus_per_worker
+    return TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"run": to_dict(run), "shared_actor": shared_actor, "cpus_per_worker": cpus_per_worker,
+                           "max_t": max_t, "checkpoint_every": checkpoint_every},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker=res_per_worker),
+        run_config=TrainRunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                                  failure_config=FailureConfig(max_failures=max_failures),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]:
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysearch.search.cluster import worker_cpus
+
+    w = ctx.workers_per_trial
+    trainer = torch_trainer(
+        run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,
+        shared_actor=ctx.shared_actor, name=f"train-{tune.get_context().get_trial_id()}", storage=ctx.storage,
+        callbacks=[TuneReportCallback()], max_t=ctx.max_t, checkpoint_every=ctx.checkpoint_every,
+        max_failures=ctx.max_failures)
+    result = trainer.fit()
+    return dict(result.metrics or {})
+
+
+def with_resources(ctx: TrialContext) -> Any:
+    from ray import tune
+
+    from raysearch.search.cluster import trial_resources
+
+    res = trial_resources(ctx.distributed, ctx.cpus_per_trial, ctx.gpus_per_trial)
+    return tune.with_resources(tune.with_parameters(trial_fn, ctx=ctx), res)
+
+
+
+def fit_distributed(run: RunConfig, workers: int, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+                    storage: str | None = None, address: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """``raysearch train --workers W``: the same DDP ``fit`` a sweep trial runs, outside a sweep.
+
+    Returns the final metrics and the saved model directory (rank 0's last checkpoint).  The data
+    owner and the worker loop are the sweep's, so a DDP trial's ``best.yaml`` reproduces here.
+    """
+    import uuid
+
+    import ray
+
+    from raysearch import paths
+    from raysearch.search.cluster import init_ray
+    from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
+
+    init_ray(address)
+    name = f"train-{uuid.uuid4().hex[:8]}"
+    actor = start_shared_actor(SHARED_ACTOR_PREFIX + name)
+    try:
+        ray.get(actor.check.remote(run.dataset, run.data_root))
+        trainer = torch_trainer(run, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                                shared_actor=SHARED_ACTOR_PREFIX + name, name=name,
+                                storage=storage or str(paths.runs_dir(run.data_root)), callbacks=[],
+                                checkpoint_every=0, max_failures=0)
+        result = trainer.fit()
+    finally:
+        ray.kill(actor)
+    return dict(result.metrics or {}), (result.checkpoint.path if result.checkpoint else None)

@@ -1,0 +1,160 @@
+"""Sweeps on real multi-node Ray clusters started on this machine (``tests/ray_cluster.py``).
+
+The head offers no CPUs to trials (as in ``cluster/``), so every trial runs on a worker node whose
+``RAYSEARCH_HOME`` is empty: the data must come from the head's data owner.  Each sweep runs as
+``raysearch tune --address`` in a subprocess, bounded by a timeout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalCluster
+
+pytestmark = [pytest.mark.slow]
+
+RAYSEARCH = str(Path(sys.executable).with_name("raysearch"))
+
+SPACE = {
+    "base": {
+        "train": {"method": "mtl", "backbone": "tiny_cnn", "weights": "none", "image_size": 16, "epochs": 4,
+                  "batch_size": 32, "patience": 10},
+        "cf": {"model": "bpr", "epochs": 5, "dim": 8},
+    },
+    "params": {
+        "train.alpha": {"type": "float", "low": 0.0, "high": 3.0},
+        "train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+    },
+    "asha": {"grace_period": 1, "reduction_factor": 2},
+}
+
+
+def _space(tmp_path: Path, **base_train) -> str:
+    data = json.loads(json.dumps(SPACE))
+    data["base"]["train"].update(base_train)
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(p)
+
+
+def _tune(cluster: LocalCluster, head_home: Path, tmp_path: Path, *args: str, timeout: float = 400,
+          on_start=None) -> tuple[subprocess.CompletedProcess, pd.DataFrame | None]:
+    env = cluster._env(head_home)
+    cmd = [RAYSEARCH, "tune", "--dataset", "synthetic-tiny", "--address", cluster.address,
+           "--storage", str(tmp_path / "runs"), "--json", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if on_start is not None:
+        threading.Thread(target=on_start, daemon=True).start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"sweep hung (> {timeout} s); stderr tail:\n{err[-3000:]}")
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if proc.returncode != 0:
+        return done, None
+    run_dir = Path(json.loads(out)["run_dir"])
+    return done, pd.read_parquet(run_dir / "results.parquet")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = LocalCluster(root=tmp_path)
+    yield c
+    c.shutdown()
+
+
+def _files(home: Path) -> list[Path]:
+    return [p for p in home.rglob("*") if p.is_file()]
+
+
+@pytest.mark.timeout(600)
+def test_multinode_sweep_trials_on_both_workers_homes_stay_empty(cluster, tmp_path):
+    head_home, w1, w2 = tmp_path / "head", tmp_path / "w1", tmp_path / "w2"
+    cluster.start_head(num_cpus=0, home=head_home, dashboard=False)
+    cluster.add_worker(1, w1)
+    cluster.add_worker(1, w2)
+    r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path), "--trials", "6",
+                  "--max-concurrent", "2", "--name", "multi", "--no-wandb")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(df) == 6 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
+    assert (df["stop_reason"] == "completed").any()
+    # both worker nodes ran trials (two 1-CPU nodes, two concurrent trials)
+    ips_ports = {n for n in df["node"].dropna()}
+    assert len(df["node"].dropna()) == 6 and ips_ports  # every trial reported where it ran
+    # the workers' homes stay empty: data came from the head through the object store
+    assert _files(w1) == [] and _files(w2) == []
+
+
+@pytest.mark.timeout(600)
+def test_node_loss_trials_resume_from_checkpoints(cluster, tmp_path):
+    head_home, w1, w2 = tmp_path / "head", tmp_path / "w1", tmp_path / "w2"
+    cluster.start_head(num_cpus=0, home=head_home, dashboard=False)
+    victim = cluster.add_worker(1, w1, name="victim")
+    cluster.add_worker(1, w2, name="survivor")
+    space = _space(tmp_path, epochs=8, image_size=24)
+    killed = {}
+
+    def kill_when_running():
+        # wait until the victim node has trained a few checkpointed epochs, then lose it
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            ckpts = list((tmp_path / "runs" / "loss").glob("*/checkpoint_00000[2-9]"))
+            if ckpts:
+                killed["at"] = time.time()
+                victim.kill()
+                return
+            time.sleep(0.5)
+
+    r, df = _tune(cluster, head_home, tmp_path, "--space", space, "--trials", "4", "--max-concurrent", "2",
+                  "--scheduler", "none", "--name", "loss", "--max-failures", "3", "--no-wandb", on_start=kill_when_running)
+    assert killed, "no trial reached a checkpoint to interrupt"
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(df) == 4, df
+    assert set(df["stop_reason"]) <= {"completed", "early_stopped"}, df[["trial_id", "stop_reason", "error"]]
+    retried = df[df["retries"] > 0]
+    assert len(retried) >= 1, df[["trial_id", "retries", "resumed_from_epoch", "node"]]
+    # a retried trial continued from its checkpoint: it did not re-run its first epochs
+    assert (retried["resumed_from_epoch"] > 0).any(), retried[["trial_id", "retries", "resumed_from_epoch"]]
+    assert (df["epochs_run"] >= 1).all()
+
+
+def _placement_groups(cluster: LocalCluster) -> dict:
+    code = ("import ray, json; ray.init(address=%r, log_to_driver=False, logging_level='ERROR'); "
+            "from ray.util import placement_group_table; "
+            "print(json.dumps({k: v['state'] for k, v in placement_group_table().items()}))") % cluster.address
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=cluster._env(cluster.root / "probe-home"))
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+@pytest.mark.timeout(600)
+def test_ddp_sweep_asha_stops_trials_and_frees_placement_groups(cluster, tmp_path):
+    head_home = tmp_path / "head"
+    cluster.start_head(num_cpus=0, home=head_home, dashboard=True)
+    cluster.add_worker(2, tmp_path / "w1")
+    r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path, epochs=3), "--trials", "4",
+                  "--workers-per-trial", "2", "--cpus-per-trial", "2", "--max-concurrent", "1",
+                  "--name", "ddp", "--no-wandb", "--seed", "1", timeout=540)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(df) == 4 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
+    assert (df["stop_reason"] == "asha_stopped").sum() >= 1, df[["trial_id", "stop_reason", "epochs_run"]]
+    assert df.loc[df["stop_reason"] == "completed", "test_map"].between(0, 1).all()
+    # every placement group (Tune's and Ray Train's) has been removed
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        left = {k: v for k, v in _placement_groups(cluster).items() if v != "REMOVED"}
+        if not left:
+            break
+        time.sleep(2)
+    assert not left, left

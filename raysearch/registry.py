@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from raysearch.errors import RaysearchError
+from raysearch.errors import RaysearchError, short
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {short(name)}; choose one of: {', '.join(sorted(self._items))}"
             ) from None
 
     def names(self) -> list[str]:

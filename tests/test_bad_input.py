@@ -139,6 +139,8 @@ CASES = [
     Case("prepare-unknown-movie", lambda t: _prep(t, ratings="userId,movieId,rating,timestamp\n1,1,4.0,1\n1,9,4.0,1\n"
                                                "2,2,5.0,3\n"),
          expect="skip", needles=("unknown movieId (not in the movies file)",), kind="counted skip"),
+    Case("prepare-all-lines-garbage-huge", lambda t: _prep(t, movies="movieId,title,genres\n" + ("x" * 100000 + ",a,b\n") * 3),
+         needles=("movies.csv", "unusable", "characters")),
     # --- prepared dataset folders
     Case("meta-binary", lambda t: _stats(t, lambda f: (f / "meta.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")),
          needles=("meta.json", "not UTF-8")),
@@ -183,6 +185,7 @@ CASES = [
     Case("train-sequential-1-epoch", lambda t: ["train", "--method", "sequential", "--epochs", "1", "--backbone",
                                                 "tiny_cnn", "--weights", "none"], needles=("sequential", "epochs >= 2")),
     Case("train-unknown-backbone", lambda t: ["train", "--backbone", "resnet19"], needles=("unknown backbone 'resnet19'",)),
+    Case("train-huge-backbone-name", lambda t: ["train", "--backbone", "r" * 50000], needles=("unknown backbone", "characters")),
     Case("train-config-missing", lambda t: ["train", "--config", str(t / "nope.yaml")], needles=("nope.yaml",)),
     Case("train-config-binary", lambda t: ["train", "--config", _write(t / "c.yaml", b"\x00\x9f\x92\x96 bin")],
          needles=("c.yaml", "not UTF-8")),

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from raysearch import _io, paths
 from raysearch.config import CFConfig, from_dict, to_dict
-from raysearch.errors import RaysearchError
+from raysearch.errors import RaysearchError, short
 from raysearch.registry import Registry
 
 if TYPE_CHECKING:
@@ -322,7 +322,7 @@ def read_item_vectors(path: str | os.PathLike, ds: "Dataset | None" = None) -> I
         try:
             order = np.array([index[i] for i in ids], dtype=np.int64)
         except KeyError as e:
-            raise CFError(f"{path}: unknown item_id {e.args[0]!r} for dataset {ds.name}") from None
+            raise CFError(f"{path}: unknown item_id {short(e.args[0])} for dataset {ds.name}") from None
         if len(order) != ds.n_items:
             raise CFError(f"{path}: {len(order)} rows, dataset {ds.name} has {ds.n_items} items")
         inv = np.empty_like(order)

@@ -332,7 +332,7 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
     dup = items["item_id"].duplicated(keep=False)
     if dup.any():
         ids = items.loc[dup, "item_id"].unique()[:5].tolist()
-        raise DatasetError(f"{f_items}: duplicate item_id {ids} in rows {_rows(np.flatnonzero(dup))}")
+        raise DatasetError(f"{f_items}: duplicate item_id {short(ids)} in rows {_rows(np.flatnonzero(dup))}")
     null_img = [i for i, p in enumerate(items["image"]) if not isinstance(p, str) or not p]
     if null_img:
         raise DatasetError(f"{f_items}: null or empty image path in rows {_rows(null_img)}")
@@ -343,7 +343,7 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
     if bad:
         raise DatasetError(
             f"{f_items}: image path escapes the dataset folder (absolute or '..') in rows {_rows(bad)}: "
-            f"{items['image'].iat[bad[0]]!r}"
+            f"{short(items['image'].iat[bad[0]])}"
         )
     vocab = set(meta["labels"])
     null = [i for i, ls in enumerate(items["labels"]) if ls is None]
@@ -359,13 +359,13 @@ def validate(root: Path, items: pd.DataFrame, inter: pd.DataFrame, meta: dict, *
     miss = ~inter["item_id"].isin(known)
     if miss.any():
         ids = inter.loc[miss, "item_id"].unique()[:5].tolist()
-        raise DatasetError(f"{f_inter}: unknown item_id {ids} in rows {_rows(np.flatnonzero(miss))}")
+        raise DatasetError(f"{f_inter}: unknown item_id {short(ids)} in rows {_rows(np.flatnonzero(miss))}")
     if inter["user_id"].isna().any():
         raise DatasetError(f"{f_inter}: null user_id in rows {_rows(np.flatnonzero(inter['user_id'].isna()))}")
     if check_images:
         missing = [i for i, p in enumerate(items["image"]) if not (root / p).is_file()]
         if missing:
-            raise DatasetError(f"{f_items}: image file missing for rows {_rows(missing)}: {items['image'].iat[missing[0]]!r}")
+            raise DatasetError(f"{f_items}: image file missing for rows {_rows(missing)}: {short(items['image'].iat[missing[0]])}")
 
 
 # ----------------------------------------------------------------------------- stats

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from raysearch import _io
 from raysearch.data.format import DatasetError
+from raysearch.errors import MAX_ECHO
 from raysearch.progress import tracked
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -58,7 +59,7 @@ class Report:
         s.count += n
         for ex in ([example] if example is not None else []) + list(examples):
             if len(s.examples) < MAX_EXAMPLES:
-                s.examples.append(ex)
+                s.examples.append(ex if len(ex) <= MAX_ECHO else f"{ex[:MAX_ECHO]}... ({len(ex):,} characters)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,7 +133,7 @@ class LineStats:
 
     def malformed(self, report: Report, what: str, line: int, why: str) -> None:
         self.bad += 1
-        ex = f"{self.path.name}:{line}: {why}"
+        ex = f"{self.path.name}:{line}: {why}"[: 2 * MAX_ECHO]
         if self.first_bad is None:
             self.first_bad = ex
         report.skip(what, "malformed line", ex)

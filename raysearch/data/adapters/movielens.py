@@ -27,6 +27,7 @@ from raysearch.data.adapters.common import (
 )
 from raysearch.data.format import DatasetError, write_dataset
 from raysearch.data.registry import register_dataset
+from raysearch.errors import short
 from raysearch.progress import progress_bar, tracked
 
 NO_GENRE = "(no genres listed)"
@@ -59,7 +60,7 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     except StopIteration:
         raise DatasetError(f"{path}: empty file (expected header {','.join(header)})") from None
     if [f.strip() for f in first] != header:
-        raise DatasetError(f"{path}:1: expected header {','.join(header)!r}, got {','.join(first)!r}")
+        raise DatasetError(f"{path}:1: expected header {','.join(header)!r}, got {short(','.join(first))}")
     try:
         for row in reader:
             if row:
@@ -80,7 +81,7 @@ def _read_movies(path: Path, report: Report) -> dict[int, tuple[int, list[str]]]
         try:
             mid = int(f[0])
         except ValueError:
-            stats.malformed(report, "movies", n, f"movieId {f[0]!r} is not an integer")
+            stats.malformed(report, "movies", n, f"movieId {short(f[0])} is not an integer")
             continue
         if mid in movies:
             stats.good += 1
@@ -112,7 +113,7 @@ def _read_ratings(path: Path, report: Report, progress: Any, known: set[int]) ->
             stats.malformed(report, "ratings", n, f"bad number ({e})")
             continue
         if not math.isfinite(r):
-            stats.malformed(report, "ratings", n, f"rating {f[2]!r} is not a finite number")
+            stats.malformed(report, "ratings", n, f"rating {short(f[2])} is not a finite number")
             continue
         stats.good += 1
         if m not in known:

@@ -24,7 +24,7 @@ from raysearch.data.adapters.common import (
     LineStats, Report, find_one, image_files, iter_lines, place_images, require_dir, resolve_images_dir,
 )
 from raysearch.data.format import DatasetError, write_dataset
-from raysearch.errors import InputError
+from raysearch.errors import InputError, short
 from raysearch.data.registry import register_dataset
 from raysearch.progress import progress_bar, tracked
 
@@ -46,7 +46,7 @@ def read_categories(path: Path, report: Report) -> tuple[dict[str, str], dict[st
             continue
         name, lid = parts[0].strip(), parts[1].strip()
         if lid in by_id:
-            stats.malformed(report, "categories", n, f"label_id {lid} repeated (first: {by_id[lid]!r})")
+            stats.malformed(report, "categories", n, f"label_id {short(lid)} repeated (first: {short(by_id[lid])})")
             continue
         stats.good += 1
         by_id[lid] = name
@@ -82,7 +82,7 @@ def read_repins(path: Path, categories: dict[str, str], report: Report, progress
             continue
         name = categories.get(cat) or (cat if cat in names else None)
         if name is None:
-            stats.malformed(report, "repins", n, f"unknown category {cat!r} (not in ImageCategoryID.txt)")
+            stats.malformed(report, "repins", n, f"unknown category {short(cat)} (not in ImageCategoryID.txt)")
             continue
         stats.good += 1
         cats[pin][name] += 1

@@ -64,6 +64,7 @@ def test_model_directory_holds_what_inference_needs(trained):
     assert meta["dataset"] == DATASET and meta["fingerprint"] == data.fingerprint
     assert meta["label_names"] == data.label_names and meta["backbone"] == "tiny_cnn" and meta["image_size"] == 16
     assert meta["threshold_source"] == "val_f1" and len(meta["thresholds"]) == len(data.label_names)
+    assert meta["val_positives"] == data.labels[data.split.val].sum(0).astype(int).tolist()
     assert meta["val_map"] == pytest.approx(res.best_val_map)
     # the stored thresholds are the F1-optimal cuts of the val predictions
     m = load_model(model_dir)
@@ -76,10 +77,12 @@ def test_model_directory_holds_what_inference_needs(trained):
 def test_f1_thresholds_pick_the_best_cut():
     scores = np.array([[0.9, 0.2], [0.8, 0.1], [0.3, 0.3], [0.1, 0.05]], np.float32)
     labels = np.array([[1, 0], [1, 0], [0, 0], [1, 0]], np.float32)
-    thr, f1 = f1_thresholds(scores, labels)
+    thr, f1 = f1_thresholds(scores, labels, min_positives=1)
     # class 0: cutting below 0.8 gives P=1 R=2/3 (F1 0.8); taking all four gives F1 6/7: the best
     assert f1[0] == pytest.approx(6 / 7) and 0 < thr[0] <= 0.1
     assert thr[1] == 0.5 and f1[1] is None  # no positive: the default cut, said as None
+    thr, f1 = f1_thresholds(scores, labels)  # 3 positives < MIN_VAL_POSITIVES: too few to fit a cut
+    assert thr[0] == 0.5 and f1[0] is None
 
 
 def test_python_api_scores_equal_fit_test_predictions(trained):

@@ -66,7 +66,8 @@ class ModelInfo:
     std: list[float]
     thresholds: list[float]
     threshold_source: str            # "val_f1" | "default"
-    val_f1: list[float | None] | None = None
+    val_f1: list[float | None] | None = None      # None for a class kept at the default cut
+    val_positives: list[int] | None = None
     val_map: float | None = None
     test_map: float | None = None
     source: str = ""                 # the path it was loaded from (not stored)
@@ -179,8 +180,13 @@ def score_images(module: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
     return np.concatenate(out) if out else np.zeros((0, n_labels), np.float32)
 
 
-def f1_thresholds(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[float | None]]:
-    """Per class, the cut maximising F1 on (scores, labels); 0.5 and None for classes without positives.
+MIN_VAL_POSITIVES = 5  # fewer validation positives than this: an F1 cut would be noise
+
+
+def f1_thresholds(scores: np.ndarray, labels: np.ndarray, min_positives: int = MIN_VAL_POSITIVES
+                  ) -> tuple[np.ndarray, list[float | None]]:
+    """Per class, the cut maximising F1 on (scores, labels); 0.5 and None for classes with fewer
+    than ``min_positives`` positives (a cut fitted to two or three items says nothing).
 
     The cut is the midpoint between the lowest score predicted positive and the next lower
     score, so a new image scoring like that validation positive is positive too.
@@ -190,7 +196,7 @@ def f1_thresholds(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, l
     f1s: list[float | None] = [None] * n_labels
     for c in range(n_labels):
         y = labels[:, c] > 0.5
-        if not y.any():
+        if y.sum() < max(1, min_positives):
             continue
         order = np.argsort(-scores[:, c], kind="stable")
         s, yy = scores[order, c], y[order]
@@ -225,14 +231,15 @@ def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor
     val = np.asarray(data.split.val)
     if len(val):
         thresholds, f1s = f1_thresholds(score_images(scorer, data.images[val]), data.labels[val])
-        source = "val_f1"
+        source, positives = "val_f1", [int(v) for v in (data.labels[val] > 0.5).sum(0)]
     else:
         thresholds, f1s, source = np.full(len(data.label_names), DEFAULT_THRESHOLD, np.float32), None, "default"
+        positives = None
     metrics = _metrics(result)
     info = ModelInfo(
         dataset=data.dataset, fingerprint=data.fingerprint, label_names=list(data.label_names),
         backbone=run.train.backbone, image_size=int(data.images.shape[1]), mean=mean, std=std,
-        thresholds=[float(t) for t in thresholds], threshold_source=source, val_f1=f1s,
+        thresholds=[float(t) for t in thresholds], threshold_source=source, val_f1=f1s, val_positives=positives,
         val_map=_num(metrics.get("best_val_map")), test_map=_num(metrics.get("test_map")),
     )
     _atomic(out / MODEL_FILE, lambda p: torch.save(sd, p))

@@ -10,7 +10,8 @@
   resamples of the *items* is drawn and every variant and seed is scored on the same resamples
   (:func:`raysearch.metrics.resampled_map`); per resample, a variant's mAP is the mean over seeds.
   The CI of the difference to Image-only is the percentile interval of those paired differences
-  and the p-value the two-sided bootstrap p (2 x the smaller tail share of differences <= 0 / >= 0).
+  and the p-value the two-sided bootstrap p, 2 (k + 1) / (B + 1) with k the smaller count of
+  resampled differences <= 0 or >= 0 (never 0; a variant against itself gives exactly 1).
 * **Multiplicity**: Holm's step-down correction across the variants compared with Image-only
   (within one label ratio, per test).
 """
@@ -93,5 +94,7 @@ def paired_item_bootstrap(y_true: np.ndarray, scores: dict[str, list[np.ndarray]
         d = boot[v] - boot[ref]
         res["d"][v] = point[v] - point[ref]
         res["dlo"][v], res["dhi"][v] = (float(x) for x in np.nanquantile(d, [q, 1 - q]))
-        res["p"][v] = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+        # +1 correction: with B resamples the smallest reportable p is 2/(B+1), never 0
+        tail = min(np.sum(d <= 0), np.sum(d >= 0))
+        res["p"][v] = float(min(1.0, 2 * (tail + 1) / (len(d) + 1)))
     return BootstrapComparison(point, res["lo"], res["hi"], res["d"], res["dlo"], res["dhi"], res["p"], n_boot)

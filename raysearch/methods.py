@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raysearch.errors import InputError
 from raysearch.config import TrainConfig
 from raysearch.registry import Registry
 
@@ -44,10 +45,10 @@ class Method:
             return [Stage("joint", e, True, "triplet")]
         if self.name == "sequential":
             if e < 2:
-                raise ValueError("method 'sequential' needs train.epochs >= 2 (an aux stage and a label stage)")
+                raise InputError("method 'sequential' needs train.epochs >= 2 (an aux stage and a label stage)")
             a = cfg.aux_epochs if cfg.aux_epochs is not None else e // 2
             if not 1 <= a < e:
-                raise ValueError(f"train.aux_epochs={a} must be in [1, epochs-1={e - 1}] for 'sequential'")
+                raise InputError(f"train.aux_epochs={a} must be in [1, epochs-1={e - 1}] for 'sequential'")
             return [Stage("aux", a, False, "reconstruct", track_best=False), Stage("finetune", e - a, True, None)]
         raise AssertionError(self.name)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from raysearch.errors import InputError
 from sklearn.metrics import average_precision_score
 
 
@@ -39,7 +41,7 @@ def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Macro mAP over classes with >= 1 positive in ``y_true``; error if there is none."""
     ap = per_class_ap(y_true, y_score)
     if np.isnan(ap).all():
-        raise ValueError("mAP undefined: no class has a positive example in the evaluated set")
+        raise InputError("mAP undefined: no class has a positive example in the evaluated set")
     return float(np.nanmean(ap))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset, DistributedSampler, RandomSampler
 
+from raysearch.errors import InputError
 from raysearch.config import RunConfig, to_dict
 from raysearch.data.splits import Split
 from raysearch.losses import aux_loss, class_balance_weights, class_balanced_bce, total_loss, triplet_loss
@@ -208,7 +209,7 @@ def _make_optimizer(model: torch.nn.Module, run: RunConfig) -> torch.optim.Optim
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=False)
-    raise ValueError(f"train.optimizer {t.optimizer!r} unknown; choose adamw or sgd")
+    raise InputError(f"train.optimizer {t.optimizer!r} unknown; choose adamw or sgd")
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, run: RunConfig, epochs: int):
@@ -219,7 +220,7 @@ def _make_scheduler(opt: torch.optim.Optimizer, run: RunConfig, epochs: int):
         return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.1)
     if s == "none":
         return None
-    raise ValueError(f"train.schedule {s!r} unknown; choose cosine, step or none")
+    raise InputError(f"train.schedule {s!r} unknown; choose cosine, step or none")
 
 
 @contextlib.contextmanager
@@ -243,7 +244,8 @@ def build_model(run: RunConfig, data: TrainingData):
     method = METHODS.get(t.method)
     torch.manual_seed(t.seed)
     bb = create_backbone(t.backbone, t.weights)
-    split_at = bb.split_index(t.trainable_blocks)
+    # an MLP trunk is meant for frozen features: unless told otherwise the whole backbone is frozen
+    split_at = bb.split_index(0 if t.trunk == "mlp" and t.trainable_blocks is None else t.trainable_blocks)
     if split_at > 0:
         bb.freeze_below(split_at)
     cf_dim = None
@@ -251,7 +253,7 @@ def build_model(run: RunConfig, data: TrainingData):
         if data.cf_targets is None:
             raise ValueError(f"method {t.method!r} needs CF vectors but TrainingData.cf_targets is None")
         cf_dim = data.cf_targets.shape[1]
-    return CollaborativeModel(bb, data.labels.shape[1], cf_dim), split_at
+    return CollaborativeModel(bb, data.labels.shape[1], cf_dim, trunk=t.trunk, trunk_hidden=t.trunk_hidden), split_at
 
 
 # ----------------------------------------------------------------------------- fit
@@ -275,9 +277,9 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
     stages = method.stages(t)
     split = data.split
     if len(split.train_labelled) == 0:
-        raise ValueError("no labelled train items: nothing for the main task to learn")
+        raise InputError("no labelled train items: nothing for the main task to learn")
     if method.uses_cf and not data.has_cf[split.train].any():
-        raise ValueError(f"method {t.method!r}: no train item has a CF vector")
+        raise InputError(f"method {t.method!r}: no train item has a CF vector")
     rank, world = 0, 1
     device = _resolve_device(t.device)
     if distributed:

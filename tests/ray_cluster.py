@@ -37,6 +37,7 @@ class Node:
     proc: subprocess.Popen
     home: Path
     log: Path
+    node_manager_port: int = 0
 
     @property
     def pid(self) -> int:
@@ -83,14 +84,15 @@ class LocalCluster:
     def _start(self, name: str, home: Path, args: list[str]) -> Node:
         home.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+        nm_port = free_port()
+        ports = ["--node-manager-port", str(nm_port), "--object-manager-port", str(free_port()),
                  "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
                  "--dashboard-agent-grpc-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
         tmp = os.environ.get("RAY_TMPDIR") or str(self.root / "ray")
         cmd = [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={tmp}", *ports, *args]
         proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self._env(home),
                                 start_new_session=True)
-        node = Node(name, proc, home, log)
+        node = Node(name, proc, home, log, nm_port)
         self.nodes.append(node)
         return node
 
@@ -114,6 +116,13 @@ class LocalCluster:
         if wait:
             self.wait_nodes(n_before + 1)
         return node
+
+    def node_id(self, node: Node) -> str:
+        """The Ray node id of one of our nodes (matched by its node-manager port)."""
+        for n in self.alive_nodes():
+            if int(n.get("NodeManagerPort", -1)) == node.node_manager_port:
+                return n["NodeID"]
+        raise KeyError(node.name)
 
     def alive_nodes(self) -> list[dict]:
         """Alive nodes as the GCS sees them (asked from a subprocess: the test process may not be a driver)."""

@@ -255,3 +255,17 @@ def test_trial_resume_state_round_trip(tmp_path):
     assert resumed.best_val_map == pytest.approx(full.best_val_map, abs=1e-6)
     assert resumed.test_map == pytest.approx(full.test_map, abs=1e-6)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_logged_config_leaves_out_options_the_trial_did_not_use():
+    from raysearch.config import CFConfig, RunConfig, TrainConfig
+    from raysearch.search.tracking import used_config
+
+    bpr_uniform = used_config(RunConfig(cf=CFConfig(model="bpr"), train=TrainConfig(method="mtl", weighting="uniform")))
+    assert "train.omega" not in bpr_uniform and "cf.beta" not in bpr_uniform and "cf.hidden" not in bpr_uniform
+    assert bpr_uniform["cf.reg"] == 0.01 and bpr_uniform["train.alpha"] == 1.5
+    vae_inter = used_config(RunConfig(cf=CFConfig(model="vaecf"), train=TrainConfig(method="mtl", weighting="interaction")))
+    assert "train.omega" in vae_inter and "cf.beta" in vae_inter and "cf.reg" not in vae_inter
+    img = used_config(RunConfig(train=TrainConfig(method="image_only", weighting="loss")))
+    assert not any(k.startswith("cf.") for k in img) and "train.alpha" not in img and "train.weighting" not in img
+    assert "train.tau" in used_config(RunConfig(train=TrainConfig(method="contrastive")))

@@ -107,7 +107,7 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             "data_s": float(m.get("data_s", float("nan"))),
             "retries": int(retries.get(trial_id, 0)),
             "resumed_from_epoch": int(m.get("resumed_from_epoch", 0) or 0),
-            "node": m.get("node_ip"),
+            "node": m.get("node_id"),
             "checkpoint": r.checkpoint.path if r.checkpoint else m.get("checkpoint_path"),
             "error": None if r.error is None else last_line(r.error),
             "config": json.dumps(to_dict(run)),

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
 
 from raysearch.config import CFConfig, ConfigError, RunConfig, SplitConfig, TrainConfig, _type_ok, from_dict, to_dict
 
@@ -353,11 +352,18 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def spaces_dir() -> Path:
-    """The shipped ``search_spaces/`` folder (repository root; cwd copy wins)."""
-    local = Path.cwd() / "search_spaces"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "search_spaces"
+    """The search spaces shipped as package data (``raysearch/search_spaces``).
+
+    Read through ``importlib.resources`` so a wheel finds them from any working directory; in a
+    checkout ``raysearch/search_spaces`` is a symlink to the top-level ``search_spaces/`` (the one
+    copy).  The working directory is never searched: a different file there is what ``--space`` is for.
+    """
+    from importlib.resources import files
+
+    d = files("raysearch") / "search_spaces"
+    if not (isinstance(d, Path) and d.is_dir()):  # e.g. a zipped install: no real folder to hand out
+        raise ConfigError(f"the shipped search spaces are not a folder here ({d}); pass --space FILE")
+    return d
 
 
 def default_space_path(dataset: str) -> Path:
@@ -367,7 +373,7 @@ def default_space_path(dataset: str) -> Path:
     for cand in (d / f"{name}.yaml", d / f"{name.split('-')[0]}.yaml", d / "default.yaml"):
         if cand.is_file():
             return cand
-    raise ConfigError(f"no search-space file for dataset {dataset!r} and no {d / 'default.yaml'}")
+    raise ConfigError(f"no search-space file for dataset {dataset!r} and no {d / 'default.yaml'}; pass --space FILE")
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[RunConfig]:

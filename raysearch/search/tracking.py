@@ -177,7 +177,7 @@ def _wandb_callback_class():
 
         _logger_actor_cls = _Actor
         _exclude_results = WandbLoggerCallback._exclude_results + [
-            "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "done",
+            "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "node_id", "done",
             "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore"]
 
         def __init__(self, settings: WandbSettings, space: Any, stop_reason: Any) -> None:

@@ -50,6 +50,7 @@ class TrialContext:
     max_t: int = 0                # ASHA's max_t (0: no rung at the last epoch to avoid)
     checkpoint_every: int = 1     # epochs between fault-tolerance checkpoints (0: none)
     max_failures: int = 2         # Ray Train worker-group retries inside a DDP trial
+    train_poll_s: float = 0.25    # Ray Train controller poll interval (Ray's default: 2 s per state change)
 
     @property
     def distributed(self) -> bool:
@@ -160,7 +161,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     resume = load_resume_state(tune.get_checkpoint())
     t0 = time.perf_counter()
     data = get_training_data(ctx.shared_actor, run)
-    extra = {"data_s": time.perf_counter() - t0, "node_ip": ray.util.get_node_ip_address(),
+    extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
@@ -185,7 +186,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     resume = load_resume_state(ray.train.get_checkpoint())
     data = get_training_data(config["shared_actor"], run)
-    extra = {"node_ip": ray.util.get_node_ip_address(),
+    extra = {"node_id": ray.get_runtime_context().get_node_id(),
              "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
@@ -234,6 +235,8 @@ def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]
 
     from raysearch.search.cluster import worker_cpus
 
+    # the controller inherits this process's env: its 2 s default poll adds seconds to every start/stop
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(ctx.train_poll_s)
     w = ctx.workers_per_trial
     trainer = torch_trainer(
         run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,

@@ -78,6 +78,7 @@ class SweepConfig:
     torch_trainer: bool = False           # force the TorchTrainer path even for 1 CPU worker
     max_failures: int = 2                 # restarts per trial (node loss), each from its last checkpoint
     checkpoint_every: int = 1             # epochs between fault-tolerance checkpoints (0: none)
+    train_poll_s: float = 0.25            # Ray Train controller poll interval for DDP trials (Ray: 2 s)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -298,7 +299,7 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
         cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
         workers_per_trial=cfg.workers_per_trial, storage=storage, torch_trainer=cfg.torch_trainer,
         max_t=space.base.train.epochs if cfg.scheduler == "asha" else 0,
-        checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures,
+        checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures, train_poll_s=cfg.train_poll_s,
     )
     trainable = with_resources(ctx)
     retries = _retry_counter(run_dir)

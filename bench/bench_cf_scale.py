@@ -11,8 +11,8 @@ float32 copy would have, and (``--compare-build N``) the time/memory of our CSR
 constructor path vs ``cornac.data.Dataset.from_uir`` on the first N interactions,
 measured in the same run.
 
-    python bench/bench_cf_scale.py                       # full size, 1 epoch
-    python bench/bench_cf_scale.py --interactions 1000000 --users 6800 --items 10700
+    python bench/bench_cf_scale.py --matrix /tmp/ml10m.npz     # full size
+    python bench/bench_cf_scale.py --interactions 1000000 --users 6800 --reference-scale 0
 """
 from __future__ import annotations
 
@@ -254,12 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-build", type=int, default=1_000_000,
                     help="interactions for the to_cornac vs Dataset.from_uir comparison (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verbose", action="store_true", help="log every VAECF epoch (loss, held-out AUC)")
     ap.add_argument("--matrix", type=str, default=None,
                     help="an .npz to load the generated matrix from (written there first if missing)")
     a = ap.parse_args(argv)
 
+    import logging
+
     import torch
 
+    logging.basicConfig(format="  %(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("raysearch.cf").setLevel(logging.DEBUG if a.verbose else logging.WARNING)
     torch.set_num_threads(a.threads)
     os.environ["RAYSEARCH_CF_THREADS"] = str(a.threads)  # what the fit itself uses
     from raysearch.cf import base
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"AUC test: {test.nnz:,} held-out interactions of {len(eval_users):,} users; MostPop AUC "
           f"{popularity_auc(train, test, eval_users):.4f}")
     r = fit_and_score(train, test, eval_users, fast, a.seed)
-    print(describe("fast fit, full size", r))
+    print(describe("fast fit, full size", r), flush=True)
     print(f"  held-out AUC per epoch (early stopping's validation users): {r['val_auc']}")
     if a.full_reference:
         print(describe("reference, full size", fit_and_score(train, test, eval_users, ref, a.seed)))

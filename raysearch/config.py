@@ -113,7 +113,9 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "cosine"      # cosine | step | none
     patience: int = 3             # early stopping on val mAP (epochs without improvement)
-    trainable_blocks: int | None = None  # None: full fine-tuning
+    trainable_blocks: int | None = None  # None: full fine-tuning (trunk mlp: 0, the whole backbone frozen)
+    trunk: str = "backbone"       # backbone: heads on pooled features | mlp: a shared 2-layer MLP between them
+    trunk_hidden: int = 512       # width of the mlp trunk's layers
     aux_epochs: int | None = None  # sequential: epochs of the auxiliary-only stage
     seed: int = 0
     device: str = "auto"
@@ -136,6 +138,10 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer {short(self.optimizer)} unknown; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule {short(self.schedule)} unknown; choose one of {', '.join(SCHEDULES)}")
+        if self.trunk not in ("backbone", "mlp"):
+            raise ConfigError(f"train.trunk {short(self.trunk)} unknown; choose backbone or mlp")
+        if self.trunk_hidden <= 0:
+            raise ConfigError(f"train.trunk_hidden must be positive, got {self.trunk_hidden}")
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"train.device {short(self.device)} unknown; choose auto, cpu, mps, cuda or cuda:N")
 

@@ -39,7 +39,9 @@ def feature_key(*, fingerprint: str, backbone: str, weights: str, image_size: in
 @torch.no_grad()
 def compute_trunk(backbone: Backbone, split: int, images: np.ndarray, *, batch_size: int = 64,
                   device: torch.device | str = "cpu") -> np.ndarray:
-    """Outputs of blocks ``[0, split)`` for every image (eval mode, eval view), float16."""
+    """Outputs of blocks ``[0, split)`` for every image (eval mode, eval view), float16; with every
+    block frozen (``split == n_blocks``, e.g. an MLP trunk) the pooled features, which is all the
+    model reads then (``Backbone.pool`` passes 2-D input through): (H*W)x smaller, cheaper per step."""
     from raysearch.data.images import eval_batch
 
     was_training = backbone.training
@@ -48,7 +50,10 @@ def compute_trunk(backbone: Backbone, split: int, images: np.ndarray, *, batch_s
     try:
         for s in range(0, len(images), batch_size):
             x = eval_batch(torch.from_numpy(np.array(images[s:s + batch_size]))).to(device)
-            h = backbone.forward_range(x, 0, split).float().cpu().numpy()
+            h = backbone.forward_range(x, 0, split)
+            if split == backbone.n_blocks:
+                h = backbone.pool(h)
+            h = h.float().cpu().numpy()
             if out is None:
                 out = np.empty((len(images), *h.shape[1:]), dtype=np.float16)
             out[s:s + len(h)] = h

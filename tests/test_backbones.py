@@ -1,4 +1,5 @@
 """Backbone registry/factory, block splitting, weights handling, and EfficientNet-Lite0's real weights."""
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -123,3 +124,48 @@ def test_efficientnet_lite0_real_weights_strict_and_stable():
     bb = create_backbone("efficientnet_lite0", "imagenet").eval()
     with torch.no_grad():
         assert torch.allclose(bb(x), m.forward_features(x), atol=1e-5)
+
+
+def test_mlp_trunk_on_frozen_features_trains_only_the_mlp_and_heads():
+    """train.trunk mlp: the whole backbone is frozen (its pooled features cached, (N, feature_dim)),
+    a shared 2-layer MLP sits under both heads, and only the MLP and the heads move."""
+    from raysearch import paths
+    from raysearch.config import ConfigError, RunConfig, TrainConfig
+    from raysearch.data.splits import Split
+    from raysearch.train import TrainingData, build_model, fit
+
+    rng = np.random.default_rng(0)
+    n, cls = 40, rng.integers(0, 2, 40)
+    images = rng.integers(0, 60, (n, 16, 16, 3)).astype(np.uint8)
+    images[cls == 1, :, :, 0] += 150
+    idx = rng.permutation(n)
+    split = Split(np.sort(idx[:20]), np.sort(idx[20:30]), np.sort(idx[30:]), np.ones(n, dtype=bool))
+    has_cf = np.zeros(n, dtype=bool)
+    has_cf[split.train] = True
+    data = TrainingData(images=images, labels=np.eye(2, dtype=np.float32)[cls], label_names=["a", "b"], split=split,
+                        cf_targets=rng.normal(size=(n, 4)).astype(np.float32), has_cf=has_cf,
+                        weights=has_cf.astype(np.float32), n_interactions=has_cf.astype(np.int64),
+                        dataset="hand", fingerprint="mlp-trunk")
+    run = RunConfig(dataset="hand", train=TrainConfig(method="mtl", backbone="tiny_cnn", weights="none", image_size=16,
+                                                      epochs=3, batch_size=8, lr=3e-3, trunk="mlp", trunk_hidden=24))
+    model, split_at = build_model(run, data)
+    assert split_at == model.backbone.n_blocks  # trainable_blocks unset + mlp trunk: all frozen
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.classifier.in_features == 24 and model.cf_head.net[0].in_features == 24
+    logits, cf = model(torch.zeros(5, 32), split_at)  # pooled features in, both heads out
+    assert logits.shape == (5, 2) and cf.shape == (5, 4)
+    cache = paths.cache_dir("features")
+    before = set(cache.glob("*.npy"))
+    res = fit(run, data)
+    (f,) = set(cache.glob("*.npy")) - before
+    assert np.load(f).shape == (n, 32)  # pooled, not (n, 32, 2, 2)
+    torch.manual_seed(0)
+    init = create_backbone("tiny_cnn", "none").state_dict()
+    assert all(torch.equal(res.best_state[f"backbone.{k}"], v) for k, v in init.items())
+    assert any(k.startswith("trunk.net.") for k in res.best_state) and res.test_map > 0
+    # trainable_blocks still applies under an MLP trunk; bad values are named
+    assert build_model(dataclasses.replace(run, train=dataclasses.replace(run.train, trainable_blocks=1)), data)[1] == 2
+    with pytest.raises(ConfigError, match="train.trunk"):
+        TrainConfig(trunk="transformer")
+    with pytest.raises(ConfigError, match="train.trunk_hidden"):
+        TrainConfig(trunk_hidden=0)

@@ -291,6 +291,7 @@ def learn_sparse(vae: VAE, train_set, n_epochs: int, batch_size: int, learn_rate
         else:
             tlog.best_epoch = epoch
         tlog.history.append(rec)
+        log.debug("vaecf epoch %d: %s", epoch, rec)
         if on_epoch is not None:
             on_epoch(rec)
         if patience > 0 and bad >= patience:

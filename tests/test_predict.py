@@ -74,6 +74,17 @@ def test_model_directory_holds_what_inference_needs(trained):
     assert torch.load(model_dir / "model.pt", weights_only=True).keys() == res.best_state.keys()
 
 
+def test_mlp_trunk_model_scores_like_fit(tmp_path):
+    """train.trunk=mlp (frozen backbone, cached pooled features, shared MLP under the heads)."""
+    from raysearch.train import fit, prepare_training_data
+
+    run = tiny_run(trunk="mlp", trunk_hidden=16)
+    data = prepare_training_data(run)
+    res = fit(run, data, progress=False)
+    pred = predict(save_model(tmp_path / "m", res.best_state, run, data, res), split_image_paths(data))
+    np.testing.assert_allclose(pred.scores, res.test_scores, atol=1e-5)
+
+
 def test_f1_thresholds_pick_the_best_cut():
     scores = np.array([[0.9, 0.2], [0.8, 0.1], [0.3, 0.3], [0.1, 0.05]], np.float32)
     labels = np.array([[1, 0], [1, 0], [0, 0], [1, 0]], np.float32)

@@ -107,15 +107,19 @@ class ScoringModel(nn.Module):
     decoded images, bit for bit, whatever that function's arithmetic becomes.
     """
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Linear) -> None:
+    def __init__(self, backbone: nn.Module, classifier: nn.Linear, trunk: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
+        self.trunk = trunk
         self.classifier = classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         from raysearch.data.images import eval_batch
 
-        return torch.sigmoid(self.classifier(self.backbone(eval_batch(images))))
+        f = self.backbone(eval_batch(images))
+        if self.trunk is not None:
+            f = self.trunk(f)
+        return torch.sigmoid(self.classifier(f))
 
 
 @dataclass
@@ -146,7 +150,10 @@ def build_scoring_model(state_dict: Mapping[str, torch.Tensor], backbone: str, n
     if w.shape[0] != n_labels:
         raise ModelMismatchError(f"{where}: the classifier has {w.shape[0]} outputs but the label vocabulary has "
                                  f"{n_labels} labels")
-    model = CollaborativeModel(create_backbone(backbone, "none"), n_labels, None)
+    # the state dict says whether a shared MLP trunk (train.trunk="mlp") sits under the heads
+    trunk = sd.get("trunk.net.0.weight")
+    model = CollaborativeModel(create_backbone(backbone, "none"), n_labels, None,
+                               **({"trunk": "mlp", "trunk_hidden": int(trunk.shape[0])} if trunk is not None else {}))
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -159,7 +166,7 @@ def build_scoring_model(state_dict: Mapping[str, torch.Tensor], backbone: str, n
 
     if not (np.allclose(mean, IMAGENET_MEAN) and np.allclose(std, IMAGENET_STD)):
         raise ModelError(f"{where}: normalisation mean={mean} std={std} is not the ImageNet one training uses")
-    return ScoringModel(model.backbone, model.classifier).eval()
+    return ScoringModel(model.backbone, model.classifier, getattr(model, "trunk", None)).eval()
 
 
 def _key_diff(want: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -269,3 +269,21 @@ def test_logged_config_leaves_out_options_the_trial_did_not_use():
     img = used_config(RunConfig(train=TrainConfig(method="image_only", weighting="loss")))
     assert not any(k.startswith("cf.") for k in img) and "train.alpha" not in img and "train.weighting" not in img
     assert "train.tau" in used_config(RunConfig(train=TrainConfig(method="contrastive")))
+
+
+def test_empty_space_file_and_all_failed_trials_are_one_line_errors(ray_session, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--space", str(empty), "--no-wandb"])
+    assert r.exit_code == 2 and "empty search-space file" in r.output and "Traceback" not in r.output
+    # every trial fails the same way (a weights file that does not exist): one line per distinct error
+    bad = _space(tmp_path, base={"train": {"method": "image_only", "backbone": "tiny_cnn",
+                                           "weights": str(tmp_path / "missing.pt"), "image_size": 16, "epochs": 2}})
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--space", bad, "--trials", "2",
+                                 "--max-concurrent", "1", "--no-wandb", "--storage", str(tmp_path / "runs"),
+                                 "--name", "allfail", "--json"])
+    assert r.exit_code == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "2 x" in errors[0] and "missing.pt" in errors[0], r.stderr[-2000:]
+    out = json.loads(r.stdout)  # stdout is the JSON alone
+    assert {t["stop_reason"] for t in out["trials"]} == {"error"}

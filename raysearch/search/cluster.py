@@ -26,11 +26,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _api_server_url(address: str) -> str | None:
+    """The dashboard (State API) URL of the cluster at ``address``, read from its GCS."""
+    try:
+        from ray.dashboard.utils import ray_address_to_api_server_url
+
+        return ray_address_to_api_server_url(address)
+    except Exception:  # no dashboard, minimal Ray, an address only Ray Client understands
+        return None
+
+
 def init_ray(address: str | None, dashboard: bool = False) -> None:
     """Join ``address`` or start a local instance sized to this machine.
 
     Locally the instance gets ``DATA_CPUS`` extra logical CPUs for the sweep's data owner (see
     :mod:`raysearch.search.shared`), and the dashboard (State API) only when DDP trials need it.
+    Every process of the job is told which State API to ask (``RAY_API_SERVER_ADDRESS``): Ray
+    Train's placement-group cleaner otherwise looks for "the" Ray instance on its machine and
+    gives up when it finds several.
     """
     import ray
 
@@ -38,12 +51,19 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-        return
-    kw: dict[str, Any] = {"include_dashboard": dashboard}
-    if dashboard:
-        kw["dashboard_port"] = _free_port()
-    ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPUS, namespace=NAMESPACE, log_to_driver=False, **kw)
+        url = _api_server_url(address) if "://" not in address else None
+        env = {"RAY_API_SERVER_ADDRESS": url} if url else {}
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 runtime_env={"env_vars": env} if env else None)
+    else:
+        kw: dict[str, Any] = {"include_dashboard": dashboard}
+        env = {}
+        if dashboard:
+            kw["dashboard_port"] = _free_port()
+            env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kw['dashboard_port']}"
+        ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPUS, namespace=NAMESPACE, log_to_driver=False,
+                 runtime_env={"env_vars": env} if env else None, **kw)
+    os.environ.update(env)
 
 
 def state_api_available(timeout: float = 10.0) -> bool:
@@ -51,7 +71,8 @@ def state_api_available(timeout: float = 10.0) -> bool:
     try:
         from ray.util.state import list_nodes
 
-        list_nodes(limit=1, timeout=int(max(1, timeout)), raise_on_missing_output=False)
+        list_nodes(address=os.environ.get("RAY_API_SERVER_ADDRESS"), limit=1, timeout=int(max(1, timeout)),
+                   raise_on_missing_output=False)
         return True
     except Exception:  # ImportError (minimal Ray), RayStateApiException, connection errors
         return False

@@ -348,7 +348,9 @@ def load_space(path: str | Path) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search-space file not found: {path}")
     data = load_yaml(path)
-    return parse_space(data if data is not None else {}, str(path))
+    if not data:  # an empty file would silently mean "the defaults, nothing searched"
+        raise ConfigError(f"{path}: empty search-space file (nothing to search); give at least 'params:'")
+    return parse_space(data, str(path))
 
 
 def spaces_dir() -> Path:

@@ -20,10 +20,10 @@ def _dataset_paths(pred, dataset: str, split: str, data_root: Optional[str], con
     from raysearch.data.registry import load_dataset
     from raysearch.data.splits import make_split
     from raysearch.errors import InputError
+    from raysearch.model.io import check_compatible
 
     ds = load_dataset(dataset, data_root)
-    warns = _check(pred, ds)
-    for w in warns:
+    for w in check_compatible(pred.info, dataset=ds):
         console.print(f"[yellow]warning:[/] {w}")
     if split == "all":
         idx = np.arange(ds.n_items)
@@ -32,17 +32,8 @@ def _dataset_paths(pred, dataset: str, split: str, data_root: Optional[str], con
         if run is None:
             raise InputError(f"--split {split}: model {pred.info.source} carries no split config (an exported file); "
                              f"use --split all or give image paths")
-        sp = make_split(ds, run.split)
-        if split not in ("train", "val", "test"):
-            raise InputError(f"--split must be train, val, test or all, got {split!r}")
-        idx = getattr(sp, split)
+        idx = getattr(make_split(ds, run.split), split)
     return [ds.image_path(int(i)) for i in idx], ds.items["item_id"].to_numpy()[idx]
-
-
-def _check(pred, ds) -> list[str]:
-    from raysearch.model.io import check_compatible
-
-    return check_compatible(pred.info, dataset=ds)
 
 
 def register(app: typer.Typer) -> None:
@@ -78,6 +69,8 @@ def register(app: typer.Typer) -> None:
             fail(f"--workers must be >= 1, got {workers}")
         if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet", ".jsonl"):
             fail(f"--out {out}: unknown format {Path(out).suffix or '(no suffix)'!r}; use .csv, .parquet or .jsonl")
+        if split not in ("train", "val", "test", "all"):
+            fail(f"--split must be train, val, test or all, got {split!r}")
         if bool(images) == bool(dataset):
             fail("give image files/folders, or --dataset NAME (not both)")
         pred = guarded(lambda: load_predictor(model, data_root=data_root))

@@ -134,6 +134,10 @@ def test_node_loss_trials_resume_from_checkpoints(cluster, tmp_path):
     assert (df["epochs_run"] >= 1).all()
     # it finished on the surviving node
     assert victim_id not in set(df.loc[df["trial_id"] == killed["trial"], "node"])
+    row = df.set_index("trial_id").loc[killed["trial"]]
+    print(f"node loss: {len(df)} trials, {int(df['retries'].sum())} restart(s); killed trial resumed after epoch "
+          f"{int(row['resumed_from_epoch'])} of {int(row['epochs_run'])} (epochs re-run: at most 1 since "
+          f"--checkpoint-every 1), stop reasons {df['stop_reason'].value_counts().to_dict()}")
 
 
 def _placement_groups(cluster: LocalCluster) -> dict:

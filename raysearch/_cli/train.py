@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the auxiliary loss."),
         omega: Optional[float] = typer.Option(None, "--omega", help="Clip of the per-item CF weights."),
         tau: Optional[float] = typer.Option(None, "--tau", help="Triplet margin (contrastive)."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf | efficientnet_lite0 | tiny_cnn."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", help="efficientnet_lite0 (default; weights ship with the install) | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf | tiny_cnn."),
         weights: Optional[str] = typer.Option(None, "--weights", help="imagenet | none | PATH to a state dict."),
         image_size: Optional[int] = typer.Option(None, "--image-size"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),

@@ -1,13 +1,19 @@
 """Search-engine benchmark, side by side in one run (one local Ray instance):
 
 (a) per-trial overhead = (sweep wall time - sum of the trials' training time) / trials,
-    trials run one at a time with actor reuse;
+    trials run one at a time with actor reuse, first trial, data owner start-up and first-use CF
+    fits included (the CF cache is emptied before each variant): the engine as of 585f821
+    ("before": a checkpoint every epoch, CF fitted on the first request, the owner's imports
+    before the first trial) and now ("after"), next to plain Ray Tune (OptunaSearch + ASHA,
+    a function trainable that only reports 3 epochs, reuse_actors) in the same Ray instance;
 (b) peak memory of 1 vs 2 concurrent trials (sum of PSS over all ``ray::`` worker processes, which
     counts the shared object-store pages once, plus the largest private USS of one process);
 (c) OptunaSearch (TPE) + ASHA vs random search without early stopping at the same trial budget
-    on the synthetic world: best val mAP reached (and its test mAP), total epochs spent.
+    on the synthetic world: best val mAP reached (and its test mAP), total epochs spent; TPE+ASHA
+    as of 585f821 (the space's grace 2 / rf 2, no seeded first trial) and now (the space's base
+    config enqueued as TPE's first trial, ``--grace``/``--rf``).
 
-    python bench/bench_search.py                       # ~5 min on 2 CPUs
+    python bench/bench_search.py --parts ac            # ~20 min on 2 loaded CPUs
     python bench/bench_search.py --trials 16 --seeds 0 1 2
 
 Everything runs with the real engine (``raysearch.search.tune.run_sweep``); numbers are printed
@@ -107,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--trials", type=int, default=16, help="budget for (c), per search strategy")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--overhead-trials", type=int, default=6)
     ap.add_argument("--memory-trials", type=int, default=4)
@@ -115,6 +121,9 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--parts", default="abc", help="which of (a) (b) (c) to run, e.g. 'b'")
+    ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
+    ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
+    ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
@@ -122,9 +131,11 @@ def main() -> None:
     os.environ.setdefault("RAYSEARCH_HOME", str(out / "home"))
     import ray
 
+    from raysearch.search.shared import DATA_CPUS
     from raysearch.search.tune import SweepConfig, run_sweep
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, namespace="raysearch",
+    # as raysearch.search.cluster.init_ray: the data owner's CPU on top of the trials' CPUs
+    ray.init(num_cpus=args.cpus + DATA_CPUS, include_dashboard=False, log_to_driver=False, namespace="raysearch",
              configure_logging=False)
     common = dict(dataset=args.dataset, storage=str(out / "runs" / time.strftime("%Y%m%d-%H%M%S")), wandb=False)
     space = _space_file(out, args.epochs, 32)
@@ -144,19 +155,68 @@ def main() -> None:
     ray.shutdown()
 
 
+#: SweepConfig settings that restore the engine of commit 585f821 (the "before" columns)
+BEFORE = dict(checkpoint_overhead=0.0, prefetch_cf=False, seed_defaults=False)
+
+
+def _plain_tune_overhead(trials: int) -> float:
+    """Seconds per trial of plain Ray Tune: OptunaSearch + ASHA, a function trainable that only
+    reports 3 epochs, reuse_actors=True (Ray start-up excluded)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    def trainable(config):
+        for i in range(3):
+            tune.report({"score": config["x"] * (i + 1)})
+
+    from raysearch.search.tune import _auto_loggers
+
+    t0 = time.perf_counter()
+    tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)},
+               tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=trials, max_concurrent_trials=1,
+                                           search_alg=OptunaSearch(), scheduler=ASHAScheduler(max_t=3),
+                                           reuse_actors=True),
+               run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="plain-tune-"), verbose=0,
+                                         callbacks=_auto_loggers([]))).fit()
+    return (time.perf_counter() - t0) / trials
+
+
 def overhead_part(args, common, space, run_sweep) -> None:
-    """(a) per-trial overhead, sequential trials."""
+    """(a) per-trial overhead, sequential trials: before / after / plain Ray Tune, one Ray instance."""
+    import shutil
+    import statistics as st
+
+    from raysearch import paths
     from raysearch.search.tune import SweepConfig
 
-    a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name="overhead",
-                              scheduler="none", search="random", max_concurrent=1, seed=7))
-    train_sum = float(a.results["train_time_s"].sum())
-    overhead = (a.wall_time_s - train_sum) / len(a.results)
-    print("\n(a) per-trial overhead (1 concurrent trial, actors reused)")
-    print(f"    sweep wall {a.wall_time_s:.1f} s, sum of training time {train_sum:.1f} s, trials {len(a.results)}")
-    print(f"    overhead per trial {overhead:.2f} s; training/wall ratio {train_sum / a.wall_time_s:.2f}")
-    print(f"    trial wall (Tune) median {a.results['wall_time_s'].median():.2f} s, "
-          f"first {a.results['wall_time_s'].iloc[0]:.2f} s; data fetch median {a.results['data_s'].median():.3f} s")
+    rows = []
+    plain = []
+    for rnd in range(args.rounds):
+        order = (("before", BEFORE), ("after", {}))
+        for label, kw in (order if rnd % 2 == 0 else order[::-1]):
+            shutil.rmtree(paths.cache_dir("cf"), ignore_errors=True)  # both pay the same first-use CF fits
+            a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name=f"overhead-{label}-{rnd}",
+                                      scheduler="none", search="random", max_concurrent=1, seed=7, **kw))
+            train_sum = float(a.results["train_time_s"].sum())
+            cf_s = sum(a.shared_stats.get("compute_s", {}).values()) + sum(a.shared_stats.get("prefetched_cf_s", {}).values())
+            rows.append((label, (a.wall_time_s - train_sum) / len(a.results), a, train_sum, cf_s))
+        plain.append(_plain_tune_overhead(args.overhead_trials))
+    plain = st.mean(plain)
+    print(f"\n(a) per-trial overhead ({args.overhead_trials} trials, 1 concurrent, actors reused, first trial and"
+          f" first-use CF fits included; {args.rounds} rounds)")
+    for label, ov, a, train_sum, cf_s in rows:
+        print(f"    {label:<6} sweep wall {a.wall_time_s:6.1f} s, training {train_sum:5.1f} s -> overhead/trial "
+              f"{ov:5.2f} s (training/wall {train_sum / a.wall_time_s:.2f}); first trial wall "
+              f"{a.results['wall_time_s'].iloc[0]:.1f} s; data wait median {a.results['data_s'].median():.2f} s, "
+              f"sum {a.results['data_s'].sum():.1f} s; data-owner compute {cf_s:.1f} s; "
+              f"best val {a.results['best_val_map'].max():.4f}")
+    print(f"    plain Ray Tune (OptunaSearch + ASHA, 3 reports/trial): {plain:.2f} s/trial")
+    b = st.mean(r[1] for r in rows if r[0] == "before")
+    n = st.mean(r[1] for r in rows if r[0] == "after")
+    print(f"    mean overhead/trial: before {b:.2f} s, after {n:.2f} s")
+    print(f"    ratio after/before {n / b:.2f}; overhead in plain-Tune units: before {b / plain:.2f}x, after "
+          f"{n / plain:.2f}x (the issue's goal, 1 s with plain Tune at 0.57 s, is {1 / 0.57:.2f}x)")
 
 
 def memory_part(args, common, out, run_sweep) -> None:
@@ -186,32 +246,38 @@ def memory_part(args, common, out, run_sweep) -> None:
 
 
 def compare_part(args, common, space, run_sweep) -> None:
-    """(c) TPE + ASHA vs random without early stopping, same budget."""
+    """(c) TPE + ASHA (before / after) vs random without early stopping, same budget."""
     from raysearch.search.tune import SweepConfig
 
+    variants = [("random+fifo", "random", "none", {}), ("tpe+asha-585f821", "optuna", "asha", BEFORE)]
+    variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
+                 for rf in args.rf]
     rows = []
     for seed in args.seeds:
-        for label, search, sched in (("optuna+asha", "optuna", "asha"), ("random+fifo", "random", "none")):
+        for label, search, sched, kw in variants:
             r = run_sweep(SweepConfig(**common, space=space, trials=args.trials, name=f"cmp-{label}-{seed}",
-                                      scheduler=sched, search=search, max_concurrent=args.cpus, seed=seed))
+                                      scheduler=sched, search=search, max_concurrent=args.cpus, seed=seed, **kw))
             df = r.results
             best = df.loc[df["best_val_map"].idxmax()]
             rows.append((label, seed, float(best["best_val_map"]), float(best["test_map"]),
                          int(df["epochs_run"].sum()), r.wall_time_s, int((df["stop_reason"] == "asha_stopped").sum())))
     print(f"\n(c) {args.trials} trials each, {args.epochs} epochs max, dataset {args.dataset}")
-    print(f"    {'strategy':<12} {'seed':>4} {'best val':>9} {'its test':>9} {'epochs':>7} {'wall s':>7} {'asha-stopped':>12}")
+    print(f"    {'strategy':<18} {'seed':>4} {'best val':>9} {'its test':>9} {'epochs':>7} {'wall s':>7} {'asha-stopped':>12}")
     for lab, seed, v, t, e, w, s in rows:
-        print(f"    {lab:<12} {seed:>4} {v:>9.4f} {t:>9.4f} {e:>7d} {w:>7.1f} {s:>12d}")
+        print(f"    {lab:<18} {seed:>4} {v:>9.4f} {t:>9.4f} {e:>7d} {w:>7.1f} {s:>12d}")
     import statistics as st
 
     def agg(label, i):
         return st.mean(r[i] for r in rows if r[0] == label)
 
-    o, rnd = "optuna+asha", "random+fifo"
-    print(f"    mean best val: optuna+asha {agg(o, 2):.4f} vs random {agg(rnd, 2):.4f} "
-          f"(ratio {agg(o, 2) / agg(rnd, 2):.3f}); test of best {agg(o, 3):.4f} vs {agg(rnd, 3):.4f}")
-    print(f"    mean epochs spent: {agg(o, 4):.1f} vs {agg(rnd, 4):.1f} (ratio {agg(o, 4) / agg(rnd, 4):.2f}); "
-          f"wall {agg(o, 5):.1f} s vs {agg(rnd, 5):.1f} s (ratio {agg(o, 5) / agg(rnd, 5):.2f})")
+    rnd = "random+fifo"
+    by = {(r[0], r[1]): r for r in rows}
+    for o, *_ in variants[1:]:
+        reached = sum(by[(o, s)][2] >= by[(rnd, s)][2] for s in args.seeds)
+        print(f"    {o}: mean best val {agg(o, 2):.4f} vs random {agg(rnd, 2):.4f} (ratio {agg(o, 2) / agg(rnd, 2):.3f}), "
+              f"test of best {agg(o, 3):.4f} vs {agg(rnd, 3):.4f}; epochs ratio {agg(o, 4) / agg(rnd, 4):.2f} "
+              f"({agg(o, 4):.1f} vs {agg(rnd, 4):.1f}); wall ratio {agg(o, 5) / agg(rnd, 5):.2f}; "
+              f"reached random's best val on {reached}/{len(args.seeds)} seeds")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,13 @@ Why this shape:
 * **Each configuration computed once, different ones concurrently.** A threaded actor with one
   lock per key: two trials asking for the same CF config never both train it, and a CF fit for
   one config does not block trials that need another (or only images).
+* **The reserved CPU works ahead** (:meth:`SharedData.prefetch`).  Starting the owner returns as
+  soon as the dataset is loaded; its imports (torch, cornac) run in the background while Tune
+  starts the first trial's process.  When the space's CF parameters are all categorical, the CF
+  models it can ask for (a handful) are fitted into the on-disk CF cache one after another,
+  the space's base config first, pausing while a trial's request is being computed; a request
+  for a model being prefetched waits for that fit (one CF lock per model) instead of
+  repeating it.  Before this, CF fits ran on the first request, inside the trial's wait.
 """
 from __future__ import annotations
 
@@ -60,6 +67,54 @@ def data_keys(run: RunConfig) -> tuple[str, str]:
     return _key(img), _key(parts)
 
 
+def cf_key(run: RunConfig) -> str:
+    """What one CF model depends on (not the weighting): the prefetch and request paths share its lock."""
+    from raysearch.train import METHODS
+
+    if not METHODS.get(run.train.method).uses_cf:
+        return "cf:none"
+    return "cf:" + _key({"dataset": run.dataset, "data_root": run.data_root, "split": to_dict(run.split),
+                         "cf": to_dict(run.cf)})
+
+
+def _fit_cf(run: RunConfig) -> None:
+    """The run's CF model into the on-disk cache (a cache hit returns at once)."""
+    from raysearch.cf.base import compute_item_vectors
+    from raysearch.data.registry import load_dataset
+    from raysearch.data.splits import make_split
+    from raysearch.train import METHODS
+
+    if not METHODS.get(run.train.method).uses_cf:
+        return
+    ds = load_dataset(run.dataset, run.data_root)
+    compute_item_vectors(ds, make_split(ds, run.split), run.cf, data_root=run.data_root)
+
+
+def prefetch_runs(space: Any, limit: int = 8) -> list[dict[str, Any]]:
+    """One run per distinct CF model the space can sample, base config first; [] unless every
+    searched ``cf.*`` parameter is categorical and there are at most ``limit`` models."""
+    import itertools
+
+    cf_params = [p for p in space.params if p.name.startswith("cf.")]
+    if any(p.kind != "categorical" for p in cf_params):
+        return []
+    combos = [dict(zip([p.name for p in cf_params], vals)) for vals in
+              itertools.product(*[p.encoded_choices for p in cf_params])]
+    runs, seen = [space.base], {cf_key(space.base)}
+    for values in combos:
+        # leave out values whose `when` on another cf.* parameter does not hold (the sampler would)
+        active = {n: v for n, v in values.items()
+                  if all(space.param(c).decode(values[c]) in vals for c, vals in space.param(n).when if c in values)}
+        run = space.apply(active)
+        k = cf_key(run)
+        if k not in seen:
+            seen.add(k)
+            runs.append(run)
+        if len(runs) > limit:
+            return []
+    return [to_dict(r) for r in runs]
+
+
 def with_images(td: Any, images: Any) -> Any:
     """A shallow copy of a TrainingData with ``images`` swapped (works for frozen dataclasses)."""
     out = copy.copy(td)
@@ -71,16 +126,47 @@ class SharedData:
     """Actor body: computes each distinct data/CF configuration once and ``ray.put``\\ s it once."""
 
     def __init__(self, cpus: float = 1.0) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, int(cpus) or os.cpu_count() or 1))
+        self._threads = max(1, int(cpus) or os.cpu_count() or 1)
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._images: dict[str, Any] = {}
         self._parts: dict[str, Any] = {}
+        self._busy = 0                      # requests being computed now (prefetch yields to them)
+        self._warm = threading.Thread(target=self._import_heavy, daemon=True)
+        self._warm.start()                  # torch/cornac import while the first trial starts
         self.computed: dict[str, int] = {}
         self.requests: dict[str, int] = {}
         self.compute_s: dict[str, float] = {}
+        self.prefetched: dict[str, float] = {}
+
+    def _import_heavy(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._threads)
+        import raysearch.cf.base  # noqa: F401  (cornac)
+        import raysearch.train  # noqa: F401
+
+    def prefetch(self, runs: list[dict[str, Any]]) -> int:
+        """Fit these runs' CF models into the on-disk CF cache in the background (returns at once)."""
+        threading.Thread(target=self._prefetch, args=(runs,), daemon=True, name="cf-prefetch").start()
+        return len(runs)
+
+    def _prefetch(self, runs: list[dict[str, Any]]) -> None:
+        self._warm.join()
+        for run_dict in runs:
+            while self._busy:  # a trial is waiting on a computation: it gets the CPU first
+                time.sleep(0.05)
+            run = from_dict(RunConfig, run_dict, where="prefetch config")
+            key = cf_key(run)
+            t0 = time.perf_counter()
+            try:
+                with self._lock_for(key):
+                    _fit_cf(run)
+            except Exception as e:  # a trial asking for this config gets the error itself
+                log.warning("CF prefetch of %s failed: %s", key[:120], e)
+                continue
+            with self._lock:
+                self.prefetched[key] = time.perf_counter() - t0
 
     def check(self, dataset: str, data_root: str | None) -> dict[str, Any]:
         """Load the dataset where the trials' data will be made: a missing one fails here, once."""
@@ -109,7 +195,15 @@ class SharedData:
         with self._lock_for(key):
             if key not in self._parts:
                 t0 = time.perf_counter()
-                td = prepare_training_data(run, data_root=run.data_root)
+                with self._lock:
+                    self._busy += 1
+                try:
+                    self._warm.join()
+                    with self._lock_for(cf_key(run)):  # a prefetch of this CF model: wait for it, not again
+                        td = prepare_training_data(run, data_root=run.data_root)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
                 with self._lock_for(img_key):
                     if img_key not in self._images:
                         self._images[img_key] = ray.put(np.ascontiguousarray(td.images))
@@ -123,7 +217,8 @@ class SharedData:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"computed": dict(self.computed), "requests": dict(self.requests),
-                    "compute_s": dict(self.compute_s), "n_images_objects": len(self._images)}
+                    "compute_s": dict(self.compute_s), "n_images_objects": len(self._images),
+                    "prefetched_cf_s": dict(self.prefetched)}
 
 
 def start_shared_actor(name: str) -> Any:
@@ -143,6 +238,27 @@ def start_shared_actor(name: str) -> Any:
     ).remote(cpus=cpus or (os.cpu_count() or 1))
 
 
+_WARM = False
+
+
+def warm_trial_imports() -> None:
+    """Import what a trial's first epoch would import lazily (torch, the training code, sklearn's
+    metrics, ``torch._inductor.config`` that ``torch.use_deterministic_algorithms`` loads): seconds
+    in a fresh worker process, now spent while the data owner computes, not after."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
+    try:
+        import sklearn.metrics  # noqa: F401
+        import torch._inductor.config  # noqa: F401
+
+        import raysearch.metrics  # noqa: F401
+        import raysearch.train  # noqa: F401
+    except ImportError as e:  # only a head start: the trial imports what it needs anyway
+        log.debug("warm-up import failed: %s", e)
+
+
 def get_training_data(actor_name: str, run: RunConfig, attempts: int = 3) -> Any:
     """The trial's TrainingData: refs from the owner, images mapped zero-copy (read-only) from plasma.
 
@@ -155,7 +271,9 @@ def get_training_data(actor_name: str, run: RunConfig, attempts: int = 3) -> Any
     for attempt in range(attempts):
         try:
             actor = ray.get_actor(actor_name, namespace=NAMESPACE)
-            img_ref, parts_ref = ray.get(actor.get.remote(to_dict(run)))
+            pending = actor.get.remote(to_dict(run))
+            warm_trial_imports()  # while the owner works (the first trial waits for its start-up, CF fits)
+            img_ref, parts_ref = ray.get(pending)
             images, parts = ray.get([img_ref, parts_ref])
             return with_images(parts, images)
         except (ObjectLostError, RayActorError) as e:

@@ -51,6 +51,7 @@ class TrialContext:
     checkpoint_every: int = 1     # epochs between fault-tolerance checkpoints (0: none)
     max_failures: int = 2         # Ray Train worker-group retries inside a DDP trial
     train_poll_s: float = 0.25    # Ray Train controller poll interval (Ray's default: 2 s per state change)
+    checkpoint_overhead: float = 0.1  # max share of training time spent checkpointing (0: every due epoch)
 
     @property
     def distributed(self) -> bool:
@@ -104,7 +105,10 @@ def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
 
 class EpochReporter:
     """``fit``'s per-epoch callback for both trial paths: report to Tune/Train, with a
-    fault-tolerance checkpoint every ``every`` epochs.
+    fault-tolerance checkpoint every ``every`` epochs, held back while the training since the last
+    checkpoint is under ``cost / overhead`` (function trials: at most ~10% of training time goes to
+    checkpoints; a 0.3 s epoch no longer pays a state save + storage copy + a forced Tune
+    experiment snapshot each time).
 
     Untracked epochs (sequential's aux-only stage) are not reported: an untrained classifier's val
     mAP must not feed ASHA (and every DDP rank skips the same epochs, so Train V2's report barrier
@@ -113,16 +117,21 @@ class EpochReporter:
     """
 
     def __init__(self, report: Callable[..., None], make_checkpoint: Callable[[str], Any], *, every: int,
-                 max_t: int, write_state: bool, extra: dict[str, Any]) -> None:
+                 max_t: int, write_state: bool, extra: dict[str, Any], overhead: float = 0.0) -> None:
         self.report, self.make_checkpoint = report, make_checkpoint
         self.every, self.max_t, self.write_state, self.extra = every, max_t, write_state, extra
         self.spent = float(extra.pop("train_time_s", 0.0))
+        # cadence by cost: a due checkpoint waits until the training since the last one is >= its
+        # cost / overhead (tiny epochs: every few epochs; real ones: every epoch, as before)
+        # (the cost: state save + a report with checkpoint, minus what a plain report takes)
+        self.overhead, self.last_cost, self.since, self.plain_s = overhead, 0.0, 0.0, 0.0
 
     def __call__(self, metrics: dict[str, Any]) -> None:
         import torch
 
         m = clean_metrics(metrics)
         self.spent += float(m.get("epoch_time_s", 0.0))
+        self.since += float(m.get("epoch_time_s", 0.0))
         if not metrics.get("tracked", True):
             return
         epoch = int(metrics["epoch"])
@@ -130,15 +139,20 @@ class EpochReporter:
         if not (self.max_t and epoch >= self.max_t):  # the final report is the one ASHA judges at max_t
             out[ASHA_ATTR] = epoch
         state_fn = metrics.get("_state")
-        if not (self.every and state_fn is not None and epoch % self.every == 0):
+        due = self.every and state_fn is not None and epoch % self.every == 0
+        if not due or (self.overhead and self.since * self.overhead < self.last_cost):
+            t0 = time.perf_counter()
             self.report(out)
+            self.plain_s = time.perf_counter() - t0
             return
+        t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="raysearch-state-") as tmp:
             ckpt = None
             if self.write_state:
                 torch.save(state_fn(), os.path.join(tmp, STATE_FILE))
                 ckpt = self.make_checkpoint(tmp)
             self.report(out, checkpoint=ckpt)
+        self.last_cost, self.since = max(0.0, time.perf_counter() - t0 - self.plain_s), 0.0
 
 
 def trial_fn(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -165,7 +179,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
              "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
-                             max_t=ctx.max_t, write_state=True, extra=extra)
+                             max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         _save_model(res, run, data, tmp)

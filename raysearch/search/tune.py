@@ -38,7 +38,7 @@ from raysearch import paths
 from raysearch.config import ConfigError
 from raysearch.search import cluster
 from raysearch.search.results import StopReason, classify, results_frame
-from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
+from raysearch.search.shared import SHARED_ACTOR_PREFIX, prefetch_runs, start_shared_actor
 from raysearch.search.space import SearchSpace, default_space_path, load_space
 from raysearch.search.tracking import WandbSettings, sweep_wandb_callback, wandb_mode
 from raysearch.search.trainables import ASHA_ATTR, METRIC, TrialContext, with_resources
@@ -78,6 +78,10 @@ class SweepConfig:
     torch_trainer: bool = False           # force the TorchTrainer path even for 1 CPU worker
     max_failures: int = 2                 # restarts per trial (node loss), each from its last checkpoint
     checkpoint_every: int = 1             # epochs between fault-tolerance checkpoints (0: none)
+    checkpoint_overhead: float = 0.1      # skip a due checkpoint until training since the last one is
+                                          # >= its cost / this (0: every checkpoint_every epochs)
+    seed_defaults: bool = True            # TPE's first trial is the space's base config (enqueued)
+    prefetch_cf: bool = True              # the data owner fits the space's CF models ahead of requests
     train_poll_s: float = 0.25            # Ray Train controller poll interval for DDP trials (Ray: 2 s)
 
     def __post_init__(self) -> None:
@@ -93,8 +97,8 @@ class SweepConfig:
             raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.max_failures < 0 or self.checkpoint_every < 0:
-            raise ConfigError("--max-failures and --checkpoint-every must be >= 0")
+        if self.max_failures < 0 or self.checkpoint_every < 0 or self.checkpoint_overhead < 0:
+            raise ConfigError("--max-failures, --checkpoint-every and checkpoint_overhead must be >= 0")
         if self.name is not None and not _NAME_OK.match(self.name):
             raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
                               "(no path separators; it names a folder under the runs directory)")
@@ -154,7 +158,9 @@ def build_space(cfg: SweepConfig) -> SearchSpace:
     return space
 
 
-ASHA_STOPPED_FILE = "asha_stopped.json"
+# not *.json / *.pkl: Tune's restore downloads those from the experiment dir into its driver
+# staging dir and every later sync-up copies them back, overwriting what a resumed sweep wrote
+ASHA_STOPPED_FILE = "asha_stopped.ids"
 
 
 def _asha(record: Path, **kw: Any) -> Any:
@@ -183,10 +189,10 @@ def _read_ids(path: Path) -> set[str]:
 
 
 def _retry_counter(run_dir: Path) -> Any:
-    """A Tune callback counting restarts per trial (kept in ``retries.json`` across --resume)."""
+    """A Tune callback counting restarts per trial (kept in ``retries.ids`` across --resume; JSON)."""
     from ray.tune import Callback
 
-    path = run_dir / "retries.json"
+    path = run_dir / "retries.ids"  # not *.json: see ASHA_STOPPED_FILE
 
     class RetryCounter(Callback):
         def __init__(self) -> None:
@@ -225,7 +231,11 @@ def _make_tuner(cfg: SweepConfig, space: SearchSpace, trainable: Any, name: str,
                                              n_startup_trials=max(3, min(10, cfg.trials // 3)))
     else:
         sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
-    search = OptunaSearch(space.define_by_run(), metric=METRIC, mode=MODE, sampler=sampler)
+    # the space's base config (the paper's defaults) is the first trial TPE sees: a good first
+    # full-length trial sets a high bar at ASHA's rungs from the start
+    points = [default_point(space)] if cfg.seed_defaults and cfg.search == "optuna" else None
+    search = OptunaSearch(space.define_by_run(), metric=METRIC, mode=MODE, sampler=sampler,
+                          points_to_evaluate=points or None)
     if cfg.scheduler == "asha":
         scheduler = _asha(run_dir / ASHA_STOPPED_FILE, time_attr=ASHA_ATTR, max_t=epochs,
                                grace_period=min(cfg.grace_period or space.grace_period, epochs),
@@ -246,6 +256,32 @@ def _make_tuner(cfg: SweepConfig, space: SearchSpace, trainable: Any, name: str,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def default_point(space: SearchSpace) -> dict[str, Any]:
+    """The base config's value of every searched parameter that is active and inside its domain
+    (Optuna-encoded; those outside are left to the sampler)."""
+    from raysearch.config import to_dict
+
+    base = to_dict(space.base)
+    point: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
+    for p in space.params:
+        if not all(chosen.get(c) in vals for c, vals in p.when):
+            continue
+        section, key = p.name.split(".", 1)
+        v = base.get(section, {}).get(key)
+        if p.kind == "categorical":
+            v = tuple(v) if isinstance(v, list) else v
+            if v not in p.choices:
+                continue
+            point[p.name] = p.encoded_choices[list(p.choices).index(v)]
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and p.low <= v <= p.high:
+            point[p.name] = v
+        else:
+            continue
+        chosen[p.name] = v
+    return point
 
 
 def _auto_loggers(callbacks: list[Any]) -> list[Any]:
@@ -291,6 +327,8 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     actor_name = f"{SHARED_ACTOR_PREFIX}{name}"
     actor = start_shared_actor(actor_name)
     ray.get(actor.check.remote(space.base.dataset, cfg.data_root))
+    if cfg.prefetch_cf:
+        actor.prefetch.remote(prefetch_runs(space))
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, cfg, space, name)
 
@@ -300,6 +338,7 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
         workers_per_trial=cfg.workers_per_trial, storage=storage, torch_trainer=cfg.torch_trainer,
         max_t=space.base.train.epochs if cfg.scheduler == "asha" else 0,
         checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures, train_poll_s=cfg.train_poll_s,
+        checkpoint_overhead=cfg.checkpoint_overhead,
     )
     trainable = with_resources(ctx)
     retries = _retry_counter(run_dir)

@@ -1,0 +1,82 @@
+"""Issue 13's cheaper-trial pieces of the sweep engine, without Ray: the checkpoint cadence by
+cost, TPE's seeded first point and the CF models the data owner prefetches."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from raysearch.search.shared import cf_key, prefetch_runs
+from raysearch.search.space import load_space
+from raysearch.search.trainables import EpochReporter
+from raysearch.search.tune import default_point
+
+SPACE = {
+    "base": {"train": {"method": "mtl", "alpha": 1.5, "lr": 1e-3, "weighting": "loss", "omega": 3.0},
+             "cf": {"model": "vaecf", "dim": 32, "beta": 1.0}},
+    "params": {
+        "train.weighting": {"type": "categorical", "choices": ["uniform", "interaction", "loss"]},
+        "train.alpha": {"type": "float", "low": 0.0, "high": 5.0},
+        "train.omega": {"type": "float", "low": 1.0, "high": 10.0, "when": {"train.weighting": ["interaction", "loss"]}},
+        "train.lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+        "cf.model": {"type": "categorical", "choices": ["vaecf", "bpr"]},
+        "cf.dim": {"type": "categorical", "choices": [16, 32]},
+        "cf.beta": {"type": "categorical", "choices": [0.5, 1.0], "when": {"cf.model": ["vaecf"]}},
+    },
+}
+
+
+def _space(tmp_path: Path, data: dict | None = None):
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(data or SPACE, sort_keys=False))
+    return load_space(p).with_base(dataset="synthetic-tiny", data_root=None)
+
+
+def test_default_point_is_the_base_config_inside_the_domain(tmp_path):
+    point = default_point(_space(tmp_path))
+    assert point == {"train.weighting": "loss", "train.alpha": 1.5, "train.omega": 3.0, "train.lr": 1e-3,
+                     "cf.model": "vaecf", "cf.dim": 32, "cf.beta": 1.0}
+    data = copy.deepcopy(SPACE)
+    data["base"]["train"].update(weighting="uniform", lr=0.5)  # omega inactive, lr outside [low, high]
+    point = default_point(_space(tmp_path, data))
+    assert "train.omega" not in point and "train.lr" not in point and point["train.weighting"] == "uniform"
+
+
+def test_prefetch_runs_one_per_cf_model_base_first(tmp_path):
+    space = _space(tmp_path)
+    runs = prefetch_runs(space)
+    cfs = [(r["cf"]["model"], r["cf"]["dim"], r["cf"]["beta"]) for r in runs]
+    assert cfs[0] == ("vaecf", 32, 1.0)
+    # vaecf x dim x beta + bpr x dim (beta is inactive for bpr: the base value, not a 5th/6th model)
+    assert sorted(cfs) == sorted([("vaecf", d, b) for d in (16, 32) for b in (0.5, 1.0)] + [("bpr", 16, 1.0), ("bpr", 32, 1.0)])
+    assert prefetch_runs(space, limit=3) == []  # too many models: nothing prefetched
+    data = copy.deepcopy(SPACE)
+    data["params"]["cf.beta"] = {"type": "float", "low": 0.1, "high": 1.0}
+    assert prefetch_runs(_space(tmp_path, data)) == []  # a continuous CF parameter: unbounded
+    assert cf_key(space.base) == cf_key(space.apply({"train.alpha": 0.3}))  # training params share the model
+
+
+def test_checkpoint_cadence_bounded_by_its_cost():
+    calls = []
+    state = {"epoch": 0}
+
+    def report(metrics, checkpoint=None):
+        calls.append(checkpoint is not None)
+
+    def epoch(i, seconds):
+        rep({"epoch": i, "epoch_time_s": seconds, "val_map": 0.5, "_state": lambda: state})
+
+    rep = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
+    rep.last_cost = 1.0  # as if a checkpoint had cost 1 s: the next one waits for 10 s of training
+    rep.since = 0.0
+    for i in range(1, 6):
+        epoch(i, 3.0)
+    # 10 s reached at epoch 4; that checkpoint cost ~0 s, so epoch 5 checkpoints again
+    assert calls == [False, False, False, True, True]
+    every = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.0)
+    calls.clear()
+    every.last_cost = 1.0
+    for i in range(1, 4):
+        every({"epoch": i, "epoch_time_s": 0.1, "val_map": 0.5, "_state": lambda: state})
+    assert calls == [True, True, True]  # overhead 0: every due epoch, as before

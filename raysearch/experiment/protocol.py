@@ -339,7 +339,8 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
         meta = json.loads(meta_path.read_text())
         cfg = dataclasses.replace(ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                       for k, v in meta["config"].items()}),
-                                  resume=True, address=cfg.address, report_only=cfg.report_only)
+                                  resume=True, address=cfg.address, report_only=cfg.report_only,
+                                  cf_tables=cfg.cf_tables and meta["config"].get("cf_tables", True))
     variants = parse_variants(cfg.variants, cfg.shuffle_control)
     ds = load_dataset(cfg.dataset, cfg.data_root)  # a missing dataset: one error here, not N failed trials
     if ds.n_items < cfg.folds * 2:

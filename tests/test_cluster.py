@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from raysearch.search.tracking import offline_runs
 from tests.ray_cluster import LocalCluster
 
 pytestmark = [pytest.mark.slow]
@@ -85,7 +86,7 @@ def test_multinode_sweep_trials_on_both_workers_homes_stay_empty(cluster, tmp_pa
     cluster.add_worker(1, w1)
     cluster.add_worker(1, w2)
     r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path), "--trials", "6",
-                  "--max-concurrent", "2", "--name", "multi", "--no-wandb")
+                  "--max-concurrent", "2", "--name", "multi")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(df) == 6 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
     assert (df["stop_reason"] == "completed").any()
@@ -95,6 +96,9 @@ def test_multinode_sweep_trials_on_both_workers_homes_stay_empty(cluster, tmp_pa
     assert df["node"].notna().all() and len(nodes) == 2 and head_id not in nodes, df[["trial_id", "node"]]
     # the workers' homes stay empty: data came from the head through the object store
     assert _files(w1) == [] and _files(w2) == []
+    # W&B (offline): one run per trial, all on the driver's machine under the run directory
+    runs = offline_runs(tmp_path / "runs" / "multi")
+    assert len(runs) == 6 and {r.name.rsplit("-", 1)[-1] for r in runs} == set(df["trial_id"])
 
 
 @pytest.mark.timeout(600)

@@ -55,14 +55,8 @@ def _root(
 
 
 _STAGES = ("data", "cf", "train", "search", "predict", "experiment")
-for _stage in _STAGES:
-    try:
-        _mod = importlib.import_module(f"raysearch._cli.{_stage}")
-    except ModuleNotFoundError as e:  # a stage not yet built: its commands are simply absent
-        if e.name != f"raysearch._cli.{_stage}":
-            raise
-        continue
-    _mod.register(app)
+for _stage in _STAGES:  # every stage is built: a module that fails to import is a bug, never skipped
+    importlib.import_module(f"raysearch._cli.{_stage}").register(app)
 
 
 def main() -> None:

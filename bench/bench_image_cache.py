@@ -65,6 +65,42 @@ def epoch_cache(cache: np.ndarray, order: np.ndarray, bs: int, gen: torch.Genera
     return time.perf_counter() - t
 
 
+def legacy_train_batch(x, generator=None, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), flip=0.5):
+    """The transform before issue 13: normalise to float, then one affine_grid/grid_sample."""
+    x = eval_batch(x)
+    n = x.shape[0]
+    r = torch.rand(n, 5, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
+    aspect = torch.exp(np.log(ratio[0]) + (np.log(ratio[1]) - np.log(ratio[0])) * r[:, 1])
+    w, h = torch.sqrt(area * aspect).clamp(max=1.0), torch.sqrt(area / aspect).clamp(max=1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = w * torch.where(r[:, 4] < flip, -1.0, 1.0)
+    theta[:, 0, 2] = (2 * r[:, 2] - 1) * (1 - w)
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = (2 * r[:, 3] - 1) * (1 - h)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def map_check(seeds: list[int]) -> None:
+    """Train-run mAP on ``synthetic`` (image_only, mobilenet_v3_small, random init, 64 px, 5 epochs) with the
+    legacy float transform vs the current uint8 one, per seed, in this process."""
+    import raysearch.data.images as images
+    from raysearch.config import RunConfig, TrainConfig
+    from raysearch.train import fit, prepare_training_data
+
+    current = images.train_batch
+    for seed in seeds:
+        for label, tb in (("legacy grid_sample", legacy_train_batch), ("uint8 crop (now)", current)):
+            images.train_batch = tb  # fit() imports it at call time
+            run = RunConfig(dataset="synthetic", train=TrainConfig(
+                method="image_only", backbone="mobilenet_v3_small", weights="none", image_size=64, epochs=5,
+                patience=0, seed=seed))
+            r = fit(run, prepare_training_data(run), progress=False)
+            print(f"seed {seed} {label:<20} best val mAP {r.best_val_map:.4f}  test mAP {r.test_map:.4f}", flush=True)
+    images.train_batch = current
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, action="append", help="image side in px (repeatable; default 64 and 128)")
@@ -75,9 +111,14 @@ def main() -> None:
     ap.add_argument("--dataset", default=None, help="a prepared dataset name/folder instead of --posters")
     ap.add_argument("--data-root", default=None, help="where the cache goes (default: a temp dir, removed)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machines: keep 1)")
+    ap.add_argument("--map-check", type=str, default=None,
+                    help="comma-separated seeds: only compare train-run mAP on synthetic, legacy vs current transform")
     args = ap.parse_args()
     sizes = args.size or [64, 128]
     torch.set_num_threads(args.threads)
+    if args.map_check:
+        map_check([int(s) for s in args.map_check.split(",")])
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-image-cache-"))
     data_root = args.data_root or str(tmp / "home")

@@ -121,6 +121,7 @@ def test_node_loss_trials_resume_from_checkpoints(cluster, tmp_path):
                 if lines and lines[-1].get("node_id") == victim_id and lines[-1].get("epoch", 0) >= 2 \
                         and not lines[-1].get("final"):
                     killed["trial"] = lines[-1].get("trial_id")
+                    killed["epoch"] = int(lines[-1]["epoch"])
                     victim.kill()
                     return
             time.sleep(0.3)
@@ -139,9 +140,10 @@ def test_node_loss_trials_resume_from_checkpoints(cluster, tmp_path):
     # it finished on the surviving node
     assert victim_id not in set(df.loc[df["trial_id"] == killed["trial"], "node"])
     row = df.set_index("trial_id").loc[killed["trial"]]
-    print(f"node loss: {len(df)} trials, {int(df['retries'].sum())} restart(s); killed trial resumed after epoch "
-          f"{int(row['resumed_from_epoch'])} of {int(row['epochs_run'])} (epochs re-run: at most 1 since "
-          f"--checkpoint-every 1), stop reasons {df['stop_reason'].value_counts().to_dict()}")
+    print(f"node loss: {len(df)} trials, {int(df['retries'].sum())} restart(s); the killed trial had reported epoch "
+          f"{killed['epoch']}, resumed after its checkpointed epoch {int(row['resumed_from_epoch'])} of "
+          f"{int(row['epochs_run'])} (re-ran {killed['epoch'] - int(row['resumed_from_epoch'])} finished epoch(s) "
+          f"plus the one in flight); stop reasons {df['stop_reason'].value_counts().to_dict()}")
 
 
 def _placement_groups(cluster: LocalCluster) -> dict:

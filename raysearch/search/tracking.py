@@ -203,13 +203,29 @@ def _wandb_callback_class():
                           tags=[run.train.method, f"weighting:{w}", w])
             self._start_logging_actor(trial, self._exclude_results + ["config"], **kwargs)
 
+        def _send(self, trial: Any, item: Any) -> None:
+            """Queue an item without waiting: Ray's ``Queue.put`` blocks the driver (every trial of the
+            sweep) until the trial's new queue actor has started; calls from one caller to one actor
+            keep their order, so fire-and-forget is safe."""
+            self._trial_queues[trial].actor.put.remote(item)
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            from ray.air.integrations.wandb import _clean_log
+
+            if trial not in self._trial_logging_actors:
+                self.log_trial_start(trial)
+            self._send(trial, (_QueueItem.RESULT, _clean_log(result)))
+
+        def _signal_logging_actor_stop(self, trial: Any) -> None:
+            self._send(trial, (_QueueItem.END, None))
+
         def log_trial_end(self, trial: Any, failed: bool = False) -> None:
             if trial in self._trial_queues:
                 last = dict(trial.last_result or {})
                 summary = {k: last[k] for k in ("best_val_map", "test_map", "epochs_run", "train_time_s")
                            if isinstance(last.get(k), (int, float))}
                 summary["stop_reason"] = self._stop_reason(trial, failed)
-                self._trial_queues[trial].put((_QueueItem.RESULT, {"__summary__": summary}))
+                self._send(trial, (_QueueItem.RESULT, {"__summary__": summary}))
             super().log_trial_end(trial, failed)
 
     return SweepWandbCallback

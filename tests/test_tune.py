@@ -287,3 +287,17 @@ def test_empty_space_file_and_all_failed_trials_are_one_line_errors(ray_session,
     assert len(errors) == 1 and "2 x" in errors[0] and "missing.pt" in errors[0], r.stderr[-2000:]
     out = json.loads(r.stdout)  # stdout is the JSON alone
     assert {t["stop_reason"] for t in out["trials"]} == {"error"}
+
+
+def test_wandb_callback_offline_without_key_or_mode(monkeypatch, tmp_path):
+    """No WANDB_API_KEY and no WANDB_MODE (a new user's machine): offline, never Ray's 'No WandB API key'."""
+    from raysearch.search.space import parse_space
+    from raysearch.search.tracking import WandbSettings, sweep_wandb_callback, wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_mode() == "offline"
+    cb = sweep_wandb_callback(WandbSettings(group="g", dir=str(tmp_path), mode=wandb_mode()),
+                              parse_space(SPACE, "inline"), lambda trial, failed: "completed")
+    cb.setup()
+    assert cb.project == "raysearch"

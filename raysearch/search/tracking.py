@@ -190,6 +190,13 @@ def _wandb_callback_class():
             self._space = space
             self._stop_reason = stop_reason  # (trial, failed) -> str, owned by the sweep
 
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            # Ray's setup demands an API key unless WANDB_MODE says offline: without a key we are
+            # offline (wandb_mode), so say it where Ray looks
+            if self.kwargs.get("mode") in ("offline", "disabled"):
+                os.environ["WANDB_MODE"] = self.kwargs["mode"]
+            super().setup(*args, **kwargs)
+
         def log_trial_start(self, trial: Any) -> None:
             if trial in self._trial_logging_futures:  # a restarted trial continues its run
                 return

@@ -68,6 +68,7 @@ class LocalCluster:
     nodes: list[Node] = field(default_factory=list)
     gcs_port: int = 0
     dashboard_port: int = 0
+    temp_dir: str = ""
 
     @property
     def address(self) -> str:
@@ -88,7 +89,13 @@ class LocalCluster:
         ports = ["--node-manager-port", str(nm_port), "--object-manager-port", str(free_port()),
                  "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
                  "--dashboard-agent-grpc-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
-        tmp = os.environ.get("RAY_TMPDIR") or str(self.root / "ray")
+        # a temp dir of its own (short: Ray's socket paths must fit 107 bytes): a shared one would
+        # leave its `ray_current_cluster` for a later plain ray.init() to "connect" to
+        if not self.temp_dir:
+            import tempfile
+
+            self.temp_dir = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")
+        tmp = self.temp_dir
         cmd = [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={tmp}", *ports, *args]
         proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self._env(home),
                                 start_new_session=True)
@@ -150,6 +157,8 @@ class LocalCluster:
         raise TimeoutError(f"cluster did not reach {n} nodes in {timeout} s")
 
     def shutdown(self) -> None:
+        import shutil
+
         for node in reversed(self.nodes):
             node.kill(signal.SIGTERM)
         deadline = time.time() + 15
@@ -159,3 +168,5 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 node.kill(signal.SIGKILL)
                 node.proc.wait(timeout=10)
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ Why:
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -84,10 +85,27 @@ def final_metrics(res: Any) -> dict[str, Any]:
     }
 
 
-def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str) -> None:
+def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str, final: dict[str, Any]) -> None:
+    """The model directory; its result.json is the trial's final report, so a trial whose node is
+    lost right after it (before Tune marked it done) is restored as finished, not re-run."""
     from raysearch.model.io import save_model
 
-    save_model(out_dir, res.best_state, run, data, res)
+    save_model(out_dir, res.best_state, run, data, final)
+
+
+def finished_report(checkpoint: Any) -> dict[str, Any] | None:
+    """The final report kept in a trial's last checkpoint, if that checkpoint is its final model."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        p = Path(d, "result.json")
+        if Path(d, STATE_FILE).is_file() or not p.is_file():
+            return None
+        try:
+            final = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+    return final if isinstance(final, dict) and final.get("final") else None
 
 
 def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
@@ -172,6 +190,10 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     from raysearch.train import fit
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
+    done = finished_report(tune.get_checkpoint())
+    if done is not None:  # restarted after its final report: it is finished, say so again
+        tune.report(done, checkpoint=tune.get_checkpoint())
+        return
     resume = load_resume_state(tune.get_checkpoint())
     t0 = time.perf_counter()
     data = get_training_data(ctx.shared_actor, run)
@@ -181,10 +203,10 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
                              max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
+    final = {**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
-        _save_model(res, run, data, tmp)
-        tune.report({**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent},
-                    checkpoint=tune.Checkpoint.from_directory(tmp))
+        _save_model(res, run, data, tmp, final)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -208,12 +230,13 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
                              max_t=config["max_t"], write_state=rank == 0, extra=extra)
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
+    final = {**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         ckpt = None
         if rank == 0:
-            _save_model(res, run, data, tmp)
+            _save_model(res, run, data, tmp, final)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}, checkpoint=ckpt)
+        ray.train.report(final, checkpoint=ckpt)
 
 
 def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,

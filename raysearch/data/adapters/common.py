@@ -113,12 +113,16 @@ def _undecodable_line(path: Path, encoding: str, errors: str) -> int | None:
     import codecs
 
     dec = codecs.getincrementaldecoder(encoding)(errors)
-    with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                dec.decode(raw)
-            except UnicodeDecodeError:
-                return n
+    n = 0
+    try:
+        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    dec.decode(raw)
+                except UnicodeDecodeError:
+                    return n
+    except (EOFError, gzip.BadGzipFile, zlib.error):  # also truncated: the bad bytes came first
+        return n + 1
     return None
 
 

@@ -29,7 +29,7 @@ import torch
 def bare_loop(run, data, epochs: int) -> float:
     """The same model/optimiser/augmentation/loss without fit(): returns train images/s."""
     from raysearch.data.images import train_batch
-    from raysearch.losses import class_balance_weights, class_balanced_bce
+    from raysearch.train.losses import class_balance_weights, class_balanced_bce
     from raysearch.train import _make_optimizer, build_model
 
     torch.manual_seed(run.train.seed)

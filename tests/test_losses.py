@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from raysearch.losses import (EXP_CLAMP, aux_loss, class_balance_weights, class_balanced_bce,
+from raysearch.train.losses import (EXP_CLAMP, aux_loss, class_balance_weights, class_balanced_bce,
                               cf_reconstruction_loss, safe_exp, total_loss, triplet_loss)
 
 LN2 = math.log(2.0)

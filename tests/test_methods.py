@@ -2,7 +2,7 @@
 import pytest
 
 from raysearch.config import TrainConfig
-from raysearch.methods import METHODS
+from raysearch.train.methods import METHODS
 from raysearch.registry import UnknownNameError
 
 

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             dict(model=cf_model, dim=cf_dim), tdict))
         if trainable_blocks is not None and tb is None:  # 'all' overrides a config file's value
             run = dataclasses.replace(run, train=dataclasses.replace(run.train, trainable_blocks=None))
-        from raysearch.methods import METHODS
+        from raysearch.train.methods import METHODS
         from raysearch.model.backbones import create_backbone
 
         method_obj = guarded(lambda: METHODS.get(run.train.method))

@@ -68,7 +68,7 @@ def parse_variants(specs: Sequence[str], shuffle_control: bool = False) -> list[
     configuration with CF targets permuted across items (the negative control).
     """
     from raysearch.cf.weights import WEIGHTINGS
-    from raysearch.methods import METHODS
+    from raysearch.train.methods import METHODS
 
     out: list[Variant] = []
     for raw in specs:
@@ -248,7 +248,7 @@ def unit_data(ctx: ExperimentContext, variant: str, fold: int, seed: int, label_
     # one CF preparation per fold at a time: concurrent trials of one fold wait for the CF vectors
     # the first one computes (then read its cache) instead of fitting them twice; image_only needs
     # no CF and never waits
-    from raysearch.methods import METHODS
+    from raysearch.train.methods import METHODS
 
     lock = FileLock(os.path.join(ctx.lock_dir, f"fold{int(fold)}.lock")) if METHODS.get(run.train.method).uses_cf else None
     with lock if lock is not None else contextlib.nullcontext():

@@ -275,7 +275,7 @@ def cf_tables(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> dict[str,
     """Paper Tables 3 and 4 on fold 0's train items for each distinct CF configuration used."""
     from raysearch.cf import CF2LabelConfig, auc_table, cf2label_study, compute_item_vectors
     from raysearch.data.splits import make_fold_split
-    from raysearch.methods import METHODS
+    from raysearch.train.methods import METHODS
 
     split = make_fold_split(ds, cfg.folds, 0, seed=cfg.split_seed, val=cfg.val)
     seen: dict[str, Any] = {}

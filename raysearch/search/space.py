@@ -43,7 +43,7 @@ PARAM_KEYS = {
 ASHA_KEYS = {"grace_period": int, "reduction_factor": int}
 # Categorical choices for these fields must be registered names (checked when the registry exists).
 _REGISTRIES = {
-    "train.method": ("raysearch.methods", "METHODS"),
+    "train.method": ("raysearch.train.methods", "METHODS"),
     "train.weighting": ("raysearch.cf.weights", "WEIGHTINGS"),
     "train.backbone": ("raysearch.model.backbones", "BACKBONES"),
     "cf.model": ("raysearch.cf.base", "CF_MODELS"),
@@ -148,7 +148,7 @@ CF_TRAIN_PARAMS = ("train.weighting", "train.alpha", "train.omega")
 
 def _uses_cf(method: str) -> bool:
     try:
-        from raysearch.methods import METHODS
+        from raysearch.train.methods import METHODS
     except ImportError:
         return method != "image_only"
     return bool(getattr(METHODS.get(method), "uses_cf", True))

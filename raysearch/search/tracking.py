@@ -59,7 +59,7 @@ def used_config(run: RunConfig) -> dict[str, Any]:
     """``flat_config`` without the options this run never reads (Omega under uniform weighting,
     VAE options for BPR, every CF option for image_only): W&B filters would otherwise group
     trials by values that had no effect."""
-    from raysearch.methods import METHODS
+    from raysearch.train.methods import METHODS
 
     method = METHODS.get(run.train.method)
     weighted = method.name in ("mtl", "sequential")

@@ -3,8 +3,8 @@ function that ``raysearch train`` runs once and the search stage runs per Ray Tu
 
 :func:`prepare_training_data` gathers everything a run needs into a numpy-only, picklable
 :class:`TrainingData` (shared between trials through the Ray object store).  :func:`fit` is a
-plain PyTorch loop: methods are stage lists (:mod:`raysearch.methods`), losses are the paper's
-(:mod:`raysearch.losses`), early stopping and the best checkpoint follow val mAP, and
+plain PyTorch loop: methods are stage lists (:mod:`raysearch.train.methods`), losses are the paper's
+(:mod:`raysearch.train.losses`), early stopping and the best checkpoint follow val mAP, and
 ``callback(metrics)`` receives one dict per epoch (rank 0) so Ray Tune can report/prune.
 With ``distributed=True`` (inside a Ray Train worker) the model goes through
 ``ray.train.torch.prepare_model`` and batches through a ``DistributedSampler``.
@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset, DistributedSam
 from raysearch.errors import InputError
 from raysearch.config import RunConfig, to_dict
 from raysearch.data.splits import Split
-from raysearch.losses import aux_loss, class_balance_weights, class_balanced_bce, total_loss, triplet_loss
-from raysearch.methods import METHODS, Stage
+from raysearch.train.losses import aux_loss, class_balance_weights, class_balanced_bce, total_loss, triplet_loss
+from raysearch.train.methods import METHODS, Stage
 from raysearch.metrics import mean_average_precision
 
 
@@ -298,7 +298,7 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
 
         # frozen trunk -> cached features; else raw uint8 images with on-the-fly augmentation
         if split_at > 0:
-            from raysearch.features import feature_key, trunk_features
+            from raysearch.train.features import feature_key, trunk_features
             from raysearch.model.backbones import weights_tag
 
             key = feature_key(fingerprint=data.fingerprint, backbone=t.backbone, weights=weights_tag(t.weights),

@@ -32,7 +32,6 @@ Why this shape:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import threading
@@ -40,6 +39,7 @@ import time
 from typing import Any
 
 from raysearch.config import RunConfig, from_dict, to_dict
+from raysearch.train.data import config_key, data_keys
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +49,19 @@ DATA_CPUS = 1           # CPUs the data owner reserves on the driver's node (whe
 MAX_CONCURRENT_PREP = 4  # distinct configurations prepared at once
 
 
-def _key(d: dict[str, Any]) -> str:
-    return json.dumps(d, sort_keys=True, default=str)
-
-
-def data_keys(run: RunConfig) -> tuple[str, str]:
-    """(images key, per-config key).  ``image_only`` needs no CF, so all its trials share one key."""
-    from raysearch.train import aux_weighting
-
-    img = {"dataset": run.dataset, "data_root": run.data_root, "image_size": run.train.image_size}
-    scheme = aux_weighting(run)
-    needs_cf = scheme is not None
-    parts = {**img, "split": to_dict(run.split),
-             "cf": to_dict(run.cf) if needs_cf else None,
-             "weighting": scheme,
-             "cf_standardize": run.train.cf_standardize if needs_cf else None}
-    return _key(img), _key(parts)
-
-
 def cf_key(run: RunConfig) -> str:
     """What one CF model depends on (not the weighting): the prefetch and request paths share its lock."""
     from raysearch.train import METHODS
 
     if not METHODS.get(run.train.method).uses_cf:
         return "cf:none"
-    return "cf:" + _key({"dataset": run.dataset, "data_root": run.data_root, "split": to_dict(run.split),
+    return "cf:" + config_key({"dataset": run.dataset, "data_root": run.data_root, "split": to_dict(run.split),
                          "cf": to_dict(run.cf)})
 
 
 def _fit_cf(run: RunConfig) -> None:
     """The run's CF model into the on-disk cache (a cache hit returns at once)."""
-    from raysearch.cf.base import compute_item_vectors
+    from raysearch.cf import compute_item_vectors
     from raysearch.data.registry import load_dataset
     from raysearch.data.splits import make_split
     from raysearch.train import METHODS
@@ -143,8 +125,8 @@ class SharedData:
         import torch
 
         torch.set_num_threads(self._threads)
-        import raysearch.cf.base  # noqa: F401  (cornac)
-        import raysearch.train  # noqa: F401
+        import raysearch.cf.models.vaecf.recommender  # noqa: F401  (cornac + the default CF model's code)
+        import raysearch.train.loop  # noqa: F401
 
     def prefetch(self, runs: list[dict[str, Any]]) -> int:
         """Fit these runs' CF models into the on-disk CF cache in the background (returns at once)."""
@@ -254,7 +236,7 @@ def warm_trial_imports() -> None:
         import torch._inductor.config  # noqa: F401
 
         import raysearch.metrics  # noqa: F401
-        import raysearch.train  # noqa: F401
+        import raysearch.train.loop  # noqa: F401
     except ImportError as e:  # only a head start: the trial imports what it needs anyway
         log.debug("warm-up import failed: %s", e)
 

@@ -62,18 +62,9 @@ def used_config(run: RunConfig) -> dict[str, Any]:
     from raysearch.train.methods import METHODS
 
     method = METHODS.get(run.train.method)
-    weighted = method.name in ("mtl", "sequential")
-    drop = set()
-    if not method.uses_cf:
-        drop |= {"train.weighting", "train.omega", "train.alpha", "train.aux_norm", "train.cf_standardize"}
-    if not weighted or run.train.weighting == "uniform":
+    drop = {f"train.{k}" for n in METHODS for k in METHODS.get(n).reads} - {f"train.{k}" for k in method.reads}
+    if run.train.weighting == "uniform":
         drop.add("train.omega")
-    if not weighted:
-        drop |= {"train.weighting", "train.aux_norm"}
-    if method.name != "contrastive":
-        drop.add("train.tau")
-    if method.name != "sequential":
-        drop.add("train.aux_epochs")
     keep_cf = CF_OPTIONS.get(run.cf.model) if method.uses_cf else set()
     out = {}
     for k, v in flat_config(run).items():

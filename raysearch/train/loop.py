@@ -1,11 +1,10 @@
-"""Phase two: fine-tune a backbone on labels (+ the CF auxiliary task) - the one training
-function that ``raysearch train`` runs once and the search stage runs per Ray Tune trial.
+""":func:`fit`: the one training function that ``raysearch train`` runs once and the search stage
+runs per Ray Tune trial.
 
-:func:`prepare_training_data` gathers everything a run needs into a numpy-only, picklable
-:class:`TrainingData` (shared between trials through the Ray object store).  :func:`fit` is a
-plain PyTorch loop: methods are stage lists (:mod:`raysearch.train.methods`), losses are the paper's
-(:mod:`raysearch.train.losses`), early stopping and the best checkpoint follow val mAP, and
-``callback(metrics)`` receives one dict per epoch (rank 0) so Ray Tune can report/prune.
+A plain PyTorch loop over the method's stages (:mod:`raysearch.train.methods`): each epoch is
+:func:`~raysearch.train.epoch.train_one_epoch` then validation; early stopping and the best
+checkpoint follow val mAP (:mod:`raysearch.train.early_stopping`), and ``callback(metrics)``
+receives one dict per epoch (rank 0) so Ray Tune can report/prune.
 With ``distributed=True`` (inside a Ray Train worker) the model goes through
 ``ray.train.torch.prepare_model`` and batches through a ``DistributedSampler``.
 
@@ -16,7 +15,6 @@ On CUDA the loop uses bfloat16 autocast and channels_last instead and is not bit
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
@@ -26,47 +24,17 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset as TorchDataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from raysearch.errors import InputError
 from raysearch.config import RunConfig, to_dict
-from raysearch.data.splits import Split
-from raysearch.train.losses import aux_loss, class_balance_weights, class_balanced_bce, total_loss, triplet_loss
-from raysearch.train.methods import METHODS, Stage
+from raysearch.errors import InputError
 from raysearch.metrics import mean_average_precision
-
-
-@dataclass
-class TrainingData:
-    """Everything :func:`fit` reads, aligned to dataset item indices (row i = item i)."""
-
-    images: np.ndarray            # uint8 (N, S, S, 3), may be a read-only memmap
-    labels: np.ndarray            # float32 (N, L)
-    label_names: list[str]
-    split: Split
-    cf_targets: np.ndarray | None  # float32 (N, D) or None (image_only)
-    has_cf: np.ndarray            # bool (N,): train items with a CF vector
-    weights: np.ndarray           # float32 (N,): per-item CF confidence (0 without a vector)
-    n_interactions: np.ndarray    # int64 (N,): train-matrix interactions per item
-    dataset: str
-    fingerprint: str
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"TrainingData.images must be uint8 (N, S, S, 3), got {self.images.dtype} {self.images.shape}")
-        checks = {"labels": self.labels, "has_cf": self.has_cf, "weights": self.weights,
-                  "n_interactions": self.n_interactions, "split.labelled": self.split.labelled}
-        if self.cf_targets is not None:
-            checks["cf_targets"] = self.cf_targets
-        for k, v in checks.items():
-            if len(v) != n:
-                raise ValueError(f"TrainingData.{k} has {len(v)} rows but images has {n}")
-        if self.labels.shape[1] != len(self.label_names):
-            raise ValueError(f"TrainingData.labels has {self.labels.shape[1]} columns but {len(self.label_names)} label names")
-        if self.cf_targets is not None and not np.isfinite(self.cf_targets[self.has_cf]).all():
-            bad = np.flatnonzero(~np.isfinite(self.cf_targets).all(1) & self.has_cf)[:5].tolist()
-            raise ValueError(f"TrainingData.cf_targets has non-finite values for items {bad}")
+from raysearch.train.data import TrainingData
+from raysearch.train.early_stopping import EarlyStopping, state_copy
+from raysearch.train.epoch import Targets, train_one_epoch
+from raysearch.train.evaluate import predict
+from raysearch.train.inputs import Inputs, Items
+from raysearch.train.methods import METHODS, Stage
 
 
 @dataclass
@@ -84,100 +52,7 @@ class TrainResult:
     test_scores: np.ndarray | None = field(default=None, repr=False)  # (n_test, L) sigmoid scores
 
 
-def aux_weighting(run: RunConfig) -> str | None:
-    """The weighting scheme ``prepare_training_data`` really uses: None without CF; only
-    ``mtl``/``sequential`` weight the reconstruction loss, the others use ``uniform``.
-    Shared-data caches key on this, not on the sampled ``train.weighting``."""
-    method = METHODS.get(run.train.method)
-    if not method.uses_cf:
-        return None
-    return run.train.weighting if method.name in ("mtl", "sequential") else "uniform"
-
-
-def prepare_training_data(run: RunConfig, data_root: str | os.PathLike | None = None,
-                          split: Split | None = None) -> TrainingData:
-    """Dataset -> split -> image cache (+ CF vectors and per-item weights unless ``image_only``).
-
-    With ``train.cf_standardize`` (default) each CF target dimension is z-scored over the train
-    items that have a vector (mean 0, std 1; items without one are left at 0 and never read).
-    Why: raw Cornac factors are small and model-dependent (VAECF means have per-dim std ~0.1,
-    BPR's differ), so exp(L1 + L2) with per-dimension means stays near exp(0) and its gradient
-    is weak, and ``alpha`` would mean different things for different CF models.  The transform
-    is affine per dimension, so it keeps all the information the vectors carry.
-    ``split`` (e.g. one cross-validation fold) replaces ``make_split(ds, run.split)``; the CF
-    vectors and weights are then computed from that split's train items only.
-    """
-    from raysearch.data.images import load_image_cache
-    from raysearch.data.registry import load_dataset
-    from raysearch.data.splits import make_split
-
-    root = data_root if data_root is not None else run.data_root
-    method = METHODS.get(run.train.method)
-    ds = load_dataset(run.dataset, root)
-    split = make_split(ds, run.split) if split is None else split
-    images = load_image_cache(ds, run.train.image_size, data_root=root)
-    n = ds.n_items
-    n_inter = np.asarray(ds.interaction_matrix(split.cf_items).sum(0)).ravel().astype(np.int64)
-    cf_targets, has_cf, weights = None, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32)
-    if method.uses_cf:
-        from raysearch.cf.base import compute_item_vectors
-        from raysearch.cf.weights import item_weights
-
-        iv = compute_item_vectors(ds, split, run.cf, data_root=root)
-        cf_targets = np.asarray(iv.targets(), dtype=np.float32)
-        has_cf = np.asarray(iv.has_vector, dtype=bool)
-        if run.train.cf_standardize:
-            cf_targets = standardize_cf(cf_targets, has_cf)
-        weights = np.asarray(item_weights(aux_weighting(run), ds, split, iv, seed=run.split.seed), dtype=np.float32)
-    return TrainingData(
-        images=images, labels=ds.label_matrix.astype(np.float32), label_names=ds.label_names, split=split,
-        cf_targets=cf_targets, has_cf=has_cf, weights=weights, n_interactions=n_inter,
-        dataset=ds.name, fingerprint=ds.fingerprint,
-    )
-
-
-def standardize_cf(cf_targets: np.ndarray, has_cf: np.ndarray) -> np.ndarray:
-    """Per-dimension z-score over the rows with a CF vector (float32; other rows set to 0)."""
-    out = np.zeros(cf_targets.shape, dtype=np.float32)
-    if not has_cf.any():
-        return out
-    x = np.asarray(cf_targets[has_cf], dtype=np.float64)
-    sd = x.std(0)
-    out[has_cf] = ((x - x.mean(0)) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
-    return out
-
-
-def shuffle_cf(data: TrainingData, seed: int = 0) -> TrainingData:
-    """Negative control: permute CF targets (and their weights) across the train items that have
-    one, breaking the item <-> CF-vector link while keeping the target distribution.  A gain of
-    ``mtl`` over ``image_only`` that survives this shuffle would not come from CF information."""
-    import dataclasses
-
-    if data.cf_targets is None:
-        raise ValueError("shuffle_cf: TrainingData has no CF targets")
-    items = np.flatnonzero(data.has_cf)
-    perm = np.random.default_rng(seed).permutation(items)
-    cf = np.array(data.cf_targets, copy=True)
-    w = np.array(data.weights, copy=True)
-    cf[items], w[items] = data.cf_targets[perm], data.weights[perm]
-    return dataclasses.replace(data, cf_targets=cf, weights=w)
-
-
 # ----------------------------------------------------------------------------- helpers
-
-class _Items(TorchDataset):
-    """Position k -> (item index, uint8 image or cached trunk features) for a fixed item list."""
-
-    def __init__(self, items: np.ndarray, source: np.ndarray) -> None:
-        self.items, self.source = np.asarray(items, dtype=np.int64), source
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
-        i = int(self.items[k])
-        return i, torch.from_numpy(np.array(self.source[i]))
-
 
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -187,19 +62,6 @@ def _resolve_device(name: str) -> torch.device:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
-
-
-def nearest_positive(cf_targets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """For each candidate item, the *other* candidate whose CF vector is nearest in L2 (-1 elsewhere)."""
-    pos = np.full(len(cf_targets), -1, dtype=np.int64)
-    if len(candidates) < 2:
-        return pos
-    q = torch.from_numpy(np.asarray(cf_targets[candidates], dtype=np.float32))
-    for s in range(0, len(q), 1024):
-        d = torch.cdist(q[s:s + 1024], q)
-        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
-        pos[candidates[s:s + 1024]] = candidates[d.argmin(1).numpy()]
-    return pos
 
 
 def _make_optimizer(model: torch.nn.Module, run: RunConfig) -> torch.optim.Optimizer:
@@ -258,6 +120,174 @@ def build_model(run: RunConfig, data: TrainingData):
 
 # ----------------------------------------------------------------------------- fit
 
+def _check_trainable(run: RunConfig, data: TrainingData) -> None:
+    method = METHODS.get(run.train.method)
+    if len(data.split.train_labelled) == 0:
+        raise InputError("no labelled train items: nothing for the main task to learn")
+    if method.uses_cf and not data.has_cf[data.split.train].any():
+        raise InputError(f"method {run.train.method!r}: no train item has a CF vector")
+
+
+def _placement(t: Any, distributed: bool) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): inside a Ray Train worker they come from its context."""
+    if not distributed:
+        return 0, 1, _resolve_device(t.device)
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
+def _source(run: RunConfig, data: TrainingData, model: Any, split_at: int, device: torch.device) -> np.ndarray:
+    """Frozen trunk -> its cached features; else the raw uint8 images (augmented per batch)."""
+    if split_at == 0:
+        return data.images
+    from raysearch.model.backbones import weights_tag
+    from raysearch.train.features import feature_key, trunk_features
+
+    t = run.train
+    key = feature_key(fingerprint=data.fingerprint, backbone=t.backbone, weights=weights_tag(t.weights),
+                      image_size=data.images.shape[1], split=split_at, init_seed=t.seed)
+    return trunk_features(model.backbone, split_at, data.images, key, data_root=run.data_root,
+                          batch_size=max(64, t.batch_size), device=device)
+
+
+def _loader(items: np.ndarray, source: np.ndarray, t: Any, rank: int, world: int, distributed: bool):
+    """(loader, sampler); ``train.batch_size`` is the global batch: DDP ranks take an equal share."""
+    ds = Items(items, source)
+    if distributed:
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=t.seed)
+    else:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(t.seed))
+    rank_bs = max(1, t.batch_size // world)
+    loader = DataLoader(ds, batch_size=rank_bs, sampler=sampler, num_workers=t.num_workers,
+                        drop_last=len(items) // world > rank_bs, persistent_workers=False)
+    return loader, sampler
+
+
+class _Run:
+    """One :func:`fit`'s moving parts (model, inputs, targets, loader, RNG streams, progress);
+    its methods are the loop's steps, so a resumed run and a fresh one share every line."""
+
+    def __init__(self, run: RunConfig, data: TrainingData, rank: int, world: int, device: torch.device,
+                 distributed: bool, checkpoint_dir: str | os.PathLike | None, resume: dict[str, Any] | None) -> None:
+        t = self.t = run.train
+        self.run, self.data, self.world, self.distributed, self.resume = run, data, world, distributed, resume
+        torch.manual_seed(t.seed)
+        self.np_rng = np.random.default_rng([t.seed, rank])
+        model, split_at = build_model(run, data)
+        source = _source(run, data, model, split_at, device)
+        model.to(device)
+        if device.type == "cuda" and split_at == 0:
+            model = model.to(memory_format=torch.channels_last)
+        if distributed:
+            import ray.train.torch
+
+            model = ray.train.torch.prepare_model(model, move_to_device=False)
+        self.model, self.core = model, _unwrap(model)
+        self.targets = Targets.build(data, METHODS.get(t.method).stages(t), device)
+        self.loader, self.sampler = _loader(data.split.train, source, t, rank, world, distributed)
+        self.inputs = Inputs(source, split_at, device, torch.Generator().manual_seed(t.seed * 1000 + rank))
+        ckpt = None
+        if checkpoint_dir is not None and rank == 0:
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            ckpt = str(Path(checkpoint_dir) / "best.pt")
+        self.tracker = EarlyStopping(t.patience, ckpt, to_dict(run))
+        self.history: list[dict[str, Any]] = []
+        self.epoch, self.train_time, self.start_stage, self.start_k = 0, 0.0, 0, 0
+        if resume is not None:
+            self._restore(resume)
+
+    def _restore(self, r: dict[str, Any]) -> None:
+        """Continue after the epoch a per-epoch state was taken (see :meth:`_state_fn`)."""
+        self.start_stage, self.start_k = int(r["stage"]), int(r["stage_epoch"])
+        self.epoch, self.train_time = int(r["epoch"]), float(r["train_time_s"])
+        self.tracker.load(r, bad_epochs=int(r["bad_epochs"]))
+        self.history = list(r.get("history", []))
+        self.core.load_state_dict(r["model"])
+        self.np_rng.bit_generator.state = r["np_rng"]
+        self.inputs.aug_gen.set_state(r["aug_gen"])
+        torch.set_rng_state(r["torch_rng"])
+        gen = getattr(self.sampler, "generator", None)
+        if gen is not None and r.get("sampler_gen") is not None:
+            gen.set_state(r["sampler_gen"])
+
+    def _optimizers(self, si: int, stage: Stage):
+        """A fresh optimizer and LR schedule per stage (the resumed stage's from the saved state)."""
+        opt = _make_optimizer(self.model, self.run)
+        sched = _make_scheduler(opt, self.run, stage.epochs)
+        if self.resume is not None and si == self.start_stage:
+            opt.load_state_dict(self.resume["optimizer"])
+            if sched is not None and self.resume.get("scheduler") is not None:
+                sched.load_state_dict(self.resume["scheduler"])
+        else:
+            self.tracker.bad_epochs = 0
+        return opt, sched
+
+    def predict(self, items: np.ndarray) -> np.ndarray:
+        return predict(self.model, self.inputs, items, self.data.labels.shape[1], max(2 * self.t.batch_size, 64))
+
+    def _epoch(self, stage: Stage, opt: Any, sched: Any, show: bool) -> dict[str, Any]:
+        self.epoch += 1
+        if self.distributed:
+            self.sampler.set_epoch(self.epoch)
+        te = time.perf_counter()
+        with _progress(show, f"epoch {self.epoch} ({stage.name})", len(self.loader)) as bar:
+            losses = train_one_epoch(self.model, self.loader, opt, stage, self.targets, self.inputs, self.t,
+                                     self.np_rng, self.epoch, bar)
+        ep_train = time.perf_counter() - te
+        self.train_time += ep_train
+        lr = opt.param_groups[0]["lr"]
+        if sched is not None:
+            sched.step()
+        split = self.data.split
+        val_map = mean_average_precision(self.data.labels[split.val], self.predict(split.val))
+        improved = stage.track_best and self.tracker.update(val_map, self.epoch, self.core)
+        m = {"epoch": self.epoch, "stage": stage.name, "train_loss": losses["train_loss"],
+             "main_loss": losses["main_loss"], "aux_loss": losses["aux_loss"], "val_map": val_map,
+             "best_val_map": max(self.tracker.best_val, 0.0), "improved": improved, "lr": lr,
+             "tracked": stage.track_best,  # False: aux-only stage, val mAP of an untrained classifier
+             "images_per_s": losses["n_seen"] * self.world / max(ep_train, 1e-9), "epoch_time_s": ep_train}
+        self.history.append(m)
+        return m
+
+    def _state_fn(self, si: int, k: int, opt: Any, sched: Any) -> Callable[[], dict[str, Any]]:
+        """The full training state after this epoch, built only if the caller asks for it."""
+        snap = dict(stage=si, stage_epoch=k + 1, epoch=self.epoch, train_time_s=self.train_time,
+                    bad_epochs=self.tracker.bad_epochs, **self.tracker.state(), history=list(self.history))
+        gen = getattr(self.sampler, "generator", None)
+        return lambda: {**snap, "model": state_copy(self.core), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                        "np_rng": self.np_rng.bit_generator.state, "aug_gen": self.inputs.aug_gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "sampler_gen": gen.get_state() if gen is not None else None}
+
+    def train(self, stages: list[Stage], callback: Callable[[dict[str, Any]], None] | None, epoch_state: bool,
+              show: bool) -> str:
+        """Every stage's epochs; the stop reason (``completed`` or ``early_stopped``)."""
+        total = sum(s.epochs for s in stages)
+        for si, stage in enumerate(stages):
+            if si < self.start_stage:
+                continue
+            opt, sched = self._optimizers(si, stage)
+            for k in range(self.start_k if si == self.start_stage else 0, stage.epochs):
+                m = self._epoch(stage, opt, sched, show)
+                if callback is not None:
+                    callback({**m, "_state": self._state_fn(si, k, opt, sched)} if epoch_state else dict(m))
+                if stage.track_best and self.tracker.exhausted:
+                    if self.epoch < total:  # patience ran out on the last epoch: it simply completed
+                        return "early_stopped"
+                    break
+        return "completed"
+
+    def best_model_scores(self) -> np.ndarray:
+        """Load the best weights (the last ones if no tracked stage ran) and score the test items."""
+        if self.tracker.best_state is None:
+            self.tracker.best_state = state_copy(self.core)
+        self.core.load_state_dict(self.tracker.best_state)
+        return self.predict(self.data.split.test)
+
+
 def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_dir: str | os.PathLike | None = None, distributed: bool = False,
         progress: bool | None = None, callback_all_ranks: bool = False,
@@ -269,242 +299,22 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
     zero-argument function returning the full training state after that epoch (model, optimizer,
     LR schedule, early-stopping counters, best model, RNG streams); ``resume=`` that dict continues
     the run after that epoch instead of from epoch 0 (a trial restarted on another node)."""
-    from raysearch.data.images import eval_batch, train_batch
-
     t0 = time.perf_counter()
-    t = run.train
-    method = METHODS.get(t.method)
-    stages = method.stages(t)
-    split = data.split
-    if len(split.train_labelled) == 0:
-        raise InputError("no labelled train items: nothing for the main task to learn")
-    if method.uses_cf and not data.has_cf[split.train].any():
-        raise InputError(f"method {t.method!r}: no train item has a CF vector")
-    rank, world = 0, 1
-    device = _resolve_device(t.device)
-    if distributed:
-        import ray.train
-        import ray.train.torch
-
-        ctx = ray.train.get_context()
-        rank, world = ctx.get_world_rank(), ctx.get_world_size()
-        device = ray.train.torch.get_device()
-    cuda = device.type == "cuda"
-
-    with _deterministic(not cuda):
-        torch.manual_seed(t.seed)
-        np_rng = np.random.default_rng([t.seed, rank])
-        model, split_at = build_model(run, data)
-
-        # frozen trunk -> cached features; else raw uint8 images with on-the-fly augmentation
-        if split_at > 0:
-            from raysearch.train.features import feature_key, trunk_features
-            from raysearch.model.backbones import weights_tag
-
-            key = feature_key(fingerprint=data.fingerprint, backbone=t.backbone, weights=weights_tag(t.weights),
-                              image_size=data.images.shape[1], split=split_at, init_seed=t.seed)
-            source = trunk_features(model.backbone, split_at, data.images, key, data_root=run.data_root,
-                                    batch_size=max(64, t.batch_size), device=device)
-        else:
-            source = data.images
-
-        model.to(device)
-        if cuda and split_at == 0:
-            model = model.to(memory_format=torch.channels_last)
-        if distributed:
-            model = ray.train.torch.prepare_model(model, move_to_device=False)
-        core = _unwrap(model)
-
-        labels_t = torch.tensor(data.labels, dtype=torch.float32)  # copies: inputs may be read-only
-        labelled_t = torch.tensor(split.labelled, dtype=torch.bool)
-        has_cf_t = torch.tensor(data.has_cf, dtype=torch.bool)
-        weights_t = torch.tensor(data.weights, dtype=torch.float32)
-        cf_t = torch.tensor(data.cf_targets, dtype=torch.float32) if data.cf_targets is not None else None
-        class_w = class_balance_weights(labels_t[split.train], labelled_t[split.train]).to(device)
-        cf_train = split.train[data.has_cf[split.train]]
-        pos_of = nearest_positive(data.cf_targets, cf_train) if any(s.aux == "triplet" for s in stages) else None
-
-        train_ds = _Items(split.train, source)
-        if distributed:
-            sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=t.seed)
-        else:
-            sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(t.seed))
-        # train.batch_size is the global batch: DDP ranks take an equal share of it
-        rank_bs = max(1, t.batch_size // world)
-        loader = DataLoader(train_ds, batch_size=rank_bs, sampler=sampler, num_workers=t.num_workers,
-                            drop_last=len(split.train) // world > rank_bs, persistent_workers=False)
-        aug_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
-
-        def to_input(x: torch.Tensor, train: bool) -> torch.Tensor:
-            if split_at == 0:
-                x = train_batch(x, aug_gen) if train else eval_batch(x)
-                x = x.to(device, non_blocking=True)
-                return x.contiguous(memory_format=torch.channels_last) if cuda else x
-            return x.to(device, non_blocking=True).float()
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-
-        @torch.no_grad()
-        def predict(items: np.ndarray) -> np.ndarray:
-            model.eval()
-            out = []
-            bs = max(2 * t.batch_size, 64)
-            for s in range(0, len(items), bs):
-                idx = items[s:s + bs]
-                x = to_input(torch.from_numpy(np.asarray(source[idx])), train=False)
-                with autocast():
-                    logits, _ = model(x, split_at)
-                out.append(torch.sigmoid(logits.float()).cpu().numpy())
-            return np.concatenate(out) if out else np.zeros((0, data.labels.shape[1]), np.float32)
-
+    stages = METHODS.get(run.train.method).stages(run.train)
+    _check_trainable(run, data)
+    rank, world, device = _placement(run.train, distributed)
+    with _deterministic(device.type != "cuda"):
+        r = _Run(run, data, rank, world, device, distributed, checkpoint_dir, resume)
         show = progress if progress is not None else (callback is None and rank == 0 and sys.stderr.isatty())
-        history: list[dict[str, Any]] = []
-        best_val, best_epoch, best_state = -math.inf, 0, None
-        ckpt_path = None
-        if checkpoint_dir is not None and rank == 0:
-            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            ckpt_path = str(Path(checkpoint_dir) / "best.pt")
-        stop_reason, epoch, train_time = "completed", 0, 0.0
-        stopped = False
-        total_epochs = sum(s.epochs for s in stages)
-
-        start_stage, start_k = 0, 0
-        if resume is not None:
-            start_stage, start_k, epoch, train_time = (int(resume["stage"]), int(resume["stage_epoch"]),
-                                                       int(resume["epoch"]), float(resume["train_time_s"]))
-            best_val, best_epoch, best_state = float(resume["best_val"]), int(resume["best_epoch"]), resume["best_state"]
-            history = list(resume.get("history", []))
-            core.load_state_dict(resume["model"])
-            np_rng.bit_generator.state = resume["np_rng"]
-            aug_gen.set_state(resume["aug_gen"])
-            torch.set_rng_state(resume["torch_rng"])
-            sampler_gen = getattr(sampler, "generator", None)
-            if sampler_gen is not None and resume.get("sampler_gen") is not None:
-                sampler_gen.set_state(resume["sampler_gen"])
-        for si, stage in enumerate(stages):
-            if stopped:
-                break
-            if si < start_stage:
-                continue
-            opt = _make_optimizer(model, run)
-            sched = _make_scheduler(opt, run, stage.epochs)
-            bad_epochs = 0
-            first_k = 0
-            if resume is not None and si == start_stage:
-                first_k, bad_epochs = start_k, int(resume["bad_epochs"])
-                opt.load_state_dict(resume["optimizer"])
-                if sched is not None and resume.get("scheduler") is not None:
-                    sched.load_state_dict(resume["scheduler"])
-            for k in range(first_k, stage.epochs):
-                epoch += 1
-                if distributed:
-                    sampler.set_epoch(epoch)
-                model.train()
-                te = time.perf_counter()
-                sums = {"loss": 0.0, "main": 0.0, "aux": 0.0}
-                n_seen, n_batches = 0, 0
-                prog = _progress(show, f"epoch {epoch} ({stage.name})", len(loader))
-                with prog as bar:
-                    for b, (idx, x) in enumerate(loader):
-                        idx_np = idx.numpy()
-                        bsz = len(idx_np)
-                        parts, ok = [x], None
-                        if stage.aux == "triplet":
-                            pos = pos_of[idx_np]
-                            ok = pos >= 0
-                            neg = cf_train[np_rng.integers(0, len(cf_train), size=bsz)]
-                            pos = np.where(ok, pos, idx_np)
-                            parts += [torch.from_numpy(np.asarray(source[pos])), torch.from_numpy(np.asarray(source[neg]))]
-                        xin = to_input(torch.cat(parts) if len(parts) > 1 else x, train=True)
-                        with autocast():
-                            logits, cf_pred = model(xin, split_at)
-                        logits = logits[:bsz].float()
-                        main = aux = None
-                        if stage.main:
-                            main = class_balanced_bce(logits, labels_t[idx].to(device), class_w, labelled_t[idx].to(device))
-                        if stage.aux == "reconstruct":
-                            aux = aux_loss(cf_pred.float(), cf_t[idx].to(device), weights_t[idx].to(device), t.omega,
-                                           has_cf_t[idx].to(device), norm=t.aux_norm)
-                        elif stage.aux == "triplet":
-                            p = cf_pred.float()
-                            aux = triplet_loss(p[:bsz], p[bsz:2 * bsz], p[2 * bsz:], t.tau,
-                                               torch.from_numpy(ok & data.has_cf[idx_np]).to(device))
-                        if main is None:
-                            loss = t.alpha * aux + 0.0 * logits.sum()  # keep the classifier in the graph (DDP)
-                        else:
-                            loss = total_loss(main, aux, t.alpha)
-                            if aux is None and cf_pred is not None:
-                                loss = loss + 0.0 * cf_pred.float().sum()
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(
-                                f"non-finite training loss at epoch {epoch} batch {b} (stage {stage.name!r}): "
-                                f"main={None if main is None else float(main.detach())}, aux={None if aux is None else float(aux.detach())}; "
-                                f"lower train.lr or train.alpha"
-                            )
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        sums["loss"] += float(loss.detach()) * bsz
-                        sums["main"] += (float(main.detach()) if main is not None else 0.0) * bsz
-                        sums["aux"] += (float(aux.detach()) if aux is not None else 0.0) * bsz
-                        n_seen += bsz
-                        n_batches += 1
-                        bar.advance()
-                ep_train = time.perf_counter() - te
-                train_time += ep_train
-                lr = opt.param_groups[0]["lr"]
-                if sched is not None:
-                    sched.step()
-                val_map = mean_average_precision(data.labels[split.val], predict(split.val))
-                improved = False
-                if stage.track_best:
-                    if val_map > best_val:
-                        best_val, best_epoch, improved = val_map, epoch, True
-                        best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
-                        if ckpt_path:
-                            torch.save({"model": best_state, "epoch": epoch, "val_map": val_map,
-                                        "config": to_dict(run)}, ckpt_path)
-                        bad_epochs = 0
-                    else:
-                        bad_epochs += 1
-                m = {
-                    "epoch": epoch, "stage": stage.name, "train_loss": sums["loss"] / max(1, n_seen),
-                    "main_loss": sums["main"] / max(1, n_seen), "aux_loss": sums["aux"] / max(1, n_seen),
-                    "val_map": val_map, "best_val_map": max(best_val, 0.0), "improved": improved, "lr": lr,
-                    "tracked": stage.track_best,  # False: aux-only stage, val mAP of an untrained classifier
-                    "images_per_s": n_seen * world / max(ep_train, 1e-9), "epoch_time_s": ep_train,
-                }
-                history.append(m)
-                if callback is not None and (rank == 0 or callback_all_ranks):  # Train V2's report is a barrier
-                    out = dict(m)
-                    if epoch_state:
-                        snap = dict(stage=si, stage_epoch=k + 1, epoch=epoch, train_time_s=train_time,
-                                    best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs)
-                        out["_state"] = lambda snap=snap, opt=opt, sched=sched: {
-                            **snap, "model": {kk: v.detach().cpu().clone() for kk, v in core.state_dict().items()},
-                            "best_state": best_state, "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched is not None else None,
-                            "np_rng": np_rng.bit_generator.state, "aug_gen": aug_gen.get_state(),
-                            "torch_rng": torch.get_rng_state(),
-                            "sampler_gen": (sampler.generator.get_state()
-                                            if getattr(sampler, "generator", None) is not None else None),
-                            "history": list(history)}
-                    callback(out)
-                if stage.track_best and t.patience > 0 and bad_epochs >= t.patience:
-                    if epoch < total_epochs:  # patience ran out on the last epoch: it simply completed
-                        stop_reason, stopped = "early_stopped", True
-                    break
-
-        if best_state is None:  # no tracked stage ran (cannot happen with the registered methods)
-            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
-        core.load_state_dict(best_state)
-        test_scores = predict(split.test)
-        test_map = mean_average_precision(data.labels[split.test], test_scores)
+        report = callback if rank == 0 or callback_all_ranks else None  # Train V2's report is a barrier
+        stop_reason = r.train(stages, report, epoch_state, show)
+        test_scores = r.best_model_scores()
+    tr = r.tracker
     return TrainResult(
-        best_val_map=float(best_val), test_map=float(test_map), epochs_run=epoch, stop_reason=stop_reason,
-        history=history, wall_time_s=time.perf_counter() - t0, train_time_s=train_time, best_state=best_state,
-        checkpoint_path=ckpt_path, best_epoch=best_epoch, test_scores=test_scores,
+        best_val_map=float(tr.best_val), test_map=float(mean_average_precision(data.labels[data.split.test], test_scores)),
+        epochs_run=r.epoch, stop_reason=stop_reason, history=r.history, wall_time_s=time.perf_counter() - t0,
+        train_time_s=r.train_time, best_state=tr.best_state, checkpoint_path=tr.checkpoint_path,
+        best_epoch=tr.best_epoch, test_scores=test_scores,
     )
 
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from raysearch.errors import InputError
 from raysearch.config import TrainConfig
@@ -29,35 +30,58 @@ class Stage:
     track_best: bool = True  # best checkpoint / early stopping count in this stage
 
 
+def _image_only(cfg: TrainConfig) -> list[Stage]:
+    return [Stage("main", cfg.epochs, True, None)]
+
+
+def _mtl(cfg: TrainConfig) -> list[Stage]:
+    return [Stage("joint", cfg.epochs, True, "reconstruct")]
+
+
+def _contrastive(cfg: TrainConfig) -> list[Stage]:
+    return [Stage("joint", cfg.epochs, True, "triplet")]
+
+
+def _sequential(cfg: TrainConfig) -> list[Stage]:
+    e = cfg.epochs
+    if e < 2:
+        raise InputError("method 'sequential' needs train.epochs >= 2 (an aux stage and a label stage)")
+    a = cfg.aux_epochs if cfg.aux_epochs is not None else e // 2
+    if not 1 <= a < e:
+        raise InputError(f"train.aux_epochs={a} must be in [1, epochs-1={e - 1}] for 'sequential'")
+    return [Stage("aux", a, False, "reconstruct", track_best=False), Stage("finetune", e - a, True, None)]
+
+
 @dataclass(frozen=True)
 class Method:
+    """A registered training method: its stage plan lives on the object, so a new method is one
+    ``METHODS.register`` call and the loop never branches on a method's name."""
+
     name: str
     uses_cf: bool
     description: str
+    plan: Callable[[TrainConfig], list[Stage]]
+    reads: frozenset[str] = frozenset()  # method-specific train.* options it uses (W&B hides the rest)
 
     def stages(self, cfg: TrainConfig) -> list[Stage]:
-        e = cfg.epochs
-        if self.name == "image_only":
-            return [Stage("main", e, True, None)]
-        if self.name == "mtl":
-            return [Stage("joint", e, True, "reconstruct")]
-        if self.name == "contrastive":
-            return [Stage("joint", e, True, "triplet")]
-        if self.name == "sequential":
-            if e < 2:
-                raise InputError("method 'sequential' needs train.epochs >= 2 (an aux stage and a label stage)")
-            a = cfg.aux_epochs if cfg.aux_epochs is not None else e // 2
-            if not 1 <= a < e:
-                raise InputError(f"train.aux_epochs={a} must be in [1, epochs-1={e - 1}] for 'sequential'")
-            return [Stage("aux", a, False, "reconstruct", track_best=False), Stage("finetune", e - a, True, None)]
-        raise AssertionError(self.name)
+        return self.plan(cfg)
+
+    @property
+    def weighted(self) -> bool:
+        """Its reconstruction loss is weighted by ``train.weighting`` (the others use uniform)."""
+        return "weighting" in self.reads
+
+
+_CF = frozenset({"alpha", "cf_standardize"})
+_WEIGHTED = _CF | {"weighting", "omega", "aux_norm"}
 
 
 METHODS: Registry[Method] = Registry("method")
 for _m in (
-    Method("image_only", False, "labels only"),
-    Method("mtl", True, "MTL-reconstruct: BCE + alpha * min(w, Omega) * exp(L1 + L2)"),
-    Method("sequential", True, "aux-only stage, then label-only fine-tuning"),
-    Method("contrastive", True, "BCE + alpha * triplet loss on predicted CF vectors"),
+    Method("image_only", False, "labels only", _image_only),
+    Method("mtl", True, "MTL-reconstruct: BCE + alpha * min(w, Omega) * exp(L1 + L2)", _mtl, _WEIGHTED),
+    Method("sequential", True, "aux-only stage, then label-only fine-tuning", _sequential,
+           _WEIGHTED | {"aux_epochs"}),
+    Method("contrastive", True, "BCE + alpha * triplet loss on predicted CF vectors", _contrastive, _CF | {"tau"}),
 ):
     METHODS.register(_m.name, obj=_m)

@@ -2,7 +2,7 @@
 
 Generates a binary users x items matrix with power-law item popularity (Zipf) and
 log-normal user activity, straight into CSR (never dense), hands it to Cornac
-through ``raysearch.cf.base.to_cornac`` (the arrays go to ``cornac.data.Dataset``'s
+through ``raysearch.cf.cornac_data.to_cornac`` (the arrays go to ``cornac.data.Dataset``'s
 constructor; no Python tuples) and fits our ``BiasedVAECF`` for ``--epochs``.
 Cornac's VAECF densifies only its own mini-batches (``batch_size x n_items``).
 
@@ -155,7 +155,7 @@ def popularity_auc(train: sp.csr_matrix, held: sp.csr_matrix, users: np.ndarray)
     """Cornac ``MostPop``'s AUC on the same held-out interactions (score = train popularity)."""
     import torch
 
-    from raysearch.cf.vaecf import per_user_auc
+    from raysearch.cf.models.vaecf.sparse import per_user_auc
 
     pop = torch.from_numpy(np.asarray(train.sum(0)).ravel().astype(np.float32))
     aucs = [per_user_auc(pop.expand(len(u), -1), train[u], held[u])
@@ -165,10 +165,11 @@ def popularity_auc(train: sp.csr_matrix, held: sp.csr_matrix, users: np.ndarray)
 
 def fit_and_score(m: sp.csr_matrix, held: sp.csr_matrix, eval_users: np.ndarray, cfg, seed: int) -> dict:
     """Fit ``cfg`` on ``m`` (our BiasedVAECF through the registry adapter) and score the held-out test."""
-    from raysearch.cf import base
-    from raysearch.cf.vaecf import VAECFModel, heldout_auc
+    from raysearch.cf.cornac_data import to_cornac
+    from raysearch.cf.models.vaecf import VAECFModel
+    from raysearch.cf.models.vaecf.sparse import heldout_auc
 
-    data = base.to_cornac(m, seed=seed)
+    data = to_cornac(m, seed=seed)
     # Cornac indexes only non-empty users/items: the test follows (held-out items nobody trained on are
     # unknown items, left out as RatioSplit(exclude_unknowns=True) does)
     m, held = m[data.users][:, data.items], held[data.users][:, data.items]
@@ -203,12 +204,13 @@ def compare_loops(m: sp.csr_matrix, n_users: int, batch_sizes: list[int], seed: 
     import torch
     from cornac.models.vaecf.vaecf import learn
 
-    from raysearch.cf import base
-    from raysearch.cf.vaecf import BiasedVAE, learn_sparse
+    from raysearch.cf.cornac_data import to_cornac
+    from raysearch.cf.models.vaecf.sparse import learn_sparse
+    from raysearch.cf.models.vaecf.vae import BiasedVAE
 
     sub = m[:n_users]
     sub = sub[:, np.flatnonzero(np.diff(sub.tocsc().indptr))]
-    ts = base.to_cornac(sub, seed=seed).train_set
+    ts = to_cornac(sub, seed=seed).train_set
     _ = ts.matrix
     torch.manual_seed(seed)
     v0 = BiasedVAE(64, [ts.num_items, 256], "tanh", "mult")
@@ -287,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.synthetic_auc:
         synthetic_auc()
         return 0
-    from raysearch.cf import base
-    from raysearch.cf.vaecf import hold_out
+    from raysearch.cf.cornac_data import to_cornac
+    from raysearch.cf.models.vaecf.sparse import hold_out
     from raysearch.config import CFConfig
 
     dense_gb = a.users * a.items * 4 / 1e9
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         tracemalloc.start()
         t0 = time.perf_counter()
-        base.to_cornac(sub).train_set.csr_matrix
+        to_cornac(sub).train_set.csr_matrix
         t_ours = time.perf_counter() - t0
         peak_ours = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()

@@ -6,7 +6,8 @@ temp files of killed runs were never removed).  Here, once:
 
 * :func:`atomic_path` - write a temp file next to the target, rename it in on success,
   always remove it on failure; ``ENOSPC`` becomes a one-line :class:`DiskFullError`
-  naming the path and the space needed;
+  naming the path and the space needed (:func:`write_json`, :func:`write_parquet_atomic`
+  and the other writers are built on it);
 * files and folders get the user's umask (what ``open()``/``mkdir`` would give), never a
   hard-coded mode;
 * temp names carry host and pid, so :func:`clean_stale` can remove what a killed run left
@@ -214,6 +215,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_parquet_atomic(table: Any, path: str | os.PathLike) -> None:
+    """Write a ``pyarrow.Table`` as Parquet through :func:`atomic_path` (stale temp files of the folder
+    removed first): concurrent trials reading a cache never see half a file."""
+    import pyarrow.parquet as pq  # here: this module is imported by every command, pyarrow is not needed by all
+
+    with atomic_path(path, needed=table.nbytes, clean=True) as tmp:
+        pq.write_table(table, tmp)
 
 
 # ----------------------------------------------------------------------------- folders

@@ -14,62 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict
 # one definition of stop reasons and columns, shared with the sweep that writes them
-from raysearch.search.results import CORE_COLUMNS, FINISHED, STOP_REASONS, check_stop_reasons
+from raysearch.search.results import StopReason, best_row, load_results, param_columns
 
-RESULTS_FILE = "results.parquet"
-BEST_FILE = "best.yaml"
 DASHBOARD_PNG = "dashboard.png"
 DASHBOARD_TABLE = "dashboard.md"
-
-
-def param_columns(df: pd.DataFrame) -> list[str]:
-    """Searched-parameter columns (``train.alpha``, ``cf.model`` ...)."""
-    return [c for c in df.columns if c.startswith(("train.", "cf.", "split."))]
-
-
-def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | None]:
-    """Write ``results.parquet`` and (when any trial produced a val mAP) ``best.yaml``."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_stop_reasons(df["stop_reason"])
-    out = run_dir / RESULTS_FILE
-    df.to_parquet(out, index=False)
-    best = best_row(df)
-    best_path = None
-    if best is not None:
-        best_path = run_dir / BEST_FILE
-        dump_run_config(best_run_config(best), best_path)
-    return out, best_path
-
-
-def best_row(df: pd.DataFrame) -> pd.Series | None:
-    """Best trial by validation mAP only (test mAP never selects), among trials that finished
-    (errored and interrupted ones are excluded).  Ties keep results order (stable sort)."""
-    ok = df[df["best_val_map"].notna() & df["stop_reason"].isin(FINISHED)]
-    if ok.empty:
-        return None
-    return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]
-
-
-def best_run_config(row: pd.Series) -> RunConfig:
-    return from_dict(RunConfig, json.loads(row["config"]), where=f"trial {row['trial_id']}")
-
-
-def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """Read a sweep's results; a missing/corrupt file is an error naming it."""
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise ConfigError(f"no {RESULTS_FILE} in {run_dir} (is it a `raysearch tune` run directory?)")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a truncated/corrupt file
-        raise ConfigError(f"{path}: cannot read results: {e}") from None
-    missing = [c for c in CORE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}")
-    return df
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -111,7 +60,7 @@ def results_records(df: pd.DataFrame, top: int | None = None) -> list[dict[str, 
     return json.loads(ranked.drop(columns=["config"], errors="ignore").to_json(orient="records"))
 
 
-COMPARABLE = ("completed", "early_stopped")  # trials that ran their whole schedule (ASHA did not cut them)
+COMPARABLE = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value)  # trials that ran their whole schedule (ASHA did not cut them)
 
 
 def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:

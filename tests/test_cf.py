@@ -10,8 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from raysearch.cf import CF_MODELS, CFError, auc_table, base, compute_item_vectors, read_item_vectors
-from raysearch.cf.vaecf import BiasedVAE
+from raysearch.cf import CF_MODELS, CFError, auc_table, compute_item_vectors, read_item_vectors
+from raysearch.cf.cornac_data import to_cornac
+from raysearch.cf.models.vaecf.vae import BiasedVAE
 from raysearch.cli import app
 from raysearch.config import CFConfig, ConfigError, SplitConfig, from_dict
 from raysearch.data import load_dataset, make_split, write_dataset
@@ -58,7 +59,7 @@ def test_vaecf_item_vectors_are_the_decoder_output_layer(tiny):
     ds, split = tiny
     cfg = CFConfig(**FAST)
     model = CF_MODELS.get("vaecf")(cfg)
-    data = base.to_cornac(ds.interaction_matrix(split.cf_items), seed=0)
+    data = to_cornac(ds.interaction_matrix(split.cf_items), seed=0)
     model.fit(data)
     rec = model.recommender
     assert isinstance(rec.vae, BiasedVAE)
@@ -103,12 +104,11 @@ def test_vaecf_auc_beats_most_popular(small):
 def test_cache_hit_trains_nothing_and_any_change_misses(tiny, home):
     ds, split = tiny
     cfg = CFConfig(**FAST)
-    n0 = base.FIT_COUNT
     first = compute_item_vectors(ds, split, cfg)
-    assert base.FIT_COUNT == n0 + 1 and first.path is not None and first.path.is_file()
+    assert not first.from_cache and first.path is not None and first.path.is_file()
     assert first.path.parent == home / "cache" / "cf"
     again = compute_item_vectors(ds, split, cfg)
-    assert base.FIT_COUNT == n0 + 1  # hit: no training
+    assert again.from_cache  # hit: no training
     assert again.key == first.key and again.config == cfg
     np.testing.assert_array_equal(again.vectors, first.vectors)
     np.testing.assert_array_equal(again.bias, first.bias)
@@ -123,9 +123,8 @@ def test_cache_hit_trains_nothing_and_any_change_misses(tiny, home):
     keys = {first.key}
     for changed, sp in [(CFConfig(**{**FAST, "epochs": 21}), split), (CFConfig(**{**FAST, "lr": 2e-3}), split),
                         (CFConfig(**FAST, seed=1), split), (cfg, make_split(ds, SplitConfig(seed=1)))]:
-        n = base.FIT_COUNT
         iv = compute_item_vectors(ds, sp, changed)
-        assert base.FIT_COUNT == n + 1
+        assert not iv.from_cache
         keys.add(iv.key)
     assert len(keys) == 5
     # no tmp files left behind by the atomic writes
@@ -139,9 +138,8 @@ def test_cache_miss_on_changed_data(tiny, tmp_path):
     inter = ds.interactions.iloc[:-1]  # drop one interaction: a new fingerprint
     root = write_dataset(tmp_path / "changed", ds.items, inter, name="changed", source="test", labels=ds.label_names)
     ds2 = load_dataset(str(root))
-    n = base.FIT_COUNT
     iv2 = compute_item_vectors(ds2, make_split(ds2, SplitConfig(seed=0)), cfg, data_root=tmp_path)
-    assert base.FIT_COUNT == n + 1 and iv2.key != iv.key
+    assert not iv2.from_cache and iv2.key != iv.key
 
 
 def test_corrupt_or_foreign_cache_is_a_clear_error(tiny, tmp_path):
@@ -226,7 +224,7 @@ def test_cli_cf_json_and_errors(tmp_path):
 
 def _tiny_train_set(tiny):
     ds, split = tiny
-    return base.to_cornac(ds.interaction_matrix(split.cf_items), seed=0).train_set
+    return to_cornac(ds.interaction_matrix(split.cf_items), seed=0).train_set
 
 
 def test_sparse_trainer_is_cornacs_learn_on_sparse_batches(tiny):
@@ -236,7 +234,7 @@ def test_sparse_trainer_is_cornacs_learn_on_sparse_batches(tiny):
 
     from cornac.models.vaecf.vaecf import learn
 
-    from raysearch.cf.vaecf import SparseRows, learn_sparse, sparse_forward, sparse_loss
+    from raysearch.cf.models.vaecf.sparse import SparseRows, learn_sparse, sparse_forward, sparse_loss
 
     ts = _tiny_train_set(tiny)
     torch.manual_seed(0)
@@ -270,7 +268,7 @@ def test_per_user_auc_is_cornacs_auc_with_ties():
     import scipy.sparse as sp
     from cornac.metrics import AUC
 
-    from raysearch.cf.vaecf import per_user_auc
+    from raysearch.cf.models.vaecf.sparse import per_user_auc
 
     known = sp.random(30, 50, density=0.2, format="csr", random_state=1)
     held = sp.random(30, 50, density=0.1, format="csr", random_state=2)
@@ -292,10 +290,10 @@ def test_early_stopping_holds_out_interactions_and_keeps_the_best_epoch(small):
     """patience > 0: a tenth of the users lose 20% of their interactions to a validation set, the
     held-out AUC is logged per epoch, training stops after `patience` epochs without gain and the
     best epoch's weights are what the model ends with."""
-    from raysearch.cf.vaecf import heldout_auc, hold_out
+    from raysearch.cf.models.vaecf.sparse import heldout_auc, hold_out
 
     ds, split = small
-    data = base.to_cornac(ds.interaction_matrix(split.cf_items), seed=0)
+    data = to_cornac(ds.interaction_matrix(split.cf_items), seed=0)
     model = CF_MODELS.get("vaecf")(CFConfig(epochs=200, dim=16, hidden=(32,), batch_size=128, lr=0.03, patience=2))
     model.fit(data)
     log = model.recommender.train_log

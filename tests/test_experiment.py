@@ -47,7 +47,7 @@ def test_units_are_paired_and_cf_never_sees_the_test_fold(tmp_path):
     """Same split, label mask and seed for every variant of a unit; the fold's CF is trained on its
     train items only (test items have no vector, no interactions counted, and the vectors' cache key
     is the fold's train item set); the shuffled control differs only in which item gets which vector."""
-    from raysearch.cf.base import split_hash
+    from raysearch.cf.vectors import split_hash
 
     vs = parse_variants(["image_only", "mtl:uniform", "mtl:interaction"], shuffle_control=True)
     ctx = _ctx(tmp_path, vs)
@@ -148,7 +148,7 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
 
 def test_from_sweep_each_variant_gets_its_own_groups_best_finished_trial(tmp_path):
     from raysearch.experiment.protocol import ExperimentConfig, resolve_configs
-    from raysearch.report import write_results
+    from raysearch.search.results import write_results
 
     rows = []
     spec = [("mtl", "uniform", 0.5, 0.41, "completed"), ("mtl", "uniform", 2.0, 0.60, "asha_stopped"),

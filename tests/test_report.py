@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from raysearch.cli import app
 from raysearch.config import ConfigError, RunConfig, TrainConfig, load_run_config, to_dict
-from raysearch.report import (BEST_FILE, DASHBOARD_PNG, DASHBOARD_TABLE, RESULTS_FILE, best_row, dashboard,
-                              load_results, results_table, weighting_summary, write_results)
+from raysearch.report import DASHBOARD_PNG, DASHBOARD_TABLE, dashboard, results_table, weighting_summary
+from raysearch.search.results import BEST_FILE, RESULTS_FILE, best_row, load_results, write_results
 
 
 def _frame() -> pd.DataFrame:

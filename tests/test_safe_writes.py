@@ -236,12 +236,12 @@ def test_prepare_disk_full_in_a_table_write(tmp_path, monkeypatch):
 
 
 def test_cf_parquet_disk_full_leaves_no_temp_file(tmp_path, monkeypatch):
-    import raysearch.cf.base as base
+    import pyarrow.parquet as pq
 
-    monkeypatch.setattr(base.pq, "write_table", _enospc)
+    monkeypatch.setattr(pq, "write_table", _enospc)
     target = tmp_path / "cf" / "x.parquet"
     with pytest.raises(_io.DiskFullError, match="x.parquet: disk full"):
-        base.write_parquet_atomic(pa.table({"a": [1, 2]}), target)
+        _io.write_parquet_atomic(pa.table({"a": [1, 2]}), target)
     assert list(target.parent.iterdir()) == []
 
 

@@ -61,12 +61,11 @@ def _load(dataset: str, data_root: Optional[str], split_seed: int, label_ratio: 
 
 
 def _vectors(ds, split, cfg, data_root, use_cache: bool, console: Console):
-    from raysearch.cf import base, compute_item_vectors
+    from raysearch.cf import compute_item_vectors
 
-    before = base.FIT_COUNT
     with console.status(f"[bold]CF vectors: {cfg.model} on {ds.name}"):
         iv = guarded(lambda: compute_item_vectors(ds, split, cfg, data_root=data_root, use_cache=use_cache))
-    return iv, ("miss" if base.FIT_COUNT > before else "hit") if use_cache else "off"
+    return iv, ("hit" if iv.from_cache else "miss") if use_cache else "off"
 
 
 def register(app: typer.Typer) -> None:

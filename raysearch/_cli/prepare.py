@@ -47,10 +47,9 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Read a public dump (exact original format) into <data-root>/datasets/NAME and report what was kept/skipped."""
-        from raysearch.data.registry import DATASETS, _ensure_registered, prepare_dataset
+        from raysearch.data.registry import DATASETS, prepare_dataset
 
         def run() -> tuple[Any, dict[str, Any]]:
-            _ensure_registered()
             src = DATASETS.get(dataset)
             accepted = inspect.signature(src.build).parameters
             options: dict[str, Any] = {}

@@ -1,13 +1,13 @@
 """CF phase (paper Sec. 3.3, 3.4, 4.1.3, 4.2): Cornac item vectors (Parquet-cached), the AUC
-check against most-popular, CF2Label and the per-item weights of the auxiliary loss."""
-from raysearch.cf.base import (
-    CF_MODELS, CFError, CFModel, ItemVectors, cache_key, compute_item_vectors, create_cf_model,
-    read_item_vectors, register_cf_model,
-)
+check against most-popular, CF2Label and the per-item weights of the auxiliary loss.
+
+Importing this package registers every CF model adapter (:mod:`raysearch.cf.models`)."""
+from raysearch.cf.base import CF_MODELS, CFError, CFModel, create_cf_model, register_cf_model
+from raysearch.cf.vectors import ItemVectors, cache_key, compute_item_vectors, read_item_vectors
 from raysearch.cf.cf2label import CF2Label, CF2LabelConfig, cf2label_study, fit_cf2label, out_of_fold
 from raysearch.cf.evaluate import AUCRow, auc_table
 from raysearch.cf.weights import WEIGHTINGS, item_weights
-from raysearch.cf import models, vaecf  # noqa: E402,F401  (register the CF_MODELS adapters)
+from raysearch.cf import models  # noqa: F401  (registers the CF_MODELS adapters)
 
 __all__ = [
     "AUCRow", "CF2Label", "CF2LabelConfig", "CF_MODELS", "CFError", "CFModel", "ItemVectors", "WEIGHTINGS",

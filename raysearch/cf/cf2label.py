@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysearch.cf.base import CFError, ItemVectors
+from raysearch.cf.base import CFError
+from raysearch.cf.vectors import ItemVectors
 
 if TYPE_CHECKING:
     from raysearch.data.format import Dataset

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from raysearch.cf.base import create_cf_model, triplets
+from raysearch.cf.base import create_cf_model
+from raysearch.cf.cornac_data import triplets
 from raysearch.config import CFConfig
 
 if TYPE_CHECKING:

@@ -37,8 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysearch.cf.base import CFError, ItemVectors, split_hash, write_parquet_atomic
+from raysearch import _io
+from raysearch.cf.base import CFError
 from raysearch.cf.cf2label import CF2LabelConfig, cf2label_items, out_of_fold
+from raysearch.cf.vectors import ItemVectors, split_hash
 from raysearch.registry import Registry
 
 if TYPE_CHECKING:
@@ -170,7 +172,7 @@ def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2la
 def _write_weights(path: Path, ds: "Dataset", w: np.ndarray, scheme: str) -> None:
     table = pa.table({"item_id": pa.array(list(ds.items["item_id"]), pa.string()), "weight": pa.array(w, pa.float32())})
     table = table.replace_schema_metadata({b"raysearch.weights": json.dumps({"scheme": scheme}).encode()})
-    write_parquet_atomic(table, path)
+    _io.write_parquet_atomic(table, path)
 
 
 def _read_weights(path: Path, ds: "Dataset") -> np.ndarray:

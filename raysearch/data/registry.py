@@ -9,6 +9,10 @@ Writing a dataset folder never exposes half of one and never loses the old one:
 it is built in a temp folder and swapped in by :func:`raysearch._io.replace_dir`
 (old aside, new in, old deleted; an interrupted swap is undone on the next load),
 under a per-name lock so two ``prepare`` runs of one name cannot interleave.
+
+The synthetic worlds and the adapters register themselves in :data:`DATASETS` when the
+``raysearch.data`` package is imported (its ``__init__``), which any import of this
+module does first.
 """
 from __future__ import annotations
 
@@ -51,12 +55,6 @@ def register_dataset(name: str, kind: str, description: str = "", lookalike: str
     return deco
 
 
-def _ensure_registered() -> None:
-    # importing these modules runs their @register_dataset decorators
-    from raysearch.data import synthetic  # noqa: F401
-    from raysearch.data import adapters  # noqa: F401
-
-
 def dataset_dir(name: str, data_root: str | os.PathLike | None = None) -> Path:
     return paths.datasets_dir(data_root) / name
 
@@ -74,7 +72,6 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, rehas
         _recover(folder)
     if (folder / META_FILE).is_file() and not _stale_synthetic(name, folder):
         return load_folder(folder, rehash=rehash)
-    _ensure_registered()
     src = DATASETS.get(name)
     if src.kind == "synthetic":
         build_synthetic(src, folder)
@@ -160,7 +157,6 @@ def prepare_dataset(
     data_root: str | os.PathLike | None = None, overwrite: bool = False, **options: Any,
 ) -> tuple[Path, dict[str, Any]]:
     """Run an adapter into ``<home>/datasets/<name>``; refuses to overwrite unless asked."""
-    _ensure_registered()
     src = DATASETS.get(name)
     if src.kind != "adapter":
         raise DatasetError(f"dataset {name!r} is built in ({src.kind}); it needs no `prepare`")

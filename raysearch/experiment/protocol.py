@@ -145,7 +145,7 @@ class ExperimentConfig:
 
 def best_from_sweeps(run_dirs: Sequence[str], variant: Variant) -> tuple[RunConfig, str]:
     """Best *finished* trial of the variant's own (method, weighting) group by val mAP."""
-    from raysearch.report import best_row, best_run_config, load_results
+    from raysearch.search.results import best_row, best_run_config, load_results
 
     frames = []
     for d in run_dirs:

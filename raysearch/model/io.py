@@ -343,7 +343,7 @@ def _load_state(p: Path) -> dict[str, torch.Tensor]:
 
 def _best_trial_checkpoint(run_dir: Path) -> tuple[Path, str]:
     """The checkpoint of the sweep's best trial (by val mAP, as ``best.yaml`` is chosen)."""
-    from raysearch.report import best_row, load_results
+    from raysearch.search.results import best_row, load_results
 
     row = best_row(load_results(run_dir))
     if row is None:

@@ -1,5 +1,6 @@
-"""One definition of a sweep's per-trial outcome: stop reasons, the results columns, and the
-frame built from Tune's ``ResultGrid``.
+"""One definition of a sweep's per-trial outcome: stop reasons, the results columns, the
+frame built from Tune's ``ResultGrid``, and the files it is kept in (``results.parquet``,
+``best.yaml``) with their reader.
 
 Why one module: the stop reasons are produced by the trainables (a trial's final report), by the
 driver (a trial Tune stopped, errored or never finished) and read by ``report.py`` and
@@ -16,7 +17,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from raysearch.config import ConfigError, to_dict
+from raysearch._io import atomic_path
+from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict, to_dict
 
 TIME_ATTR = "epoch"
 
@@ -117,4 +119,59 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
         if n not in df:
             df[n] = None
     check_stop_reasons(df["stop_reason"])
+    return df
+
+
+# ------------------------------------------------------------------ the results files
+
+RESULTS_FILE = "results.parquet"
+BEST_FILE = "best.yaml"
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """Searched-parameter columns (``train.alpha``, ``cf.model`` ...)."""
+    return [c for c in df.columns if c.startswith(("train.", "cf.", "split."))]
+
+
+def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write ``results.parquet`` and (when any trial produced a val mAP) ``best.yaml``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_stop_reasons(df["stop_reason"])
+    out = run_dir / RESULTS_FILE
+    with atomic_path(out) as tmp:  # a resumed or concurrent reader never sees half a file
+        df.to_parquet(tmp, index=False)
+    best = best_row(df)
+    best_path = None
+    if best is not None:
+        best_path = run_dir / BEST_FILE
+        dump_run_config(best_run_config(best), best_path)
+    return out, best_path
+
+
+def best_row(df: pd.DataFrame) -> pd.Series | None:
+    """Best trial by validation mAP only (test mAP never selects), among trials that finished
+    (errored and interrupted ones are excluded).  Ties keep results order (stable sort)."""
+    ok = df[df["best_val_map"].notna() & df["stop_reason"].isin(FINISHED)]
+    if ok.empty:
+        return None
+    return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]
+
+
+def best_run_config(row: pd.Series) -> RunConfig:
+    return from_dict(RunConfig, json.loads(row["config"]), where=f"trial {row['trial_id']}")
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """Read a sweep's results; a missing/corrupt file is an error naming it."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise ConfigError(f"no {RESULTS_FILE} in {run_dir} (is it a `raysearch tune` run directory?)")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a truncated/corrupt file
+        raise ConfigError(f"{path}: cannot read results: {e}") from None
+    missing = [c for c in CORE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {missing}")
     return df

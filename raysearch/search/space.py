@@ -46,7 +46,7 @@ _REGISTRIES = {
     "train.method": ("raysearch.train.methods", "METHODS"),
     "train.weighting": ("raysearch.cf.weights", "WEIGHTINGS"),
     "train.backbone": ("raysearch.model.backbones", "BACKBONES"),
-    "cf.model": ("raysearch.cf.base", "CF_MODELS"),
+    "cf.model": ("raysearch.cf", "CF_MODELS"),
 }
 METHOD_NAMES_FALLBACK = ("image_only", "mtl", "sequential", "contrastive")
 
@@ -186,10 +186,7 @@ def _registered_names(path: str) -> list[str] | None:
         reg = getattr(mod, attr)
     except (ImportError, AttributeError):
         return None
-    ensure = getattr(mod, "_ensure_registered", None)  # lazily registered plug-ins (CF models)
-    if callable(ensure):
-        ensure()
-    return list(reg.names())
+    return list(reg.names())  # packages register their plug-ins when imported
 
 
 def _check_choice_names(where: str, path: str, values: list[Any]) -> None:

@@ -37,7 +37,7 @@ import pandas as pd
 from raysearch import paths
 from raysearch.config import ConfigError
 from raysearch.search import cluster
-from raysearch.search.results import StopReason, classify, results_frame
+from raysearch.search.results import StopReason, classify, results_frame, write_results
 from raysearch.search.shared import SHARED_ACTOR_PREFIX, prefetch_runs, start_shared_actor
 from raysearch.search.space import SearchSpace, default_space_path, load_space
 from raysearch.search.tracking import WandbSettings, sweep_wandb_callback, wandb_mode
@@ -305,7 +305,6 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     from ray import tune
 
     from raysearch.data import load_dataset
-    from raysearch.report import write_results
 
     t0 = time.perf_counter()
     if cfg.resume:

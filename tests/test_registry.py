@@ -27,3 +27,18 @@ def test_home_override_and_env(tmp_path, monkeypatch):
     assert paths.home() == (tmp_path / "h").resolve()
     assert paths.home(tmp_path / "o") == (tmp_path / "o").resolve()
     assert paths.cache_dir("images").is_dir()
+
+
+def test_packages_register_their_plugins_eagerly_and_cheaply():
+    """A fresh interpreter: importing a registry's module is enough to fill it (no lazy hook to call),
+    and registering the CF models does not import Cornac (it is imported when a model is fitted)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from raysearch.data.registry import DATASETS\n"
+            "from raysearch.cf.base import CF_MODELS\n"
+            "print(','.join(CF_MODELS.names()), 'synthetic-tiny' in DATASETS, 'movielens' in DATASETS,"
+            " 'cornac' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["bivaecf,bpr,gmf,vaecf,wmf", "True", "True", "False"]

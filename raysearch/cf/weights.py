@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from raysearch.data.format import Dataset
     from raysearch.data.splits import Split
 
-log = logging.getLogger("raysearch.cf")
+log = logging.getLogger(__name__)
 
 MIN_BCE = 1e-4  # floor of the loss-based denominator: weight <= 1e4 (Omega clips far below)
 

@@ -32,7 +32,7 @@ from cornac.models.vaecf.vaecf import EPS, VAE
 from raysearch.cf.base import CFError
 from raysearch.cf.models.vaecf.vae import BiasedVAE
 
-log = logging.getLogger("raysearch.cf")
+log = logging.getLogger(__name__)
 
 #: users whose interactions are partly held out for early stopping, and the part held out
 VAL_USERS, VAL_FRACTION = 2000, 0.2

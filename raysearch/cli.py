@@ -54,7 +54,7 @@ def _root(
     ctx.call_on_close(lambda: setattr(STATE, "debug", False))
 
 
-_STAGES = ("data", "cf", "train", "search", "predict", "experiment")
+_STAGES = ("data", "prepare", "cf", "train", "search", "predict", "experiment")
 for _stage in _STAGES:  # every stage is built: a module that fails to import is a bug, never skipped
     importlib.import_module(f"raysearch._cli.{_stage}").register(app)
 

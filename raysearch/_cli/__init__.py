@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 import typer
 
@@ -94,6 +94,19 @@ def emit_json(obj: Any) -> None:
     out = STATE.json_stdout or sys.stdout
     out.write(json.dumps(obj, indent=2, default=str) + "\n")
     out.flush()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, left: int = 0) -> None:
+    """A table on stdout: the first ``left`` columns left-aligned (names), the others right-aligned (numbers)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i < left else "right")
+    for r in rows:
+        t.add_row(*map(str, r))
+    Console().print(t)
 
 
 class _StderrHandler(logging.StreamHandler):

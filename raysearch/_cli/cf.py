@@ -1,13 +1,15 @@
 """CF commands: ``cf`` (item vectors + the AUC table) and ``cf2label`` (the pre-study)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+import inspect
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from raysearch._cli import emit_json, fail, guarded
+from raysearch._cli import emit_json, fail, guarded, print_table
+from raysearch._cli.options import CF_FLAGS, CfCache, DataRoot, Dataset, JsonOut, LabelRatio, SplitSeed, add
 
 
 def _cf_config(**given: Any):
@@ -68,120 +70,103 @@ def _vectors(ds, split, cfg, data_root, use_cache: bool, console: Console):
     return iv, ("hit" if iv.from_cache else "miss") if use_cache else "off"
 
 
+def with_cf_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give command ``fn`` the CF flags (:data:`~raysearch._cli.options.CF_FLAGS`, one per CFConfig
+    field); it receives them as one checked CFConfig, its parameter ``cfg``."""
+    sig = inspect.signature(fn, eval_str=True)  # real Annotated types, as typer reads them
+    own = [p for p in sig.parameters.values() if p.name != "cfg"]
+    flags = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=t)
+             for k, t in CF_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def command(**kw: Any) -> Any:
+        given = {k: kw.pop(k) for k in CF_FLAGS}
+        return fn(cfg=guarded(lambda: _cf_config(**given)), **kw)
+
+    command.__signature__ = sig.replace(parameters=[*own, *flags])  # type: ignore[attr-defined]
+    return command
+
+
+@with_cf_flags
+def cf(
+    cfg: Any = None, dataset: Dataset = "synthetic", data_root: DataRoot = None, split_seed: SplitSeed = 0,
+    evaluate: Annotated[bool, typer.Option(
+        "--eval/--no-eval", help="AUC on 20% held-out interactions vs MostPop.")] = True,
+    also: Annotated[List[str], typer.Option(
+        "--also", help="More models for the AUC table: MODEL[:key=value,...], e.g. --also bpr:lr=0.01,epochs=300 "
+                       "(repeatable).")] = [],  # noqa: B006 (typer needs a list default)
+    use_cache: CfCache = True,
+    json_out: JsonOut = False,
+) -> None:
+    """Train a Cornac model on the train items' interactions; cache the item vectors; print AUC vs MostPop."""
+    from raysearch.cf import CF_MODELS, auc_table
+
+    others = [guarded(lambda s=s: _also(s, cfg)) for s in also]
+    for c in [cfg, *others]:
+        guarded(lambda c=c: CF_MODELS.get(c.model))
+    console = Console(stderr=True)
+    ds, split = guarded(lambda: _load(dataset, data_root, split_seed))
+    iv, cache = _vectors(ds, split, cfg, data_root, use_cache, console)
+    out: dict[str, Any] = {
+        "dataset": ds.name, "model": cfg.model, "key": iv.key, "path": str(iv.path) if iv.path else None,
+        "cache": cache, "dim": iv.dim, "bias": iv.bias is not None, "target_dim": iv.targets().shape[1],
+        "train_items": int(len(split.train)), "items_with_vector": int(iv.has_vector.sum()),
+        "train_items_without_interactions": int((~iv.has_vector[split.train]).sum()),
+        "fit_seconds": iv.info.get("fit_seconds"), "config": _cfg_dict(cfg),
+    }
+    if evaluate:
+        with console.status("[bold]AUC (20% held-out interactions)") as st:
+            rows = guarded(lambda: auc_table(ds, split, [cfg, *others], seed=cfg.seed,
+                                             progress=lambda n: st.update(f"[bold]AUC: fitting {n}")))
+        labels = [_label(c, cfg) for c in (cfg, *others)] + ["mostpop"]
+        out["auc"] = [{"model": lab, "auc": r.auc, "train_s": r.train_s} for lab, r in zip(labels, rows)]
+    if json_out:
+        return emit_json(out)
+    _print_cf(out)
+
+
+def _print_cf(out: dict[str, Any]) -> None:
+    print_table(f"CF vectors: {out['dataset']} / {out['model']}",
+                ("dim", "+bias", "items with vector", "train items w/o interactions", "cache", "fit (s)"),
+                [(out["dim"], "yes" if out["bias"] else "no", f"{out['items_with_vector']:,}",
+                  out["train_items_without_interactions"], out["cache"], out["fit_seconds"])])
+    Console().print(f"cache file: {out['path']}")
+    if "auc" in out:
+        print_table("AUC on 20% held-out interactions (paper Table 3)", ("model", "AUC", "train (s)"),
+                    [(r["model"], f"{r['auc']:.4f}", f"{r['train_s']:.1f}") for r in out["auc"]], left=1)
+
+
+@with_cf_flags
+def cf2label(
+    cfg: Any = None, dataset: Dataset = "synthetic", data_root: DataRoot = None, split_seed: SplitSeed = 0,
+    label_ratio: LabelRatio = 1.0,
+    folds: Annotated[int, typer.Option("--folds", help="k of the k-fold cross-fitting over labelled train items.")] = 5,
+    mlp_hidden: Annotated[int, typer.Option("--mlp-hidden", help="CF2Label hidden width.")] = 128,
+    mlp_epochs: Annotated[int, typer.Option("--mlp-epochs", help="CF2Label full-batch training steps.")] = 300,
+    use_cache: CfCache = True,
+    json_out: JsonOut = False,
+) -> None:
+    """CF2Label pre-study (paper Table 4): mAP of a 2-layer MLP on CF vectors vs the popularity baseline."""
+    from raysearch.cf import CF2LabelConfig, cf2label_study
+
+    mcfg = guarded(lambda: CF2LabelConfig(hidden=mlp_hidden, epochs=mlp_epochs, folds=folds))
+    console = Console(stderr=True)
+    ds, split = guarded(lambda: _load(dataset, data_root, split_seed, label_ratio))
+    iv, cache = _vectors(ds, split, cfg, data_root, use_cache, console)
+    with console.status(f"[bold]CF2Label: {mcfg.folds}-fold cross-fitting"):
+        res = guarded(lambda: cf2label_study(ds, split, iv, mcfg))
+    res["cache"] = cache
+    res["config"] = _cfg_dict(cfg)
+    if json_out:
+        return emit_json(res)
+    print_table(f"CF2Label on {ds.name} (mAP, {res['folds']}-fold out-of-fold over {res['items']:,} labelled "
+                f"train items)", ("approach", "mAP"), [("Popularity based", f"{res['popularity_map']:.4f}"),
+                                                        (f"CF2Label {cfg.model}", f"{res['cf2label_map']:.4f}")],
+                left=1)
+
+
 def register(app: typer.Typer) -> None:
-    model_help = "CF model: vaecf | bpr | gmf | bivaecf | wmf (needs tensorflow)."
-
-    @app.command()
-    def cf(
-        dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name or prepared folder."),
-        data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help=model_help),
-        dim: Optional[int] = typer.Option(None, "--dim", help="Latent size = item vector size (default 64)."),
-        hidden: Optional[str] = typer.Option(None, "--hidden", help="VAECF encoder hidden layers, e.g. 600,200."),
-        epochs: Optional[int] = typer.Option(None, "--epochs"),
-        lr: Optional[float] = typer.Option(None, "--lr"),
-        beta: Optional[float] = typer.Option(None, "--beta", help="VAECF KL weight."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-        reg: Optional[float] = typer.Option(None, "--reg", help="BPR lambda_reg / GMF weight decay / WMF lambdas."),
-        bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="Learn and export a per-item bias."),
-        seed: Optional[int] = typer.Option(None, "--seed"),
-        split_seed: int = typer.Option(0, "--split-seed", help="Seed of the item-level train/val/test split."),
-        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="AUC on 20%% held-out interactions vs MostPop."),
-        also: list[str] = typer.Option([], "--also", help="More models for the AUC table: MODEL[:key=value,...], "
-                                        "e.g. --also bpr:lr=0.01,epochs=300 (repeatable)."),
-        use_cache: bool = typer.Option(True, "--cache/--no-cache", help="Read/write the Parquet vector cache."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    ) -> None:
-        """Train a Cornac model on the train items' interactions; cache the item vectors; print AUC vs MostPop."""
-        from raysearch.cf import auc_table
-
-        cfg = guarded(lambda: _cf_config(model=model, dim=dim, hidden=hidden, epochs=epochs, lr=lr, beta=beta,
-                                         batch_size=batch_size, reg=reg, bias=bias, seed=seed))
-        others = [guarded(lambda s=s: _also(s, cfg)) for s in also]
-        from raysearch.cf import CF_MODELS
-
-        for c in [cfg, *others]:
-            guarded(lambda c=c: CF_MODELS.get(c.model))
-        console = Console(stderr=True)
-        ds, split = guarded(lambda: _load(dataset, data_root, split_seed))
-        iv, cache = _vectors(ds, split, cfg, data_root, use_cache, console)
-        out: dict[str, Any] = {
-            "dataset": ds.name, "model": cfg.model, "key": iv.key, "path": str(iv.path) if iv.path else None,
-            "cache": cache, "dim": iv.dim, "bias": iv.bias is not None, "target_dim": iv.targets().shape[1],
-            "train_items": int(len(split.train)), "items_with_vector": int(iv.has_vector.sum()),
-            "train_items_without_interactions": int((~iv.has_vector[split.train]).sum()),
-            "fit_seconds": iv.info.get("fit_seconds"), "config": _cfg_dict(cfg),
-        }
-        if evaluate:
-            with console.status("[bold]AUC (20% held-out interactions)") as st:
-                rows = guarded(lambda: auc_table(ds, split, [cfg, *others], seed=cfg.seed,
-                                                 progress=lambda n: st.update(f"[bold]AUC: fitting {n}")))
-            labels = [_label(c, cfg) for c in (cfg, *others)] + ["mostpop"]
-            out["auc"] = [{"model": lab, "auc": r.auc, "train_s": r.train_s} for lab, r in zip(labels, rows)]
-        if json_out:
-            emit_json(out)
-            return
-        t = Table(title=f"CF vectors: {ds.name} / {cfg.model}")
-        for c in ("dim", "+bias", "items with vector", "train items w/o interactions", "cache", "fit (s)"):
-            t.add_column(c, justify="right")
-        t.add_row(str(iv.dim), "yes" if out["bias"] else "no", f"{out['items_with_vector']:,}",
-                  str(out["train_items_without_interactions"]), cache, str(out["fit_seconds"]))
-        Console().print(t)
-        Console().print(f"cache file: {out['path']}")
-        if evaluate:
-            a = Table(title="AUC on 20% held-out interactions (paper Table 3)")
-            a.add_column("model")
-            a.add_column("AUC", justify="right")
-            a.add_column("train (s)", justify="right")
-            for r in out["auc"]:
-                a.add_row(r["model"], f"{r['auc']:.4f}", f"{r['train_s']:.1f}")
-            Console().print(a)
-
-    @app.command("cf2label")
-    def cf2label(
-        dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name or prepared folder."),
-        data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help=model_help),
-        dim: Optional[int] = typer.Option(None, "--dim"),
-        hidden: Optional[str] = typer.Option(None, "--hidden"),
-        epochs: Optional[int] = typer.Option(None, "--epochs"),
-        lr: Optional[float] = typer.Option(None, "--lr"),
-        beta: Optional[float] = typer.Option(None, "--beta"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-        reg: Optional[float] = typer.Option(None, "--reg"),
-        bias: Optional[bool] = typer.Option(None, "--bias/--no-bias"),
-        seed: Optional[int] = typer.Option(None, "--seed"),
-        split_seed: int = typer.Option(0, "--split-seed"),
-        label_ratio: float = typer.Option(1.0, "--label-ratio", help="Fraction of train items keeping labels."),
-        folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-fitting over labelled train items."),
-        mlp_hidden: int = typer.Option(128, "--mlp-hidden", help="CF2Label hidden width."),
-        mlp_epochs: int = typer.Option(300, "--mlp-epochs", help="CF2Label full-batch training steps."),
-        use_cache: bool = typer.Option(True, "--cache/--no-cache"),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    ) -> None:
-        """CF2Label pre-study (paper Table 4): mAP of a 2-layer MLP on CF vectors vs the popularity baseline."""
-        from raysearch.cf import CF2LabelConfig, cf2label_study
-
-        cfg = guarded(lambda: _cf_config(model=model, dim=dim, hidden=hidden, epochs=epochs, lr=lr, beta=beta,
-                                         batch_size=batch_size, reg=reg, bias=bias, seed=seed))
-        mcfg = guarded(lambda: CF2LabelConfig(hidden=mlp_hidden, epochs=mlp_epochs, folds=folds))
-        console = Console(stderr=True)
-        ds, split = guarded(lambda: _load(dataset, data_root, split_seed, label_ratio))
-        iv, cache = _vectors(ds, split, cfg, data_root, use_cache, console)
-        with console.status(f"[bold]CF2Label: {mcfg.folds}-fold cross-fitting"):
-            res = guarded(lambda: cf2label_study(ds, split, iv, mcfg))
-        res["cache"] = cache
-        res["config"] = _cfg_dict(cfg)
-        if json_out:
-            emit_json(res)
-            return
-        t = Table(title=f"CF2Label on {ds.name} (mAP, {res['folds']}-fold out-of-fold over "
-                        f"{res['items']:,} labelled train items)")
-        t.add_column("approach")
-        t.add_column("mAP", justify="right")
-        t.add_row("Popularity based", f"{res['popularity_map']:.4f}")
-        t.add_row(f"CF2Label {cfg.model}", f"{res['cf2label_map']:.4f}")
-        Console().print(t)
+    add(app, cf, cf2label)
 
 
 def _label(c, main) -> str:

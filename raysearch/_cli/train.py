@@ -2,14 +2,48 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from raysearch._cli import checked, emit_json, fail, guarded
+from raysearch._cli import checked, emit_json, fail, guarded, print_table
+from raysearch._cli.options import (
+    CF_DIM_HELP, CF_MODEL_HELP, Config, DataRoot, Dataset, Epochs, JsonOut, LabelRatio, Method, Sets, SplitSeed,
+    add,
+)
+
+# train-only flags, each a TrainConfig field (``--set train.KEY=VALUE`` reaches all the others)
+_F = Optional[float]
+_I = Optional[int]
+_S = Optional[str]
+Weighting = Annotated[_S, typer.Option("--weighting", help="CF weights of the aux loss: {weightings}.")]
+Alpha = Annotated[_F, typer.Option("--alpha", help="Weight of the auxiliary loss.")]
+Omega = Annotated[_F, typer.Option("--omega", help="Clip of the per-item CF weights.")]
+Tau = Annotated[_F, typer.Option("--tau", help="Triplet margin (contrastive).")]
+Backbone = Annotated[_S, typer.Option(
+    "--backbone", help="{backbones} (default efficientnet_lite0: its weights ship with the install).")]
+Weights = Annotated[_S, typer.Option("--weights", help="imagenet | none | PATH to a state dict.")]
+ImageSize = Annotated[_I, typer.Option("--image-size", help="Input side in pixels.")]
+BatchSize = Annotated[_I, typer.Option("--batch-size", help="Global batch size.")]
+Lr = Annotated[_F, typer.Option("--lr", help="Learning rate.")]
+Optimizer = Annotated[_S, typer.Option("--optimizer", help="{optimizers}.")]
+Schedule = Annotated[_S, typer.Option("--schedule", help="Learning-rate schedule: {schedules}.")]
+Patience = Annotated[_I, typer.Option("--patience", help="Early stopping: epochs without val-mAP gain (0: off).")]
+AuxEpochs = Annotated[_I, typer.Option("--aux-epochs", help="sequential: epochs of the aux-only stage.")]
+TrainableBlocks = Annotated[_S, typer.Option(
+    "--trainable-blocks", help="Train only the top N backbone blocks (frozen trunk outputs cached on disk); "
+                               "'auto' = the backbone's default depth, 'all' = full fine-tuning.")]
+TrainCfModel = Annotated[_S, typer.Option("--cf-model", help=CF_MODEL_HELP)]
+TrainCfDim = Annotated[_I, typer.Option("--cf-dim", help=CF_DIM_HELP)]
+Seed = Annotated[_I, typer.Option("--seed", help="Training seed (init, sampling, augmentation).")]
+Device = Annotated[_S, typer.Option("--device", help="auto | cpu | mps | cuda[:N].")]
+ModelOut = Annotated[_S, typer.Option(
+    "--out", help="Save the model here (model.pt, model.json with val-F1 thresholds, config.yaml, result.json; "
+                  "+ fit's best.pt), for raysearch predict/export.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", help="> 1: DDP over W Ray Train workers (train.batch_size stays the global batch), as a sweep's "
+                      "DDP trial.")]
 
 
 def _trainable_blocks(v: Optional[str]) -> Optional[int]:
@@ -28,121 +62,110 @@ def _trainable_blocks(v: Optional[str]) -> Optional[int]:
     return n
 
 
-def build_run_config(config: Optional[str], dataset: Optional[str], data_root: Optional[str],
-                     split: dict[str, Any], cf: dict[str, Any], train: dict[str, Any]):
-    """RunConfig = (``--config`` YAML or defaults) with the explicitly given flags on top."""
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags actually given (None: not on the command line)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def build_run_config(config: Optional[str], flags: dict[str, Any], sets: Optional[list[str]] = None):
+    """RunConfig = (``--config`` YAML or defaults) < the explicitly given ``flags`` < ``--set`` items.
+
+    ``flags``: top-level keys (``dataset``, ``data_root``) with their values, and sections
+    (``split``, ``cf``, ``train``) with the keys given for them.
+    """
+    from raysearch._cli.options import apply_sets
     from raysearch.config import RunConfig, from_dict, load_run_config, to_dict
 
-    base = load_run_config(config) if config else RunConfig()
-    d = to_dict(base)
-    if dataset is not None:
-        d["dataset"] = dataset
-    if data_root is not None:
-        d["data_root"] = data_root
-    for section, given in (("split", split), ("cf", cf), ("train", train)):
-        d[section].update({k: v for k, v in given.items() if v is not None})
-    return from_dict(RunConfig, d, where="train options")
+    d = to_dict(load_run_config(config) if config else RunConfig())
+    for key, given in flags.items():
+        if isinstance(given, dict):
+            d[key].update(given)
+        else:
+            d[key] = given
+    return from_dict(RunConfig, apply_sets(d, sets, RunConfig), where="train options")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def train(
-        dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or prepared folder (default: synthetic)."),
-        method: Optional[str] = typer.Option(None, "--method", help="image_only | mtl | sequential | contrastive."),
-        weighting: Optional[str] = typer.Option(None, "--weighting", help="CF weights: uniform | interaction | loss."),
-        alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the auxiliary loss."),
-        omega: Optional[float] = typer.Option(None, "--omega", help="Clip of the per-item CF weights."),
-        tau: Optional[float] = typer.Option(None, "--tau", help="Triplet margin (contrastive)."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", help="efficientnet_lite0 (default; weights ship with the install) | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf | tiny_cnn."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="imagenet | none | PATH to a state dict."),
-        image_size: Optional[int] = typer.Option(None, "--image-size"),
-        epochs: Optional[int] = typer.Option(None, "--epochs"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-        lr: Optional[float] = typer.Option(None, "--lr"),
-        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw | sgd (momentum)."),
-        schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine | step | none."),
-        patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without val-mAP gain (0: off)."),
-        aux_epochs: Optional[int] = typer.Option(None, "--aux-epochs", help="sequential: epochs of the aux-only stage."),
-        label_ratio: Optional[float] = typer.Option(None, "--label-ratio", help="Fraction of train items keeping labels."),
-        trainable_blocks: Optional[str] = typer.Option(
-            None, "--trainable-blocks",
-            help="Train only the top N backbone blocks (frozen trunk outputs cached on disk); 'auto' = the "
-                 "backbone's default depth, 'all' = full fine-tuning."),
-        cf_model: Optional[str] = typer.Option(None, "--cf-model", help="CF model for the auxiliary target."),
-        cf_dim: Optional[int] = typer.Option(None, "--cf-dim", help="CF vector size."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (init, sampling, augmentation)."),
-        split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the item-level split."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]."),
-        config: Optional[str] = typer.Option(None, "--config", help="RunConfig YAML (e.g. best.yaml); flags override it."),
-        out: Optional[str] = typer.Option(None, "--out", help="Save the model here (model.pt, model.json with val-F1 thresholds, config.yaml, result.json; + fit's best.pt), for raysearch predict/export."),
-        workers: int = typer.Option(1, "--workers", help="> 1: DDP over W Ray Train workers (train.batch_size stays the global batch), as a sweep's DDP trial."),
-        data_root: Optional[str] = typer.Option(None, "--data-root", help="Overrides RAYSEARCH_HOME."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    ) -> None:
-        """Train one configuration (the same `fit` a search trial runs) and print val and test mAP."""
-        from raysearch.train import fit, prepare_training_data
+def train(
+    dataset: Dataset = None, method: Method = None, weighting: Weighting = None, alpha: Alpha = None,
+    omega: Omega = None, tau: Tau = None, backbone: Backbone = None, weights: Weights = None,
+    image_size: ImageSize = None, epochs: Epochs = None, batch_size: BatchSize = None, lr: Lr = None,
+    optimizer: Optimizer = None, schedule: Schedule = None, patience: Patience = None,
+    aux_epochs: AuxEpochs = None, label_ratio: LabelRatio = None, trainable_blocks: TrainableBlocks = None,
+    cf_model: TrainCfModel = None, cf_dim: TrainCfDim = None, seed: Seed = None, split_seed: SplitSeed = None,
+    device: Device = None, config: Config = None, sets: Sets = None, out: ModelOut = None,
+    workers: Workers = 1, data_root: DataRoot = None, json_out: JsonOut = False,
+) -> None:
+    """Train one configuration (the same `fit` a search trial runs) and print val and test mAP."""
+    tflags = _given(method=method, weighting=weighting, alpha=alpha, omega=omega, tau=tau, backbone=backbone,
+                    weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                    optimizer=optimizer, schedule=schedule, patience=patience, aux_epochs=aux_epochs, seed=seed,
+                    device=device)
+    if trainable_blocks is not None:  # 'all' (None) overrides a config file's value too
+        tflags["trainable_blocks"] = _trainable_blocks(trainable_blocks)
+    flags = {**_given(dataset=dataset, data_root=data_root), "train": tflags,
+             "split": _given(label_ratio=label_ratio, seed=split_seed), "cf": _given(model=cf_model, dim=cf_dim)}
+    run = guarded(lambda: build_run_config(config, flags, sets))
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
+    _check_run(run)
+    if workers > 1:
+        return _train_ddp(run, workers, out, json_out)
+    _train_local(run, out, json_out)
 
-        tb = _trainable_blocks(trainable_blocks)
-        tdict = dict(method=method, weighting=weighting, alpha=alpha, omega=omega, tau=tau, backbone=backbone,
-                     weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                     optimizer=optimizer, schedule=schedule, patience=patience, aux_epochs=aux_epochs,
-                     trainable_blocks=tb, seed=seed, device=device)
-        run = guarded(lambda: build_run_config(
-            config, dataset, data_root, dict(label_ratio=label_ratio, seed=split_seed),
-            dict(model=cf_model, dim=cf_dim), tdict))
-        if trainable_blocks is not None and tb is None:  # 'all' overrides a config file's value
-            run = dataclasses.replace(run, train=dataclasses.replace(run.train, trainable_blocks=None))
-        from raysearch.train.methods import METHODS
-        from raysearch.model.backbones import create_backbone
 
-        method_obj = guarded(lambda: METHODS.get(run.train.method))
-        checked(lambda: method_obj.stages(run.train))  # e.g. sequential with 1 epoch: before any data work
-        _check_device(run.train.device)
-        guarded(lambda: create_backbone(run.train.backbone, run.train.weights))  # fail fast on weights
-        if workers > 1:
-            return _train_ddp(run, workers, out, json_out)
-        console = Console(stderr=True)
-        if not json_out:
-            t = run.train
-            console.print(f"[bold]train[/] {run.dataset}: {t.method} ({t.weighting}) {t.backbone}/{t.weights} "
-                          f"{t.image_size}px, {t.epochs} epochs, label ratio {run.split.label_ratio}")
-        with console.status("preparing data (images, CF vectors, weights)") if not json_out else contextlib.nullcontext():
-            data = guarded(lambda: prepare_training_data(run))
-        try:
-            res = guarded(lambda: fit(run, data, checkpoint_dir=out, progress=False if json_out else None))
-        except FloatingPointError as e:  # NaN/inf loss: a one-line error naming epoch and batch
-            fail(str(e))
-        result = {
-            "dataset": data.dataset, "method": run.train.method, "weighting": run.train.weighting,
-            "backbone": run.train.backbone, "val_map": res.best_val_map, "test_map": res.test_map,
-            "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "stop_reason": res.stop_reason,
-            "wall_time_s": res.wall_time_s, "train_time_s": res.train_time_s,
-            "checkpoint": res.checkpoint_path, "history": res.history,
-        }
-        if out:  # the same model directory a sweep trial saves (raysearch predict/export read it)
-            from raysearch.model.io import save_model
+def _check_run(run) -> None:
+    """Before any data work: the method's stage plan, the device and the backbone's weights."""
+    from raysearch.model.backbones import create_backbone
+    from raysearch.train.methods import METHODS
 
-            guarded(lambda: save_model(out, res.best_state, run, data, result))
-        if json_out:
-            emit_json(result)
-            return
-        tab = Table(title=f"{data.dataset}: {run.train.method}")
-        for c in ("val mAP", "test mAP", "best epoch", "epochs", "stop", "time"):
-            tab.add_column(c, justify="right")
-        tab.add_row(f"{res.best_val_map:.4f}", f"{res.test_map:.4f}", str(res.best_epoch), str(res.epochs_run),
-                    res.stop_reason, f"{res.wall_time_s:.1f}s")
-        Console().print(tab)
+    method = guarded(lambda: METHODS.get(run.train.method))
+    checked(lambda: method.stages(run.train))  # e.g. sequential with 1 epoch
+    _check_device(run.train.device)
+    guarded(lambda: create_backbone(run.train.backbone, run.train.weights))  # fail fast on weights
+
+
+def _train_local(run, out: Optional[str], json_out: bool) -> None:
+    """One process: prepare the data, ``fit``, save the model directory, print the result."""
+    from raysearch.train import fit, prepare_training_data
+
+    console = Console(stderr=True)
+    if not json_out:
+        t = run.train
+        console.print(f"[bold]train[/] {run.dataset}: {t.method} ({t.weighting}) {t.backbone}/{t.weights} "
+                      f"{t.image_size}px, {t.epochs} epochs, label ratio {run.split.label_ratio}")
+    with console.status("preparing data (images, CF vectors, weights)") if not json_out else contextlib.nullcontext():
+        data = guarded(lambda: prepare_training_data(run))
+    try:
+        res = guarded(lambda: fit(run, data, checkpoint_dir=out, progress=False if json_out else None))
+    except FloatingPointError as e:  # NaN/inf loss: a one-line error naming epoch and batch
+        fail(str(e))
+    result = {
+        "dataset": data.dataset, "method": run.train.method, "weighting": run.train.weighting,
+        "backbone": run.train.backbone, "val_map": res.best_val_map, "test_map": res.test_map,
+        "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "stop_reason": res.stop_reason,
+        "wall_time_s": res.wall_time_s, "train_time_s": res.train_time_s,
+        "checkpoint": res.checkpoint_path, "history": res.history,
+    }
+    if out:  # the same model directory a sweep trial saves (raysearch predict/export read it)
+        from raysearch.model.io import save_model
+
+        guarded(lambda: save_model(out, res.best_state, run, data, result))
+    if json_out:
+        return emit_json(result)
+    print_table(f"{data.dataset}: {run.train.method}",
+                ("val mAP", "test mAP", "best epoch", "epochs", "stop", "time"),
+                [(f"{res.best_val_map:.4f}", f"{res.test_map:.4f}", res.best_epoch, res.epochs_run,
+                  res.stop_reason, f"{res.wall_time_s:.1f}s")])
 
 
 def _train_ddp(run, workers: int, out: Optional[str], json_out: bool) -> None:
     """``--workers W``: the sweep's TorchTrainer path (Ray Train DDP on a local Ray)."""
     import shutil
+    import sys
 
     from raysearch.search.trainables import fit_distributed
 
-    if workers < 1:
-        fail(f"--workers must be >= 1, got {workers}")
-    with contextlib.redirect_stdout(__import__("sys").stderr):
+    with contextlib.redirect_stdout(sys.stderr):
         metrics, model_dir = guarded(lambda: fit_distributed(run, workers))
     if out and model_dir:
         shutil.copytree(model_dir, out, dirs_exist_ok=True)
@@ -151,14 +174,10 @@ def _train_ddp(run, workers: int, out: Optional[str], json_out: bool) -> None:
               "epochs_run": metrics.get("epochs_run"), "stop_reason": metrics.get("stop_reason"),
               "model_dir": out or model_dir}
     if json_out:
-        emit_json(result)
-        return
-    tab = Table(title=f"{run.dataset}: {run.train.method} (DDP x{workers})")
-    for c in ("val mAP", "test mAP", "epochs", "stop"):
-        tab.add_column(c, justify="right")
-    tab.add_row(f"{result['val_map']:.4f}", f"{result['test_map']:.4f}", str(result["epochs_run"]),
-                str(result["stop_reason"]))
-    Console().print(tab)
+        return emit_json(result)
+    print_table(f"{run.dataset}: {run.train.method} (DDP x{workers})", ("val mAP", "test mAP", "epochs", "stop"),
+                [(f"{result['val_map']:.4f}", f"{result['test_map']:.4f}", result["epochs_run"],
+                  result["stop_reason"])])
 
 
 def _check_device(device: str) -> None:
@@ -173,3 +192,6 @@ def _check_device(device: str) -> None:
     elif device == "mps" and not torch.backends.mps.is_available():
         fail("--device mps: Apple MPS is not available on this machine; use --device cpu or auto")
 
+
+def register(app: typer.Typer) -> None:
+    add(app, train)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from raysearch import paths
+from raysearch._io import atomic_path, write_json
 from raysearch.config import ConfigError, RunConfig, from_dict, load_run_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -319,24 +320,14 @@ def _out_dir(cfg: ExperimentConfig) -> Path:
 
 def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
     """Run (or ``resume``) the grid of units, then write every output (see :mod:`.report`)."""
-    import ray
-    from ray import tune
-
     from raysearch.data.registry import load_dataset
     from raysearch.experiment.report import write_outputs
-    from raysearch.search.tracking import WandbSettings, wandb_mode
-    try:
-        from raysearch.search.cluster import init_ray
-    except ImportError:  # before the search package's split into modules
-        from raysearch.search.tune import init_ray
+    from raysearch.search.cluster import init_ray
 
     t0 = time.perf_counter()
     out = _out_dir(cfg)
-    meta_path = out / META_FILE
-    if cfg.resume:
-        if not meta_path.is_file():
-            raise ConfigError(f"--resume: no experiment at {out} (no {META_FILE}); give the --out of the run to continue")
-        meta = json.loads(meta_path.read_text())
+    meta = _saved_meta(out) if cfg.resume else None
+    if meta is not None:
         cfg = dataclasses.replace(ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                       for k, v in meta["config"].items()}),
                                   resume=True, address=cfg.address, report_only=cfg.report_only,
@@ -345,27 +336,63 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
     ds = load_dataset(cfg.dataset, cfg.data_root)  # a missing dataset: one error here, not N failed trials
     if ds.n_items < cfg.folds * 2:
         raise ConfigError(f"--folds {cfg.folds} is too many for {ds.n_items} items of {ds.name!r}")
-    if cfg.resume:
-        runs = {k: from_dict(RunConfig, v, where=f"{meta_path} runs.{k}") for k, v in meta["runs"].items()}
+    if meta is not None:
+        runs = {k: from_dict(RunConfig, v, where=f"{out / META_FILE} runs.{k}") for k, v in meta["runs"].items()}
         source = meta["source"]
     else:
         runs, source = resolve_configs(cfg, variants)
-    trials_path = out / TRIALS_DIR
     init_ray(cfg.address)
+    _check_trials_dir(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "locks").mkdir(exist_ok=True)
+    seeds = list(range(cfg.seeds))
+    if meta is None:
+        write_json(out / META_FILE, {
+            "config": dataclasses.asdict(cfg), "variants": [dataclasses.asdict(v) for v in variants],
+            "runs": {k: to_dict(v) for k, v in runs.items()}, "source": source, "seeds": seeds,
+            "dataset_fingerprint": ds.fingerprint,
+        })
+    tuner = _experiment_tuner(cfg, out, variants, runs, seeds, verbose)
+    # report_only: the units finished so far (the others are "not_run"); paired statistics use
+    # only units every variant finished, so a partial run is summarised honestly, not padded
+    results = tuner.get_results() if cfg.report_only else tuner.fit()
+    units, preds = collect(results, variants, runs, ds.n_items)
+    with atomic_path(out / EXPERIMENT_FILE) as tmp:
+        units.to_parquet(tmp, index=False)
+    with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **preds, y_true=ds.label_matrix.astype(np.int8), label_names=np.array(ds.label_names))
+    summary, files = write_outputs(out, cfg, variants, runs, source, units, ds)
+    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
+    missing = expected - int((~units["stop_reason"].isin(["error", "not_run"])).sum())
+    return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, missing)
+
+
+def _saved_meta(out: Path) -> dict[str, Any]:
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        raise ConfigError(f"--resume: no experiment at {out} (no {META_FILE}); give the --out of the run to continue")
+    return json.loads(meta_path.read_text())
+
+
+def _check_trials_dir(cfg: ExperimentConfig, out: Path) -> None:
+    from ray import tune
+
+    trials_path = out / TRIALS_DIR
     if cfg.resume:
         if not tune.Tuner.can_restore(str(trials_path)):
             raise ConfigError(f"--resume: no restorable trials at {trials_path}")
     elif trials_path.exists():
         raise ConfigError(f"{out} already holds an experiment; use --resume to continue it or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "locks").mkdir(exist_ok=True)
-    seeds = list(range(cfg.seeds))
-    if not cfg.resume:
-        meta_path.write_text(json.dumps({
-            "config": dataclasses.asdict(cfg), "variants": [dataclasses.asdict(v) for v in variants],
-            "runs": {k: to_dict(v) for k, v in runs.items()}, "source": source, "seeds": seeds,
-            "dataset_fingerprint": ds.fingerprint,
-        }, indent=2, default=str))
+
+
+def _experiment_tuner(cfg: ExperimentConfig, out: Path, variants: list[Variant], runs: dict[str, RunConfig],
+                      seeds: list[int], verbose: int) -> Any:
+    """The units as one Tune grid (new), or the interrupted one (``resume``)."""
+    import ray
+    from ray import tune
+
+    from raysearch.search.tracking import WandbSettings, wandb_mode
+
     mode = wandb_mode() if cfg.wandb else "disabled"
     ctx = ExperimentContext(
         runs={k: to_dict(v) for k, v in runs.items()}, variants={v.name: v for v in variants}, folds=cfg.folds,
@@ -374,35 +401,22 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
     )
     trainable = tune.with_resources(tune.with_parameters(experiment_trial, ctx=ctx), {"cpu": cfg.cpus_per_trial})
     if cfg.resume:
-        tuner = tune.Tuner.restore(str(trials_path), trainable=trainable, resume_errored=True)
-    else:
-        # a local Ray may hold extra logical CPUs for the sweep's data owner: size by the real cores
-        n_cpu = ray.cluster_resources().get("CPU", 1) if cfg.address else float(os.cpu_count() or 1)
-        if cfg.cpus_per_trial > n_cpu and cfg.address is None:
-            raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial:g} > {n_cpu:g} CPUs: no trial could run")
-        # one grid axis of units, in the order they should finish: fold slowest, variant fastest,
-        # so an interrupted run (or --report-only) holds complete paired units for every ratio
-        units_grid = [{"fold": f, "seed": s, "label_ratio": float(r), "variant": v.name}
-                      for f in range(cfg.folds) for s in seeds for r in cfg.label_ratios for v in variants]
-        grid = {"unit": tune.grid_search(units_grid)}
-        tuner = tune.Tuner(
-            trainable, param_space=grid,
-            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
-                                        max_concurrent_trials=cfg.max_concurrent or max(1, int(n_cpu // cfg.cpus_per_trial))),
-            run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out), verbose=verbose,
-                                      failure_config=tune.FailureConfig(max_failures=1)),
-        )
-    # report_only: the units finished so far (the others are "not_run"); paired statistics use
-    # only units every variant finished, so a partial run is summarised honestly, not padded
-    results = tuner.get_results() if cfg.report_only else tuner.fit()
-    units, preds = collect(results, variants, runs, ds.n_items)
-    units.to_parquet(out / EXPERIMENT_FILE, index=False)
-    np.savez_compressed(out / PREDICTIONS_FILE, **preds, y_true=ds.label_matrix.astype(np.int8),
-                        label_names=np.array(ds.label_names))
-    summary, files = write_outputs(out, cfg, variants, runs, source, units, ds)
-    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
-    missing = expected - int((~units["stop_reason"].isin(["error", "not_run"])).sum())
-    return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, missing)
+        return tune.Tuner.restore(str(out / TRIALS_DIR), trainable=trainable, resume_errored=True)
+    # a local Ray may hold extra logical CPUs for the sweep's data owner: size by the real cores
+    n_cpu = ray.cluster_resources().get("CPU", 1) if cfg.address else float(os.cpu_count() or 1)
+    if cfg.cpus_per_trial > n_cpu and cfg.address is None:
+        raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial:g} > {n_cpu:g} CPUs: no trial could run")
+    # one grid axis of units, in the order they should finish: fold slowest, variant fastest,
+    # so an interrupted run (or --report-only) holds complete paired units for every ratio
+    units_grid = [{"fold": f, "seed": s, "label_ratio": float(r), "variant": v.name}
+                  for f in range(cfg.folds) for s in seeds for r in cfg.label_ratios for v in variants]
+    return tune.Tuner(
+        trainable, param_space={"unit": tune.grid_search(units_grid)},
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
+                                    max_concurrent_trials=cfg.max_concurrent or max(1, int(n_cpu // cfg.cpus_per_trial))),
+        run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out), verbose=verbose,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
 
 
 def pred_key(ratio: float, variant: str, seed: int) -> str:

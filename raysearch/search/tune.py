@@ -23,6 +23,7 @@ Design choices (why, not what):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from raysearch import paths
+from raysearch._io import write_json
 from raysearch.config import ConfigError
 from raysearch.search import cluster
 from raysearch.search.results import StopReason, classify, results_frame, write_results
@@ -301,10 +303,9 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     Everything that can be refused (name, dataset, resources, State API) is checked before a file
     is written or a trial starts; an interrupted sweep still writes its results.
     """
-    import ray
     from ray import tune
 
-    from raysearch.data import load_dataset
+    from raysearch.search.live import sweep_progress
 
     t0 = time.perf_counter()
     if cfg.resume:
@@ -314,46 +315,16 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     storage, run_dir = _storage_and_dir(cfg, name)
     exp_path = f"{storage.rstrip('/')}/{name}"
     _check_new_run(cfg, name, exp_path, run_dir)
-    # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
-    load_dataset(space.base.dataset, cfg.data_root)
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to results.parquet, one line each
-    cluster.init_ray(cfg.address, dashboard=cfg.distributed)
-    if cfg.distributed and not cluster.state_api_available():
-        raise ConfigError("DDP/GPU trials (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to free "
-                          "a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
-    cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
-                            joined=cfg.address is not None)
     actor_name = f"{SHARED_ACTOR_PREFIX}{name}"
-    actor = start_shared_actor(actor_name)
-    ray.get(actor.check.remote(space.base.dataset, cfg.data_root))
-    if cfg.prefetch_cf:
-        actor.prefetch.remote(prefetch_runs(space))
+    actor = _start_cluster(cfg, space, actor_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, cfg, space, name)
-
-    ctx = TrialContext(
-        space=space, base=space.base, shared_actor=actor_name,
-        cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
-        workers_per_trial=cfg.workers_per_trial, storage=storage, torch_trainer=cfg.torch_trainer,
-        max_t=space.base.train.epochs if cfg.scheduler == "asha" else 0,
-        checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures, train_poll_s=cfg.train_poll_s,
-        checkpoint_overhead=cfg.checkpoint_overhead,
-    )
-    trainable = with_resources(ctx)
+    trainable = with_resources(_trial_context(cfg, space, actor_name, storage))
     retries = _retry_counter(run_dir)
-
-    def stop_reason(trial: Any, failed: bool) -> str:
-        m = dict(trial.last_result or {})
-        if not m.get("final") and trial.trial_id in _read_ids(run_dir / ASHA_STOPPED_FILE):
-            m["asha_stopped"] = True
-        return classify(m, failed, cfg.scheduler, space.base.train.epochs)
-
-    mode = wandb_mode() if cfg.wandb else "disabled"
-    wb = sweep_wandb_callback(WandbSettings(enabled=cfg.wandb, project=cfg.wandb_project, group=name,
-                                            dir=str(run_dir), mode=mode), space, stop_reason)
-    from raysearch.search.live import sweep_progress
-
     total = json.loads((run_dir / "sweep.json").read_text())["sweep"]["trials"]
+    wb = sweep_wandb_callback(WandbSettings(enabled=cfg.wandb, project=cfg.wandb_project, group=name,
+                                            dir=str(run_dir), mode=wandb_mode() if cfg.wandb else "disabled"),
+                              space, functools.partial(_stop_reason, cfg, space, run_dir))
     cbs = _auto_loggers([retries, sweep_progress(total, enabled=progress), *([wb] if wb else []), *callbacks])
     if cfg.resume:
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
@@ -366,14 +337,55 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
         grid = tuner.fit()
     finally:
         stats = _final_stats(actor)
-    asha_stopped = _read_ids(run_dir / ASHA_STOPPED_FILE)
-    df = results_frame(grid, space, cfg.scheduler, retries=retries.counts, asha_stopped=asha_stopped)
+    df = results_frame(grid, space, cfg.scheduler, retries=retries.counts,
+                       asha_stopped=_read_ids(run_dir / ASHA_STOPPED_FILE))
     _, best = write_results(df, run_dir)
-    (run_dir / "shared_objects.json").write_text(json.dumps(stats, indent=2))
-    n_target = total
+    write_json(run_dir / "shared_objects.json", stats)
     unfinished = (df["stop_reason"] == StopReason.INTERRUPTED.value).any() if len(df) else True
     return SweepResult(run_dir=run_dir, results=df, best_yaml=best, shared_stats=stats,
-                       wall_time_s=time.perf_counter() - t0, interrupted=len(df) < n_target or bool(unfinished))
+                       wall_time_s=time.perf_counter() - t0, interrupted=len(df) < total or bool(unfinished))
+
+
+def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:
+    """Ray up, resources and the dataset checked, the data owner started: the last refusals
+    before the sweep writes anything."""
+    import ray
+
+    from raysearch.data import load_dataset
+
+    # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
+    load_dataset(space.base.dataset, cfg.data_root)
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to results.parquet, one line each
+    cluster.init_ray(cfg.address, dashboard=cfg.distributed)
+    if cfg.distributed and not cluster.state_api_available():
+        raise ConfigError("DDP/GPU trials (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to free "
+                          "a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
+    cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
+                            joined=cfg.address is not None)
+    actor = start_shared_actor(actor_name)
+    ray.get(actor.check.remote(space.base.dataset, cfg.data_root))
+    if cfg.prefetch_cf:
+        actor.prefetch.remote(prefetch_runs(space))
+    return actor
+
+
+def _trial_context(cfg: SweepConfig, space: SearchSpace, actor_name: str, storage: str) -> TrialContext:
+    return TrialContext(
+        space=space, base=space.base, shared_actor=actor_name,
+        cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+        workers_per_trial=cfg.workers_per_trial, storage=storage, torch_trainer=cfg.torch_trainer,
+        max_t=space.base.train.epochs if cfg.scheduler == "asha" else 0,
+        checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures, train_poll_s=cfg.train_poll_s,
+        checkpoint_overhead=cfg.checkpoint_overhead,
+    )
+
+
+def _stop_reason(cfg: SweepConfig, space: SearchSpace, run_dir: Path, trial: Any, failed: bool) -> str:
+    """A trial's stop reason as the driver sees it (W&B labels each run with it)."""
+    m = dict(trial.last_result or {})
+    if not m.get("final") and trial.trial_id in _read_ids(run_dir / ASHA_STOPPED_FILE):
+        m["asha_stopped"] = True
+    return classify(m, failed, cfg.scheduler, space.base.train.epochs)
 
 
 def _final_stats(actor: Any) -> dict[str, Any]:
@@ -399,4 +411,4 @@ def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str) 
     if cfg.resume and p.is_file():  # the restored Tuner keeps the original settings: so does sweep.json
         meta = json.loads(p.read_text())
         meta["resumed"] = meta.get("resumed", 0) + 1
-    p.write_text(json.dumps(meta, indent=2, default=str))
+    write_json(p, meta)

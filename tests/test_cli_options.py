@@ -102,6 +102,9 @@ def test_help_choices_are_the_registry_names():
         assert _listed(fill_choices(_option(command, flag).help)) == registry.names(), (command, flag)
     adapters = [n for n in DATASETS.names() if DATASETS.get(n).kind == "adapter"]
     assert _listed(fill_choices(_option("prepare", "--dataset").help)) == adapters
+    from raysearch.experiment.protocol import DEFAULT_VARIANTS
+
+    assert f"Default: {', '.join(DEFAULT_VARIANTS)}." in fill_choices(_option("experiment", "--variants").help)
     r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "loss_rescaled" in r.output and "{" not in r.output, r.output
 

@@ -14,9 +14,9 @@ FromSweep = Annotated[Optional[List[str]], typer.Option(
     "--from-sweep", help="Sweep run dir(s): each variant runs at its own group's best finished trial (by val mAP).")]
 Configs = Annotated[Optional[List[str]], typer.Option(
     "--config", help="RunConfig YAML for every variant, or VARIANT=FILE (repeatable).")]
-Variants = Annotated[str, typer.Option(
+Variants = Annotated[Optional[str], typer.Option(
     "--variants", help="Comma-separated method[:weighting] (methods: {methods}; weightings: {weightings}); "
-                       "image_only is always the reference.")]
+                       "image_only is always the reference. Default: {default_variants}.")]
 Seeds = Annotated[int, typer.Option("--seeds", help="Training seeds per fold.")]
 Folds = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-validation over items.")]
 LabelRatios = Annotated[str, typer.Option(
@@ -42,7 +42,7 @@ def _floats(s: str, flag: str) -> tuple[float, ...]:
 
 def experiment(
     dataset: Dataset = "synthetic", from_sweep: FromSweep = None, config: Configs = None,
-    variants: Variants = "image_only,mtl:uniform,mtl:interaction,mtl:loss", seeds: Seeds = 3, folds: Folds = 5,
+    variants: Variants = None, seeds: Seeds = 3, folds: Folds = 5,
     label_ratios: LabelRatios = "1.0", shuffle_control: ShuffleControl = False, epochs: Epochs = None,
     out: OutDir = None, resume: Resume = False, report_only: ReportOnly = False, address: Address = None,
     cpus_per_trial: CpusPerTrial = 1.0, max_concurrent: MaxConcurrent = None, split_seed: SplitSeed = 0,
@@ -57,9 +57,10 @@ def experiment(
 
     from raysearch.experiment import ExperimentConfig, run_experiment
 
+    given = {"variants": tuple(v.strip() for v in variants.split(",") if v.strip())} if variants is not None else {}
     cfg = guarded(lambda: ExperimentConfig(
-        dataset=dataset, data_root=data_root, variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
-        seeds=seeds, folds=folds, label_ratios=_floats(label_ratios, "--label-ratios"),
+        dataset=dataset, data_root=data_root, **given, seeds=seeds, folds=folds,
+        label_ratios=_floats(label_ratios, "--label-ratios"),
         shuffle_control=shuffle_control, from_sweep=tuple(from_sweep or ()), configs=tuple(config or ()),
         epochs=epochs, out=out, resume=resume or report_only, report_only=report_only, address=address,
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, split_seed=split_seed, n_boot=n_boot,

@@ -60,6 +60,12 @@ def _export_formats() -> list[str]:
     return list(FORMATS)
 
 
+def _default_variants() -> list[str]:
+    from raysearch.experiment.protocol import DEFAULT_VARIANTS
+
+    return [", ".join(DEFAULT_VARIANTS)]
+
+
 def _out_formats() -> list[str]:
     from raysearch.predict import OUT_FORMATS
 
@@ -71,6 +77,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "methods": _methods, "weightings": _weightings, "cf_models": _cf_models, "backbones": _backbones,
     "datasets": _datasets, "adapters": lambda: _datasets("adapter"), "optimizers": _optimizers,
     "schedules": _schedules, "export_formats": _export_formats, "out_formats": _out_formats,
+    "default_variants": _default_variants,
 }
 
 

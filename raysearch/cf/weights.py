@@ -39,11 +39,11 @@ import pyarrow.parquet as pq
 
 from raysearch import _io
 from raysearch.cf.base import CFError
-from raysearch.cf.cf2label import CF2LabelConfig, cf2label_items, out_of_fold
 from raysearch.cf.vectors import ItemVectors, split_hash
 from raysearch.registry import Registry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cf2label is a torch module: imported only by the schemes that fit it
+    from raysearch.cf.cf2label import CF2LabelConfig
     from raysearch.data.format import Dataset
     from raysearch.data.splits import Split
 
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 MIN_BCE = 1e-4  # floor of the loss-based denominator: weight <= 1e4 (Omega clips far below)
 
-WeightFn = Callable[["Dataset", "Split", ItemVectors, int, CF2LabelConfig], np.ndarray]
+WeightFn = Callable[["Dataset", "Split", ItemVectors, int, "CF2LabelConfig | None"], np.ndarray]
 WEIGHTINGS: Registry[WeightFn] = Registry("weighting scheme")
 
 
@@ -62,7 +62,7 @@ def _base(ds: "Dataset", split: "Split", iv: ItemVectors) -> np.ndarray:
 
 
 @WEIGHTINGS.register("uniform")
-def uniform(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+def uniform(ds, split, iv, seed=0, cf2label=None) -> np.ndarray:
     """Every CF vector counts the same."""
     w = _base(ds, split, iv)
     w[iv.has_vector] = 1.0
@@ -70,7 +70,7 @@ def uniform(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
 
 
 @WEIGHTINGS.register("interaction")
-def interaction(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+def interaction(ds, split, iv, seed=0, cf2label=None) -> np.ndarray:
     """sqrt(|U_i|): vectors of items more users interacted with are trusted more."""
     w = _base(ds, split, iv)
     w[iv.has_vector] = np.sqrt(iv.n_interactions[iv.has_vector].astype(np.float64))
@@ -78,9 +78,11 @@ def interaction(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
 
 
 @WEIGHTINGS.register("loss")
-def loss(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+def loss(ds, split, iv, seed=0, cf2label=None) -> np.ndarray:
     """1 / out-of-fold mean BCE of CF2Label on the item's positive labels; 1.0 where not computable."""
     w = _base(ds, split, iv)
+    from raysearch.cf.cf2label import cf2label_items
+
     w[iv.has_vector] = 1.0  # the fallback for items without visible positive labels
     items = cf2label_items(split, iv, ds)
     fallback = int(iv.has_vector[split.train].sum()) - len(items)
@@ -95,8 +97,11 @@ def loss(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
     return w
 
 
-def _inverse_bce(ds, iv: ItemVectors, items: np.ndarray, seed: int, cf2label: CF2LabelConfig) -> np.ndarray:
+def _inverse_bce(ds, iv: ItemVectors, items: np.ndarray, seed: int, cf2label: "CF2LabelConfig | None") -> np.ndarray:
     """1 / out-of-fold mean BCE of CF2Label on each item's positive labels (float64)."""
+    from raysearch.cf.cf2label import CF2LabelConfig, out_of_fold
+
+    cf2label = cf2label or CF2LabelConfig()
     x, y = iv.targets()[items], ds.label_matrix[items]
     probs, _, _ = out_of_fold(x, y, cf2label, seed=seed)
     p = np.clip(probs.astype(np.float64), 1e-7, 1.0)
@@ -118,10 +123,12 @@ def rescale_authors(raw: np.ndarray, low_pct: float = 25.0, high_pct: float = 75
 
 
 @WEIGHTINGS.register("loss_rescaled")
-def loss_rescaled(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarray:
+def loss_rescaled(ds, split, iv, seed=0, cf2label=None) -> np.ndarray:
     """``loss`` post-processed as in the authors' code: 1/BCE clipped to its 25th-75th percentile and
     rescaled to [1, 3]; items that cannot be scored get the minimum weight 1.0 (the code's choice)."""
     w = _base(ds, split, iv)
+    from raysearch.cf.cf2label import cf2label_items
+
     w[iv.has_vector] = 1.0  # the minimum of [1, 3]
     items = cf2label_items(split, iv, ds)
     fallback = int(iv.has_vector[split.train].sum()) - len(items)
@@ -136,13 +143,17 @@ def loss_rescaled(ds, split, iv, seed=0, cf2label=CF2LabelConfig()) -> np.ndarra
 
 
 def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, seed: int = 0, *,
-                 cf2label: CF2LabelConfig = CF2LabelConfig(), use_cache: bool = True) -> np.ndarray:
+                 cf2label: "CF2LabelConfig | None" = None, use_cache: bool = True) -> np.ndarray:
     """float32 (n_items,) weights of ``scheme``; 0 where there is no CF vector; Omega not applied.
 
     Cached beside the vectors' Parquet file (when ``iv`` came from the cache) under a key
     that adds the scheme, seed, CF2Label settings and which train items are labelled.
     """
     fn = WEIGHTINGS.get(scheme)
+    if cf2label is None and scheme.startswith("loss"):
+        from raysearch.cf.cf2label import CF2LabelConfig
+
+        cf2label = CF2LabelConfig()
     if iv.info.get("train_items") not in (None, split_hash(split)):
         raise CFError(f"item vectors {iv.key} were computed for another split (train item set differs)")
     no_vec = int((~iv.has_vector[split.train]).sum())
@@ -161,7 +172,7 @@ def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, se
     return w
 
 
-def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: CF2LabelConfig) -> Path:
+def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: "CF2LabelConfig | None") -> Path:
     h = hashlib.sha256(json.dumps({
         "scheme": scheme, "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
         "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme.startswith("loss") else None,

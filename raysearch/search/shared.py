@@ -225,8 +225,9 @@ _WARM = False
 
 def warm_trial_imports() -> None:
     """Import what a trial's first epoch would import lazily (torch, the training code, sklearn's
-    metrics, ``torch._inductor.config`` that ``torch.use_deterministic_algorithms`` loads): seconds
-    in a fresh worker process, now spent while the data owner computes, not after."""
+    metrics, ``torch._dynamo``, which the first optimizer and ``torch.use_deterministic_algorithms``
+    load via ``torch._inductor.config``): ~3 s in a fresh worker process, now spent while the data
+    owner computes, not after."""
     global _WARM
     if _WARM:
         return

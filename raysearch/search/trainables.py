@@ -184,19 +184,20 @@ def trial_fn(config: dict[str, Any], ctx: TrialContext) -> None:
 
 def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     import ray
-    import torch
     from ray import tune
 
-    from raysearch.train import fit
-
-    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     done = finished_report(tune.get_checkpoint())
     if done is not None:  # restarted after its final report: it is finished, say so again
         tune.report(done, checkpoint=tune.get_checkpoint())
         return
     resume = load_resume_state(tune.get_checkpoint())
     t0 = time.perf_counter()
-    data = get_training_data(ctx.shared_actor, run)
+    data = get_training_data(ctx.shared_actor, run)  # asks first: torch is imported while the owner works
+    import torch
+
+    from raysearch.train import fit
+
+    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}

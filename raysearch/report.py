@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 # one definition of stop reasons and columns, shared with the sweep that writes them
+from raysearch._io import write_text
 from raysearch.search.results import StopReason, best_row, load_results, param_columns
 
 DASHBOARD_PNG = "dashboard.png"
@@ -122,7 +123,7 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
     fig.savefig(png, dpi=110)
     plt.close(fig)
     md = run_dir / DASHBOARD_TABLE
-    md.write_text("Best-of-sweep (one split, one seed, no confidence interval; ASHA-stopped trials are counted, "
+    write_text(md, "Best-of-sweep (one split, one seed, no confidence interval; ASHA-stopped trials are counted, "
                   "not compared):\n\n" + _markdown(summary))
     out: dict[str, Any] = {"kind": "sweep", "png": str(png), "table": str(md),
                            "summary": json.loads(summary.to_json(orient="records"))}
@@ -148,7 +149,7 @@ def _experiment_dashboard(run_dir: Path) -> dict[str, Any]:
         summary, _ = er.summarize(units, preds, [Variant(**v) for v in meta["variants"]], n_boot=meta["config"]["n_boot"])
     png = er.fig_bars(summary, run_dir / DASHBOARD_PNG)
     md = run_dir / DASHBOARD_TABLE
-    md.write_text("Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
+    write_text(md, "Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
                   "items); p-values over units, Holm-corrected in brackets:\n\n"
                   + er.markdown_table(er.summary_records(summary)) + "\n"
                   + "".join(f"- {s}\n" for s in er.verdict_lines(summary) + er.control_lines(summary)))

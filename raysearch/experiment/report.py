@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from raysearch._io import atomic_path, write_json, write_text
 from raysearch.experiment.protocol import (EXPERIMENT_FILE, META_FILE, PREDICTIONS_FILE, REF, ExperimentConfig,
                                            Variant, pred_key)
 from raysearch.experiment.stats import holm, paired_item_bootstrap, paired_unit_tests
@@ -350,7 +351,7 @@ def write_html(out: Path, title: str, protocol: str, records: list[dict[str, str
         "</body></html>",
     ]
     path = out / REPORT_HTML
-    path.write_text("\n".join(parts))
+    write_text(path, "\n".join(parts))
     return path
 
 
@@ -380,12 +381,13 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     """summary.parquet/.md, figures, CF tables, report.html (+ W&B) from the files just written."""
     units, preds, meta = load_experiment(out)
     df, per_class = summarize(units, preds, variants, n_boot=cfg.n_boot)
-    df.to_parquet(out / SUMMARY_PARQUET, index=False)
+    with atomic_path(out / SUMMARY_PARQUET) as tmp:
+        df.to_parquet(tmp, index=False)
     records = summary_records(df)
     verdict, control = verdict_lines(df), control_lines(df)
     text = protocol_text(meta)
-    (out / SUMMARY_MD).write_text(f"# {out.name}\n\n{text}\n\n" + markdown_table(records) + "\n"
-                                  + "".join(f"- {s}\n" for s in verdict + control))
+    write_text(out / SUMMARY_MD, f"# {out.name}\n\n{text}\n\n" + markdown_table(records) + "\n"
+               + "".join(f"- {s}\n" for s in verdict + control))
     figs = [fig_bars(df, out / FIG_BARS), fig_ratio(df, out / FIG_RATIO)]
     if per_class:
         figs.append(fig_class_size(per_class, out / FIG_CLASS))
@@ -396,7 +398,7 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
         except Exception as e:  # the comparison stands without the pre-study tables; say why they are absent
             log.warning("CF tables not computed: %s", e)
             cf["error"] = [{"error": str(e)}]
-        (out / CF_TABLES).write_text(json.dumps(cf, indent=2))
+        write_json(out / CF_TABLES, cf)
         if cf["auc"] or cf["cf2label"]:
             figs.append(fig_cf(cf, out / FIG_CF))
     report = write_html(out, f"raysearch experiment: {out.name}", text, records, verdict, control,

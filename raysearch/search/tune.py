@@ -177,7 +177,7 @@ def _asha(record: Path, **kw: Any) -> Any:
             if action == TrialScheduler.STOP and not result.get("final"):
                 stopped = _read_ids(record)
                 stopped.add(trial.trial_id)
-                record.write_text(json.dumps(sorted(stopped)))
+                write_json(record, sorted(stopped))
             return action
 
     return RecordingASHA(**kw)
@@ -204,7 +204,7 @@ def _retry_counter(run_dir: Path) -> Any:
             self.counts[trial.trial_id] = self.counts.get(trial.trial_id, 0) + 1
             log.warning("trial %s failed (%s); restart %d from its last checkpoint", trial.trial_id,
                         str(trial.error_file or "node lost")[-80:], self.counts[trial.trial_id])
-            path.write_text(json.dumps(self.counts))
+            write_json(path, self.counts)
 
     return RetryCounter()
 

@@ -30,7 +30,7 @@ def bare_loop(run, data, epochs: int) -> float:
     """The same model/optimiser/augmentation/loss without fit(): returns train images/s."""
     from raysearch.data.images import train_batch
     from raysearch.train.losses import class_balance_weights, class_balanced_bce
-    from raysearch.train import _make_optimizer, build_model
+    from raysearch.train.loop import _make_optimizer, build_model
 
     torch.manual_seed(run.train.seed)
     model, split_at = build_model(run, data)

@@ -31,6 +31,17 @@ def node_ip() -> str:
     return services.get_node_ip_address()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children of children too), from ``pgrep -P``."""
+    out, todo = [], [pid]
+    while todo:
+        r = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True)
+        kids = [int(p) for p in r.stdout.split()]
+        out += kids
+        todo += kids
+    return out
+
+
 @dataclass
 class Node:
     name: str
@@ -47,11 +58,19 @@ class Node:
         return self.proc.poll() is None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the node's whole process group (raylet, object store, its workers)."""
+        """Kill the node as a lost machine dies: its process group (raylet, object store) and every
+        descendant, including workers in sessions of their own (which would otherwise keep training
+        and reporting until the GCS notices the node is gone)."""
+        procs = _descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
+        for pid in procs:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     def raylet_pid(self) -> int | None:
         out = subprocess.run(["pgrep", "-g", str(self.proc.pid), "-f", "raylet/raylet"], capture_output=True, text=True)

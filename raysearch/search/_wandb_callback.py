@@ -38,6 +38,7 @@ class _Actor(_WandbLoggingActor):
             self._wandb.log(log_, step=int(log_["epoch"]) if "epoch" in log_ else None)
         self._wandb.finish(exit_code=exit_code)
 
+
 class SweepWandbCallback(WandbLoggerCallback):
     """One W&B run per trial, logged from the driver: see the module docstring."""
 

@@ -349,6 +349,8 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
 def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:
     """Ray up, resources and the dataset checked, the data owner started: the last refusals
     before the sweep writes anything."""
+    import ray
+
     from raysearch.data import load_dataset
 
     # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
@@ -361,10 +363,11 @@ def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any
     cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
                             joined=cfg.address is not None)
     actor = start_shared_actor(actor_name)
-    # not awaited (~1.6 s of process start): the owner starts while Tune starts the first trial.
-    # The dataset was just loaded on this node, where the owner runs; an owner that cannot start
-    # fails the first data request with its error
-    actor.check.remote(space.base.dataset, cfg.data_root)
+    check = actor.check.remote(space.base.dataset, cfg.data_root)
+    if cfg.address is not None:  # joined cluster (maybe a Ray client): the owner's node may lack the dataset
+        ray.get(check)
+    # a local Ray: not awaited (~1.6 s of process start), the owner starts while Tune starts the first
+    # trial; the dataset was just loaded on this machine, where the owner runs
     if cfg.prefetch_cf:
         actor.prefetch.remote(prefetch_runs(space))
     return actor

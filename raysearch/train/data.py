@@ -53,7 +53,6 @@ class TrainingData:
             raise ValueError(f"TrainingData.cf_targets has non-finite values for items {bad}")
 
 
-
 def aux_weighting(run: RunConfig) -> str | None:
     """The weighting scheme ``prepare_training_data`` really uses: None without CF; only
     ``mtl``/``sequential`` weight the reconstruction loss, the others use ``uniform``.

@@ -41,6 +41,13 @@ def _check_finite(cfg: Any, section: str) -> None:
             raise ConfigError(f"{section}.{f.name} must be a finite number, got {v}")
 
 
+def _check_positive(cfg: Any, section: str, names: tuple[str, ...]) -> None:
+    """One error naming every non-positive field and its value."""
+    bad = [f"{section}.{n}={getattr(cfg, n)!r}" for n in names if not getattr(cfg, n) > 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: must be positive")
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     """Item-level split. Val/test items' interactions are hidden from the CF phase."""
@@ -81,8 +88,7 @@ class CFConfig:
 
     def __post_init__(self) -> None:
         _check_finite(self, "cf")
-        if self.dim <= 0 or self.epochs <= 0 or self.batch_size <= 0:
-            raise ConfigError("cf.dim, cf.epochs and cf.batch_size must be positive")
+        _check_positive(self, "cf", ("dim", "epochs", "batch_size"))
         if self.trainer not in ("sparse", "cornac"):
             raise ConfigError(f"cf.trainer must be sparse or cornac, got {self.trainer!r}")
         if self.patience < 0:
@@ -127,8 +133,7 @@ class TrainConfig:
             raise ConfigError("train.alpha must be >= 0 and train.omega > 0")
         if self.aux_norm not in ("weight_sum", "mean"):
             raise ConfigError(f"train.aux_norm must be 'weight_sum' or 'mean', got {self.aux_norm!r}")
-        if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0 or self.image_size <= 0:
-            raise ConfigError("train.lr, train.epochs, train.batch_size, train.image_size must be positive")
+        _check_positive(self, "train", ("lr", "epochs", "batch_size", "image_size"))
         if self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"train.image_size must be >= {MIN_IMAGE_SIZE} (the backbones downsample 32x; "
                               f"smaller images keep no usable detail), got {self.image_size}")

@@ -16,7 +16,7 @@ import pandas as pd
 
 # one definition of stop reasons and columns, shared with the sweep that writes them
 from raysearch._io import write_text
-from raysearch.search.results import StopReason, best_row, load_results, param_columns
+from raysearch.search.results import COMPLETE, best_row, load_results, param_columns
 
 DASHBOARD_PNG = "dashboard.png"
 DASHBOARD_TABLE = "dashboard.md"
@@ -61,7 +61,6 @@ def results_records(df: pd.DataFrame, top: int | None = None) -> list[dict[str, 
     return json.loads(ranked.drop(columns=["config"], errors="ignore").to_json(orient="records"))
 
 
-COMPARABLE = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value)  # trials that ran their whole schedule (ASHA did not cut them)
 
 
 def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +70,7 @@ def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
     one seed, no interval)."""
     rows = []
     for (method, weighting), g in df.groupby(["method", "weighting"], sort=True):
-        c = g[g["stop_reason"].isin(COMPARABLE)]
+        c = g[g["stop_reason"].isin(COMPLETE)]
         b = best_row(c[c["test_map"].notna()])
         rows.append({
             "method": method, "weighting": weighting, "trials": len(g), "comparable": len(c),
@@ -104,7 +103,7 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
     for ax, col, name in panels:
         for x, (m, w) in enumerate(zip(summary["method"], summary["weighting"])):
             g = df[(df["method"] == m) & (df["weighting"] == w)]
-            comp = g[g["stop_reason"].isin(COMPARABLE)][col].dropna()
+            comp = g[g["stop_reason"].isin(COMPLETE)][col].dropna()
             ax.scatter([x] * len(comp), comp, alpha=0.6, color="C0", label="comparable trial" if x == 0 else None)
             if col == "best_val_map":
                 cut = g[g["stop_reason"] == "asha_stopped"][col].dropna()

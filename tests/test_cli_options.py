@@ -123,3 +123,21 @@ def test_shared_options_have_one_declaration():
     assert set(seen) == set(shared)
     assert {f: len(v) for f, v in seen.items() if len(v) > 1} == {}
     assert _option("cf", "--data-root").help == _option("train", "--data-root").help
+
+
+def test_train_out_never_replaces_a_model(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.json").write_text("{}")
+    r = CliRunner().invoke(app, ["train", "--dataset", "synthetic-tiny", "--out", str(out)])
+    assert r.exit_code == 2 and "already holds a model" in r.output, r.output
+    assert (out / "model.json").read_text() == "{}"  # refused before any work, nothing touched
+
+
+def test_tune_method_typo_names_the_method_not_the_space_file():
+    from raysearch.registry import UnknownNameError
+    from raysearch.search.tune import SweepConfig, build_space
+
+    with pytest.raises(UnknownNameError, match="unknown method 'mlt'; choose one of: .*image_only") as e:
+        build_space(SweepConfig(dataset="synthetic-tiny", method="mlt"))
+    assert ".yaml" not in str(e.value)

@@ -66,3 +66,10 @@ def test_missing_and_invalid_files(tmp_path):
     p.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_run_config(p)
+
+
+def test_non_positive_fields_are_each_named():
+    with pytest.raises(ConfigError, match=r"^train.lr=-1.0, train.batch_size=0: must be positive$"):
+        TrainConfig(lr=-1.0, batch_size=0)
+    with pytest.raises(ConfigError, match=r"^cf.dim=0: must be positive$"):
+        CFConfig(dim=0)

@@ -106,3 +106,11 @@ def test_best_row_ignores_test_map_on_ties_and_skips_errored_trials():
     assert best_row(df)["trial_id"] == "t2"  # results order breaks the tie, never the test set
     df.loc[df["trial_id"] == "t4", ["best_val_map", "stop_reason"]] = [0.99, "error"]
     assert best_row(df)["trial_id"] == "t2"  # a crashed trial's high val mAP is not a winner
+
+
+def test_best_row_prefers_trials_that_ran_their_schedule():
+    df = _frame()
+    df.loc[df["trial_id"] == "t1", ["best_val_map", "stop_reason"]] = [0.99, "asha_stopped"]  # fewer epochs
+    assert best_row(df)["stop_reason"] in ("completed", "early_stopped")
+    only_cut = df.assign(stop_reason="asha_stopped")
+    assert best_row(only_cut)["trial_id"] == "t1"  # when none completed, an ASHA-stopped one still qualifies

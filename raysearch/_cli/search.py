@@ -105,7 +105,8 @@ def _print_sweep(res, cfg, top: int) -> None:
     con.print(results_table(df, top=top, title=res.run_dir.name))
     con.print(f"run directory: {res.run_dir}  (results.parquet, best.yaml)   wall time {res.wall_time_s:.0f} s")
     if res.best_yaml:
-        con.print(f"best config: {res.best_yaml}  ->  raysearch train --config {res.best_yaml}")
+        # soft_wrap: the command stays on one line, so it can be copied
+        con.print(f"best config: {res.best_yaml}  ->  raysearch train --config {res.best_yaml}", soft_wrap=True)
     if res.interrupted:
         con.print(f"[yellow]interrupted after {len(df)} of {cfg.trials} trials; continue with "
                   f"`raysearch tune --dataset {cfg.dataset} --name {res.run_dir.name} --resume`"

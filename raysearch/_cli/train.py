@@ -82,7 +82,8 @@ def build_run_config(config: Optional[str], flags: dict[str, Any], sets: Optiona
             d[key].update(given)
         else:
             d[key] = given
-    return from_dict(RunConfig, apply_sets(d, sets, RunConfig), where="train options")
+    # a --config file was checked as it was read: what fails here came from a flag or --set
+    return from_dict(RunConfig, apply_sets(d, sets, RunConfig), where="flags and --set")
 
 
 def train(
@@ -107,10 +108,21 @@ def train(
     run = guarded(lambda: build_run_config(config, flags, sets))
     if workers < 1:
         fail(f"--workers must be >= 1, got {workers}")
+    _check_out(out)
     _check_run(run)
     if workers > 1:
         return _train_ddp(run, workers, out, json_out)
     _train_local(run, out, json_out)
+
+
+def _check_out(out: Optional[str]) -> None:
+    """A model directory is never replaced silently: refuse before any work."""
+    from pathlib import Path
+
+    from raysearch.model.io import META_FILE, MODEL_FILE
+
+    if out and any((Path(out) / f).exists() for f in (MODEL_FILE, META_FILE)):
+        fail(f"--out {out} already holds a model; choose another folder or delete that one first")
 
 
 def _check_run(run) -> None:
@@ -150,6 +162,8 @@ def _train_local(run, out: Optional[str], json_out: bool) -> None:
         from raysearch.model.io import save_model
 
         guarded(lambda: save_model(out, res.best_state, run, data, result))
+        if not json_out:
+            console.print(f"model saved to {out} (raysearch predict --model {out} IMAGE...)")
     if json_out:
         return emit_json(result)
     print_table(f"{data.dataset}: {run.train.method}",

@@ -38,6 +38,7 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import atomic_path, write_json
+from raysearch.search.results import COMPLETE
 from raysearch.config import ConfigError, RunConfig, from_dict, load_run_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 REF = "image_only"
 SHUFFLED = "+shuffled-cf"
 DEFAULT_VARIANTS = ("image_only", "mtl:uniform", "mtl:interaction", "mtl:loss")
-FINISHED = ("completed", "early_stopped")
 EXPERIMENT_FILE = "experiment.parquet"
 PREDICTIONS_FILE = "predictions.npz"
 META_FILE = "experiment.json"
@@ -154,7 +154,7 @@ def best_from_sweeps(run_dirs: Sequence[str], variant: Variant) -> tuple[RunConf
         df["_sweep"] = str(d)
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
-    g = df[(df["method"] == variant.method) & df["stop_reason"].isin(FINISHED)]
+    g = df[(df["method"] == variant.method) & df["stop_reason"].isin(COMPLETE)]
     if variant.method in ("mtl", "sequential"):
         g = g[g["weighting"] == variant.weighting]
     row = best_row(g)

@@ -38,7 +38,9 @@ class StopReason(str, enum.Enum):
 
 STOP_REASONS: tuple[str, ...] = tuple(r.value for r in StopReason)
 #: finished trials whose best val mAP is comparable (not cut short by the sweep or an error)
-FINISHED = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value, StopReason.ASHA_STOPPED.value)
+#: ran its whole schedule (ASHA did not cut it): comparable with each other, with a test mAP and final model
+COMPLETE = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value)
+FINISHED = (*COMPLETE, StopReason.ASHA_STOPPED.value)
 
 #: columns every results.parquet has, in order; searched parameters follow as ``section.field``
 CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
@@ -150,9 +152,15 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | N
 
 
 def best_row(df: pd.DataFrame) -> pd.Series | None:
-    """Best trial by validation mAP only (test mAP never selects), among trials that finished
-    (errored and interrupted ones are excluded).  Ties keep results order (stable sort)."""
-    ok = df[df["best_val_map"].notna() & df["stop_reason"].isin(FINISHED)]
+    """Best trial by validation mAP only (test mAP never selects), among trials that ran their
+    whole schedule (``COMPLETE``): an ASHA-stopped trial's val mAP is from fewer epochs and it has
+    no test mAP, so ``best.yaml``, ``predict --model RUN`` and the dashboard all name the same
+    trial.  Only if no trial completed does an ASHA-stopped one qualify; errored and interrupted
+    trials never do.  Ties keep results order (stable sort)."""
+    valid = df[df["best_val_map"].notna()]
+    ok = valid[valid["stop_reason"].isin(COMPLETE)]
+    if ok.empty:
+        ok = valid[valid["stop_reason"].isin(FINISHED)]
     if ok.empty:
         return None
     return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]

@@ -156,6 +156,10 @@ def build_space(cfg: SweepConfig) -> SearchSpace:
         space = dataclasses.replace(space, base=dataclasses.replace(
             space.base, train=dataclasses.replace(space.base.train, epochs=cfg.epochs)))
     if cfg.method:
+        if cfg.method != "all":
+            from raysearch.train.methods import METHODS
+
+            METHODS.get(cfg.method)  # a typo names the method and the choices, not the space file
         space = space.with_method(cfg.method)
     return space
 
@@ -356,6 +360,9 @@ def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any
     # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
     load_dataset(space.base.dataset, cfg.data_root)
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to results.parquet, one line each
+    # per-epoch checkpoints of short trials trigger Tune's "snapshotting ... may become a bottleneck"
+    # warning every few seconds; the snapshot cost is what checkpoint_overhead already budgets
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cluster.init_ray(cfg.address, dashboard=cfg.distributed)
     if cfg.distributed and not cluster.state_api_available():
         raise ConfigError("DDP/GPU trials (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to free "

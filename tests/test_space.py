@@ -141,3 +141,11 @@ def test_missing_and_invalid_yaml(tmp_path):
         load_space(bad)
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_space([1, 2], "x.yaml")
+
+
+def test_load_space_by_shipped_name():
+    from raysearch.search.space import load_space, spaces_dir
+
+    assert load_space("synthetic").path == str(spaces_dir() / "synthetic.yaml")
+    with pytest.raises(ConfigError, match=r"not found: nope \(shipped spaces: .*synthetic"):
+        load_space("nope")

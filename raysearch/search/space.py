@@ -338,12 +338,17 @@ def _check_extremes(space: SearchSpace) -> None:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML file; every error names the file."""
+    """Read and validate a search-space YAML file, or a shipped space by name (``"synthetic"``);
+    every error names the file."""
     from raysearch.config import load_yaml  # no aliases (YAML bombs), errors name the file
 
     path = Path(path)
+    shipped = spaces_dir() / f"{path.name}.yaml"
+    if not path.is_file() and path.suffix == "" and path.name == str(path) and shipped.is_file():
+        path = shipped
     if not path.is_file():
-        raise ConfigError(f"search-space file not found: {path}")
+        shipped_names = sorted(p.stem for p in spaces_dir().glob("*.yaml"))
+        raise ConfigError(f"search-space file not found: {path} (shipped spaces: {', '.join(shipped_names)})")
     data = load_yaml(path)
     if not data:  # an empty file would silently mean "the defaults, nothing searched"
         raise ConfigError(f"{path}: empty search-space file (nothing to search); give at least 'params:'")

@@ -246,7 +246,10 @@ def memory_part(args, common, out, run_sweep) -> None:
 
 
 def compare_part(args, common, space, run_sweep) -> None:
-    """(c) TPE + ASHA (before / after) vs random without early stopping, same budget."""
+    """(c) TPE + ASHA (before / after) vs random without early stopping, same budget.  Each side's
+    best is the trial its sweep picks (``best_row``: among trials that ran their schedule), so an
+    ASHA-cut trial's lucky early val mAP does not count as a result."""
+    from raysearch.search.results import best_row
     from raysearch.search.tune import SweepConfig
 
     variants = [("random+fifo", "random", "none", {}), ("tpe+asha-585f821", "optuna", "asha", BEFORE)]
@@ -258,7 +261,7 @@ def compare_part(args, common, space, run_sweep) -> None:
             r = run_sweep(SweepConfig(**common, space=space, trials=args.trials, name=f"cmp-{label}-{seed}",
                                       scheduler=sched, search=search, max_concurrent=args.cpus, seed=seed, **kw))
             df = r.results
-            best = df.loc[df["best_val_map"].idxmax()]
+            best = best_row(df)  # the trial the sweep picks (best.yaml): ran its whole schedule
             rows.append((label, seed, float(best["best_val_map"]), float(best["test_map"]),
                          int(df["epochs_run"].sum()), r.wall_time_s, int((df["stop_reason"] == "asha_stopped").sum())))
     print(f"\n(c) {args.trials} trials each, {args.epochs} epochs max, dataset {args.dataset}")

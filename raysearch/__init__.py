@@ -10,13 +10,14 @@ merge silently.  The flat API below is resolved lazily through module ``__getatt
 """
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import PackageNotFoundError, version as _dist_version
-from typing import TYPE_CHECKING, Any
+from importlib.metadata import PackageNotFoundError as _NotInstalled, version as _dist_version
+from typing import TYPE_CHECKING
+
+from raysearch._lazy import lazy_api as _lazy_api
 
 try:  # single source: the version in pyproject.toml, as installed (wheel or editable)
     __version__ = _dist_version("raysearch")
-except PackageNotFoundError:  # a bare checkout on sys.path, never installed
+except _NotInstalled:  # a bare checkout on sys.path, never installed
     __version__ = "0+unknown"
 
 #: public name -> the module that defines it (imported on first attribute access).  No name here
@@ -36,17 +37,7 @@ _API: dict[str, str] = {
 __all__ = ["__version__", *sorted(_API)]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _API.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'raysearch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+__getattr__, __dir__ = _lazy_api(__name__, _API)
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects

@@ -6,9 +6,9 @@ importing torch or Cornac: the CLI and the sweep driver read ``CF_MODELS`` names
 CF2Label (a torch module) and the AUC table (Cornac) resolve on first use."""
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from raysearch._lazy import lazy_api
 from raysearch.cf.base import CF_MODELS, CFError, CFModel, create_cf_model, register_cf_model
 from raysearch.cf.vectors import ItemVectors, cache_key, compute_item_vectors, read_item_vectors
 from raysearch.cf.weights import WEIGHTINGS, item_weights
@@ -19,13 +19,7 @@ _LAZY = {name: "raysearch.cf.cf2label" for name in ("CF2Label", "CF2LabelConfig"
 _LAZY.update(AUCRow="raysearch.cf.evaluate", auc_table="raysearch.cf.evaluate")
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'raysearch.cf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_api(__name__, _LAZY)
 
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ without importing torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raysearch._lazy import lazy_api
 
 _API = {
     "METHODS": "raysearch.train.methods", "Method": "raysearch.train.methods", "Stage": "raysearch.train.methods",
@@ -30,17 +31,7 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _API.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'raysearch.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+__getattr__, __dir__ = lazy_api(__name__, _API)
 
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 
 from raysearch.config import CFConfig, ConfigError, RunConfig, SplitConfig, TrainConfig, _type_ok, from_dict, to_dict

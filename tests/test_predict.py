@@ -130,6 +130,14 @@ def test_cli_predict_files_and_dataset_split(trained, tmp_path):
                                    atol=1e-6)
         assert list(df["image"]) == paths
     assert json.loads(pd.read_csv(tmp_path / "pred.csv")["top_labels"][0])[0] in data.label_names
+    # a file the user names is never replaced silently: refused before any work, --overwrite replaces it
+    before = (tmp_path / "pred.csv").read_bytes()
+    r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "pred.csv"))
+    assert r.exit_code == 2 and "already exists" in r.output and "--overwrite" in r.output
+    assert (tmp_path / "pred.csv").read_bytes() == before
+    r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "pred.csv"), "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "pred.csv")) == 1
     r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "p.txt"))
     assert r.exit_code == 2 and "--out" in r.output and ".csv" in r.output
 

@@ -19,6 +19,7 @@ Threshold = Annotated[Optional[float], typer.Option(
     "--threshold", help="One cut for every label (default: the model's per-class thresholds, chosen on "
                         "validation to maximise F1).")]
 PredOut = Annotated[Optional[str], typer.Option("--out", "-o", help="Write the table: FILE with suffix {out_formats}.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")]
 Split = Annotated[str, typer.Option("--split", help="With --dataset: train | val | test | all.")]
 Batch = Annotated[Optional[bool], typer.Option(
     "--batch/--no-batch", help=f"Ray Data batch inference (default: on with --address or more than "
@@ -52,6 +53,15 @@ def _dataset_paths(pred, dataset: str, split: str, data_root: Optional[str], con
     return [ds.image_path(int(i)) for i in idx], ds.items["item_id"].to_numpy()[idx]
 
 
+def _check_out_free(out: Optional[str], overwrite: bool) -> None:
+    """An output the user names is never replaced silently: refuse before any work."""
+    if out is None or overwrite:
+        return
+    taken = [p for p in (Path(out), Path(out).with_name(Path(out).name + ".shards")) if p.exists()]
+    if taken:
+        fail(f"--out {out}: {taken[0]} already exists; pass --overwrite to replace it")
+
+
 def _check_args(images, dataset, split: str, top_k: int, workers: int, out: Optional[str]) -> None:
     from raysearch.predict import OUT_FORMATS
 
@@ -72,6 +82,7 @@ def predict(
     out: PredOut = None, dataset: Dataset = None, split: Split = "test", batch: Batch = None,
     workers: Workers = 2, cpus_per_worker: CpusPerWorker = 1.0, gpus_per_worker: GpusPerWorker = 0.0,
     batch_size: BatchSize = 64, address: Address = None, data_root: DataRoot = None, json_out: JsonOut = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Label new images with a trained model: top-k scores and the labels above threshold.
 
@@ -81,6 +92,7 @@ def predict(
 
     console = Console(stderr=True)
     _check_args(images, dataset, split, top_k, workers, out)
+    _check_out_free(out, overwrite)
     pred = guarded(lambda: load_predictor(model, data_root=data_root))
     if dataset:
         paths, item_ids = guarded(lambda: _dataset_paths(pred, dataset, split, data_root, console))
@@ -153,6 +165,7 @@ def export(
     out: Annotated[str, typer.Option("--out", "-o", help="File to write (e.g. model.pt / model.onnx).")] = ...,
     data_root: DataRoot = None,
     json_out: JsonOut = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Export the classification path (uint8 images -> scores) for serving, verified against PyTorch.
 
@@ -164,6 +177,7 @@ def export(
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "onnx" and Path(out).suffix.lower() != ".onnx":
         fail(f"--out {out}: an ONNX export must end in .onnx")
+    _check_out_free(out, overwrite)
     loaded = guarded(lambda: load_model(model, data_root=data_root))
     rep = guarded(lambda: export_model(loaded, fmt, out))
     res = {"model": loaded.info.source, "format": rep.format, "out": str(rep.path), "bytes": rep.bytes,

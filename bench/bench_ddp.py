@@ -8,6 +8,8 @@ Per-trial overhead = the trial's wall time (Tune's ``time_total_s``) minus its t
 (``train_time_s``, the epochs themselves): what the trial costs before and around training.
 The TorchTrainer path runs twice: with Ray Train's default 2 s controller poll and with raysearch's.
 The first trial of each path is reported separately (worker processes start cold).
+Next to them, Ray's floor: the wall time of ``TorchTrainer.fit()`` on an empty train function
+(no Tune, no raysearch code), i.e. what any Train V2 run costs before it trains.
 """
 from __future__ import annotations
 
@@ -28,6 +30,28 @@ SPACE = {
                        "epochs": 1, "batch_size": 32}},
     "params": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
 }
+
+
+def _empty_train_fn(config) -> None:
+    import ray.train
+
+    ray.train.report({"done": 1})
+
+
+def _torch_trainer_floor(runs: int, storage: Path) -> tuple[float, float]:
+    """Wall seconds of ``TorchTrainer.fit()`` on an empty train function: (first, mean of later)."""
+    import time
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    walls = []
+    for i in range(runs):
+        t = time.perf_counter()
+        TorchTrainer(_empty_train_fn, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(name=f"floor-{i}", storage_path=str(storage))).fit()
+        walls.append(time.perf_counter() - t)
+    return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
 
 
 def main() -> None:
@@ -55,12 +79,17 @@ def main() -> None:
         df = res.results
         over = (df["wall_time_s"] - df["train_time_s"]).tolist()
         rows[label] = (over[0], sum(over[1:]) / max(1, len(over) - 1), res.wall_time_s)
+    # Ray's own floor, with raysearch's poll interval (the env var the trials set)
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    floor_first, floor_later = _torch_trainer_floor(args.trials, tmp / "floor")
     print(f"{'path':<38} {'1st trial s':>12} {'later trials s':>15} {'sweep wall s':>13}")
     for label, (first, later, wall) in rows.items():
         print(f"{label:<38} {first:>12.1f} {later:>15.1f} {wall:>13.1f}")
     (f_first, f_later, _), (r_first, r_later, _), (t_first, t_later, _) = rows.values()
+    print(f"{'TorchTrainer.fit(), empty fn (Ray floor)':<38} {floor_first:>12.1f} {floor_later:>15.1f} {'-':>13}")
     print(f"TorchTrainer overhead per later trial: {r_later:.1f} s with Ray's poll -> {t_later:.1f} s "
-          f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s")
+          f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s; "
+          f"Ray's floor {floor_later:.1f} s ({t_later / max(floor_later, 1e-9):.2f}x of it)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 (a) per-trial overhead = (sweep wall time - sum of the trials' training time) / trials,
     trials run one at a time with actor reuse, first trial, data owner start-up and first-use CF
-    fits included (the CF cache is emptied before each variant): the engine as of 585f821
+    fits included (the CF cache is emptied before each variant), with the searcher ``raysearch
+    tune`` uses (TPE; ``--overhead-search random`` for random configs): the engine as of 585f821
     ("before": a checkpoint every epoch, CF fitted on the first request, the owner's imports
     before the first trial) and now ("after"), next to plain Ray Tune (OptunaSearch + ASHA,
     a function trainable that only reports 3 epochs, reuse_actors) in the same Ray instance;
@@ -15,6 +16,9 @@
 
     python bench/bench_search.py --parts ac            # ~20 min on 2 loaded CPUs
     python bench/bench_search.py --trials 16 --seeds 0 1 2
+    # (c) on the real posters, with the space the README's posters sweeps use
+    python bench/bench_search.py --dataset movielens --space search_spaces/movielens-cpu.yaml \
+        --parts c --trials 12 --seeds 0 1 2 --rf 4 --space-asha
 
 Everything runs with the real engine (``raysearch.search.tune.run_sweep``); numbers are printed
 as ratios so they can be compared across machines.
@@ -22,7 +26,6 @@ as ratios so they can be compared across machines.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -112,6 +115,8 @@ def _space_file(out: Path, epochs: int, image_size: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--space", default=None,
+                    help="search-space YAML (default: search_spaces/synthetic.yaml with --epochs, 32 px)")
     ap.add_argument("--trials", type=int, default=16, help="budget for (c), per search strategy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=15)
@@ -121,9 +126,13 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--parts", default="abc", help="which of (a) (b) (c) to run, e.g. 'b'")
+    ap.add_argument("--overhead-search", default="optuna", choices=["optuna", "random"],
+                    help="(a) searcher: optuna (TPE, what `raysearch tune` runs) or random")
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
     ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
+    ap.add_argument("--space-asha", action="store_true",
+                    help="(c) also run TPE+ASHA now with the space's own grace/rf: like for like with 585f821")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
@@ -138,7 +147,7 @@ def main() -> None:
     ray.init(num_cpus=args.cpus + DATA_CPUS, include_dashboard=False, log_to_driver=False, namespace="raysearch",
              configure_logging=False)
     common = dict(dataset=args.dataset, storage=str(out / "runs" / time.strftime("%Y%m%d-%H%M%S")), wandb=False)
-    space = _space_file(out, args.epochs, 32)
+    space = args.space or _space_file(out, args.epochs, 32)
 
     # warm the dataset/image/CF caches once so (a)-(c) measure the engine, not first-use generation
     run_sweep(SweepConfig(**common, space=space, trials=2, name="warmup", scheduler="none", search="random",
@@ -197,7 +206,7 @@ def overhead_part(args, common, space, run_sweep) -> None:
         for label, kw in (order if rnd % 2 == 0 else order[::-1]):
             shutil.rmtree(paths.cache_dir("cf"), ignore_errors=True)  # both pay the same first-use CF fits
             a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name=f"overhead-{label}-{rnd}",
-                                      scheduler="none", search="random", max_concurrent=1, seed=7, **kw))
+                                      scheduler="none", search=args.overhead_search, max_concurrent=1, seed=7, **kw))
             train_sum = float(a.results["train_time_s"].sum())
             cf_s = sum(a.shared_stats.get("compute_s", {}).values()) + sum(a.shared_stats.get("prefetched_cf_s", {}).values())
             rows.append((label, (a.wall_time_s - train_sum) / len(a.results), a, train_sum, cf_s))
@@ -255,6 +264,8 @@ def compare_part(args, common, space, run_sweep) -> None:
     variants = [("random+fifo", "random", "none", {}), ("tpe+asha-585f821", "optuna", "asha", BEFORE)]
     variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
                  for rf in args.rf]
+    if args.space_asha:
+        variants.insert(2, ("tpe+asha-space", "optuna", "asha", {}))
     rows = []
     for seed in args.seeds:
         for label, search, sched, kw in variants:

@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ray.air.integrations.wandb import WandbLoggerCallback, _clean_log, _QueueItem, _WandbLoggingActor
+import ray
+from ray.air.integrations.wandb import (WANDB_ENV_VAR, WandbLoggerCallback, _clean_log, _QueueItem,
+                                        _WandbLoggingActor)
+from ray.air.util.node import _force_on_current_node
 
 from raysearch.search.tracking import WandbSettings, used_config
 from raysearch.train.methods import METHODS
@@ -76,6 +79,17 @@ class SweepWandbCallback(WandbLoggerCallback):
                       group=self.group, project=self.project, config=cfg, allow_val_change=True,
                       tags=[run.train.method, f"weighting:{w}", w])
         self._start_logging_actor(trial, self._exclude_results + ["config"], **kwargs)
+
+    def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
+        if not self._remote_logger_class:
+            # Ray's options but max_restarts=0: Ray restarts its logging actor without limit although
+            # the actor's constructor arguments live in the object store, and says so in an
+            # error-level log line on every sweep (ray#53727).  A crashed logging actor ends that
+            # trial's W&B run; the trial itself goes on.
+            env = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
+            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
+                                                   runtime_env={"env_vars": env})(self._logger_actor_cls)
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
     def _send(self, trial: Any, item: Any) -> None:
         """Queue an item without waiting: Ray's ``Queue.put`` blocks the driver (every trial of the

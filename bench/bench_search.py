@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--memory-image-size", type=int, default=96, help="larger images make sharing visible")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--parts", default="abc", help="which of (a) (b) (c) to run, e.g. 'b'")
+    ap.add_argument("--parts", default="abc", help="which of (a) (b) (c) (n) to run, e.g. 'b'")
+    ap.add_argument("--noise-seeds", type=int, default=8, help="(n) training seeds per config")
     ap.add_argument("--overhead-search", default="optuna", choices=["optuna", "random"],
                     help="(a) searcher: optuna (TPE, what `raysearch tune` runs) or random")
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
@@ -160,6 +161,8 @@ def main() -> None:
         memory_part(args, common, out, run_sweep)
     if "c" in args.parts:
         compare_part(args, common, space, run_sweep)
+    if "n" in args.parts:
+        noise_part(args, space)
     print(f"\noutputs under {out}")
     ray.shutdown()
 
@@ -292,6 +295,43 @@ def compare_part(args, common, space, run_sweep) -> None:
               f"test of best {agg(o, 3):.4f} vs {agg(rnd, 3):.4f}; epochs ratio {agg(o, 4) / agg(rnd, 4):.2f} "
               f"({agg(o, 4):.1f} vs {agg(rnd, 4):.1f}); wall ratio {agg(o, 5) / agg(rnd, 5):.2f}; "
               f"reached random's best val on {reached}/{len(args.seeds)} seeds")
+
+
+#: (n) configs: the space's base (TPE's seeded first trial) and a high learning rate (random's best
+#: on seed 1 of (c)); the other searched values as in that trial
+NOISE_CONFIGS = {
+    "base config (lr 1e-3)": {},
+    "lr 9.6e-3": {"train.weighting": "loss", "train.alpha": 0.0914, "train.omega": 7.7513, "train.lr": 0.0096,
+                  "train.weight_decay": 0.0010, "cf.model": "bpr", "cf.dim": 32},
+}
+
+
+def noise_part(args, space_file: str) -> None:
+    """(n) How noisy is one trial's best val mAP?  The same config trained with different seeds
+    (``train.seed``; split and CF fixed), in this process: the yardstick for (c)'s differences."""
+    import statistics as st
+
+    import torch
+
+    from raysearch.config import RunConfig, from_dict, to_dict
+    from raysearch.search.space import load_space
+    from raysearch.train import fit, prepare_training_data
+
+    torch.set_num_threads(1)
+    space = load_space(space_file).with_base(dataset=args.dataset, data_root=None)
+    print(f"\n(n) seed noise: {args.noise_seeds} training seeds per config, {space.base.train.epochs} epochs, "
+          f"dataset {args.dataset}")
+    for name, params in NOISE_CONFIGS.items():
+        d = to_dict(space.apply(params, space.base))
+        vals, tests = [], []
+        for seed in range(args.noise_seeds):
+            d["train"]["seed"] = seed
+            run = from_dict(RunConfig, d, where="noise config")
+            res = fit(run, prepare_training_data(run, data_root=None))
+            vals.append(res.best_val_map)
+            tests.append(res.test_map)
+        print(f"    {name:<22} best val {st.mean(vals):.4f} +- {st.stdev(vals):.4f} (min {min(vals):.4f}, "
+              f"max {max(vals):.4f}); test {st.mean(tests):.4f} +- {st.stdev(tests):.4f}")
 
 
 if __name__ == "__main__":

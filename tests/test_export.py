@@ -30,6 +30,8 @@ def test_torchscript_plain_load_matches_pytorch(trained, tmp_path):
     assert json.loads(r.stdout)["max_abs_diff"] <= ATOL
     r = cli("export", "--model", str(model_dir), "--format", "torchscript", "--out", str(out))
     assert r.exit_code == 2 and "already exists" in r.output  # never replaced silently
+    r = cli("export", "--model", str(model_dir), "--format", "torchscript", "--out", str(out), "--overwrite", "--json")
+    assert r.exit_code == 0, r.output
     # plain torch.jit.load: uint8 images in, scores out; metadata in the extra file
     extra = {"raysearch.json": ""}
     m = torch.jit.load(str(out), _extra_files=extra)

@@ -138,6 +138,13 @@ def test_cli_predict_files_and_dataset_split(trained, tmp_path):
     r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "pred.csv"), "--overwrite")
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "pred.csv")) == 1
+    (tmp_path / "dir.csv").mkdir()  # a folder is never a target, --overwrite or not
+    r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "dir.csv"), "--overwrite")
+    assert r.exit_code == 2 and "is a folder" in r.output
+    # a leftover .shards folder only matters to batch mode, which writes it
+    (tmp_path / "solo.csv.shards").mkdir()
+    r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "solo.csv"), "--no-batch")
+    assert r.exit_code == 0, r.output
     r = cli("predict", "--model", str(model_dir), paths[0], "--out", str(tmp_path / "p.txt"))
     assert r.exit_code == 2 and "--out" in r.output and ".csv" in r.output
 
@@ -268,6 +275,12 @@ def test_ray_data_batch_path(trained, ray_session, tmp_path):
     assert "skipped 1 unreadable" in r.output and len(pd.read_json(out2, lines=True)) == len(paths)
     r = cli("predict", "--model", str(model_dir), str(folder), "--batch")
     assert r.exit_code == 2 and "--out" in r.output
+    # batch mode writes <out>.shards/: an existing one is refused too (nothing else written yet)
+    (tmp_path / "fresh.jsonl.shards").mkdir()
+    r = cli("predict", "--model", str(model_dir), str(folder), "--batch", "--workers", "1",
+            "--out", str(tmp_path / "fresh.jsonl"))
+    assert r.exit_code == 2 and "fresh.jsonl.shards already exists" in r.output
+    assert not (tmp_path / "fresh.jsonl").exists()
 
 
 def test_write_predictions_rejects_unknown_suffix(tmp_path):

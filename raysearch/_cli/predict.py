@@ -53,11 +53,17 @@ def _dataset_paths(pred, dataset: str, split: str, data_root: Optional[str], con
     return [ds.image_path(int(i)) for i in idx], ds.items["item_id"].to_numpy()[idx]
 
 
-def _check_out_free(out: Optional[str], overwrite: bool) -> None:
-    """An output the user names is never replaced silently: refuse before any work."""
-    if out is None or overwrite:
+def _check_out_free(out: Optional[str], overwrite: bool, shards: bool = False) -> None:
+    """An output the user names is never replaced silently: refuse before any work.  ``shards``:
+    batch prediction also writes ``<out>.shards/``."""
+    if out is None:
         return
-    taken = [p for p in (Path(out), Path(out).with_name(Path(out).name + ".shards")) if p.exists()]
+    if Path(out).is_dir():
+        fail(f"--out {out} is a folder; name a file")
+    if overwrite:
+        return
+    taken = [p for p in (Path(out), *([Path(out).with_name(Path(out).name + ".shards")] if shards else []))
+             if p.exists()]
     if taken:
         fail(f"--out {out}: {taken[0]} already exists; pass --overwrite to replace it")
 
@@ -106,6 +112,8 @@ def predict(
     use_batch = batch if batch is not None else (address is not None or len(paths) > BATCH_THRESHOLD)
     if use_batch and out is None:
         fail(f"batch mode writes Parquet shards and a merged file: pass --out FILE ({len(paths)} images)")
+    if use_batch:
+        _check_out_free(out, overwrite, shards=True)
     if use_batch:
         res = guarded(lambda: predict_ray(pred, paths=paths, out=out, workers=workers, batch_size=batch_size,
                                            top_k=top_k, threshold=threshold, address=address,

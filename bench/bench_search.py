@@ -297,8 +297,8 @@ def compare_part(args, common, space, run_sweep) -> None:
               f"reached random's best val on {reached}/{len(args.seeds)} seeds")
 
 
-#: (n) configs: the space's base (TPE's seeded first trial) and a high learning rate (random's best
-#: on seed 1 of (c)); the other searched values as in that trial
+#: (n) configs, for the synthetic space: its base (TPE's seeded first trial) and random search's best
+#: trial of (c) seed 1 (learning rate 9.6e-3)
 NOISE_CONFIGS = {
     "base config (lr 1e-3)": {},
     "lr 9.6e-3": {"train.weighting": "loss", "train.alpha": 0.0914, "train.omega": 7.7513, "train.lr": 0.0096,

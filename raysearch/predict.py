@@ -288,6 +288,11 @@ def _shard_table(df: pd.DataFrame, label_names: list[str]):
     return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
 
 
+def shards_path(out: str | Path) -> Path:
+    """Where batch prediction writes its Parquet shards, next to the merged ``out``."""
+    return Path(out).with_name(Path(out).name + ".shards")
+
+
 def predict_ray(model: Predictor | str | os.PathLike, inputs: Iterable[str | os.PathLike] | None = None, *,
                 out: str | os.PathLike, paths: list[Path] | None = None, workers: int = 2, batch_size: int = 64,
                 top_k: int = 3, threshold: float | None = None, address: str | None = None,
@@ -321,7 +326,7 @@ def predict_ray(model: Predictor | str | os.PathLike, inputs: Iterable[str | os.
             kw.setdefault("include_dashboard", False)
         ray.init(**kw)
         started = True
-    shards = out.with_name(out.name + ".shards")
+    shards = shards_path(out)
     if shards.exists():
         import shutil
 

@@ -62,8 +62,9 @@ def _check_out_free(out: Optional[str], overwrite: bool, shards: bool = False) -
         fail(f"--out {out} is a folder; name a file")
     if overwrite:
         return
-    taken = [p for p in (Path(out), *([Path(out).with_name(Path(out).name + ".shards")] if shards else []))
-             if p.exists()]
+    from raysearch.predict import shards_path
+
+    taken = [p for p in (Path(out), *([shards_path(out)] if shards else [])) if p.exists()]
     if taken:
         fail(f"--out {out}: {taken[0]} already exists; pass --overwrite to replace it")
 
@@ -114,7 +115,6 @@ def predict(
         fail(f"batch mode writes Parquet shards and a merged file: pass --out FILE ({len(paths)} images)")
     if use_batch:
         _check_out_free(out, overwrite, shards=True)
-    if use_batch:
         res = guarded(lambda: predict_ray(pred, paths=paths, out=out, workers=workers, batch_size=batch_size,
                                            top_k=top_k, threshold=threshold, address=address,
                                            cpus_per_worker=cpus_per_worker, num_gpus_per_worker=gpus_per_worker))

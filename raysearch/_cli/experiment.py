@@ -7,7 +7,8 @@ import typer
 
 from raysearch._cli import emit_json, fail, guarded
 from raysearch._cli.options import (
-    Address, CpusPerTrial, DataRoot, Dataset, Epochs, JsonOut, MaxConcurrent, NoWandb, SplitSeed, WandbProject, add,
+    Address, CheckpointEvery, CpusPerTrial, DataRoot, Dataset, Epochs, GpusPerTrial, JsonOut, MaxConcurrent,
+    MaxFailures, NoWandb, SplitSeed, WandbProject, WorkersPerTrial, add,
 )
 
 FromSweep = Annotated[Optional[List[str]], typer.Option(
@@ -21,8 +22,19 @@ Seeds = Annotated[int, typer.Option("--seeds", help="Training seeds per fold.")]
 Folds = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-validation over items.")]
 LabelRatios = Annotated[str, typer.Option(
     "--label-ratios", help="Comma-separated fractions of train items keeping labels.")]
-ShuffleControl = Annotated[bool, typer.Option(
-    "--shuffle-control", help="Add the first mtl variant with CF vectors shuffled across items.")]
+ShuffleControl = Annotated[str, typer.Option(
+    "--shuffle-control", help="Shuffled-CF control arms: none | first (the first mtl/sequential arm) | all (one per "
+                              "mtl/sequential arm), each at its arm's configuration with CF targets permuted across items.")]
+SameConfig = Annotated[Optional[str], typer.Option(
+    "--same-config", help="Run every weighting of this variant's method at its configuration (e.g. mtl:loss): "
+                          "the arms then differ in the weighting only.")]
+Tune = Annotated[int, typer.Option(
+    "--tune", help="Nested tuning: inner TPE + ASHA trials per outer fold and tuned arm, on the fold's train/val "
+                   "items only (0: none; arms run at their --config/--from-sweep configuration).")]
+TuneSpace = Annotated[Optional[str], typer.Option(
+    "--tune-space", help="Search space of the inner searches (default: the dataset's).")]
+KeepModels = Annotated[bool, typer.Option(
+    "--keep-models", help="Keep each unit's model.pt (default: its report and test scores only).")]
 OutDir = Annotated[Optional[str], typer.Option(
     "--out", help="Output directory (default <home>/runs/experiment-<dataset>-<time>).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted experiment in --out.")]
@@ -43,9 +55,12 @@ def _floats(s: str, flag: str) -> tuple[float, ...]:
 def experiment(
     dataset: Dataset = "synthetic", from_sweep: FromSweep = None, config: Configs = None,
     variants: Variants = None, seeds: Seeds = 3, folds: Folds = 5,
-    label_ratios: LabelRatios = "1.0", shuffle_control: ShuffleControl = False, epochs: Epochs = None,
+    label_ratios: LabelRatios = "1.0", shuffle_control: ShuffleControl = "none", same_config: SameConfig = None,
+    tune: Tune = 0, tune_space: TuneSpace = None, epochs: Epochs = None,
     out: OutDir = None, resume: Resume = False, report_only: ReportOnly = False, address: Address = None,
-    cpus_per_trial: CpusPerTrial = 1.0, max_concurrent: MaxConcurrent = None, split_seed: SplitSeed = 0,
+    cpus_per_trial: CpusPerTrial = 1.0, gpus_per_trial: GpusPerTrial = 0.0, workers_per_trial: WorkersPerTrial = 1,
+    max_failures: MaxFailures = 2, checkpoint_every: CheckpointEvery = 1, keep_models: KeepModels = False,
+    max_concurrent: MaxConcurrent = None, split_seed: SplitSeed = 0,
     n_boot: NBoot = 1000, no_cf_tables: NoCfTables = False, wandb_project: WandbProject = "raysearch",
     no_wandb: NoWandb = False, data_root: DataRoot = None, json_out: JsonOut = False,
 ) -> None:
@@ -61,9 +76,12 @@ def experiment(
     cfg = guarded(lambda: ExperimentConfig(
         dataset=dataset, data_root=data_root, **given, seeds=seeds, folds=folds,
         label_ratios=_floats(label_ratios, "--label-ratios"),
-        shuffle_control=shuffle_control, from_sweep=tuple(from_sweep or ()), configs=tuple(config or ()),
+        shuffle_control=shuffle_control, same_config=same_config, tune=tune, tune_space=tune_space,
+        from_sweep=tuple(from_sweep or ()), configs=tuple(config or ()),
         epochs=epochs, out=out, resume=resume or report_only, report_only=report_only, address=address,
-        cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, split_seed=split_seed, n_boot=n_boot,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers_per_trial=workers_per_trial,
+        max_failures=max_failures, checkpoint_every=checkpoint_every, keep_models=keep_models,
+        max_concurrent=max_concurrent, split_seed=split_seed, n_boot=n_boot,
         wandb=not no_wandb, wandb_project=wandb_project, cf_tables=not no_cf_tables))
     if (resume or report_only) and not out:
         fail("--resume / --report-only need the --out directory of the experiment")

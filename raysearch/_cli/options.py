@@ -134,6 +134,12 @@ Sets = Annotated[Optional[List[str]], typer.Option(
 Address = Annotated[Optional[str], typer.Option(
     "--address", help="Ray cluster: ray://host:10001, host:port or auto (default: a local Ray).")]
 CpusPerTrial = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs reserved per trial.")]
+GpusPerTrial = Annotated[float, typer.Option("--gpus-per-trial", help="> 0 runs each trial in a TorchTrainer.")]
+WorkersPerTrial = Annotated[int, typer.Option("--workers-per-trial", help="> 1 runs DDP in a TorchTrainer.")]
+MaxFailures = Annotated[int, typer.Option(
+    "--max-failures", help="Restarts per trial after a failure (node loss), each from its last checkpoint.")]
+CheckpointEvery = Annotated[int, typer.Option(
+    "--checkpoint-every", help="Epochs between fault-tolerance checkpoints (0: none).")]
 MaxConcurrent = Annotated[Optional[int], typer.Option(
     "--max-concurrent", help="Trials running at once (default: what the resources allow).")]
 WandbProject = Annotated[str, typer.Option("--wandb-project", help="W&B project (offline without an API key).")]

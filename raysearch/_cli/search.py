@@ -11,7 +11,7 @@ from rich.console import Console
 from raysearch._cli import emit_json, fail, guarded
 from raysearch._cli.options import (
     Address, CpusPerTrial, DataRoot, Dataset, Epochs, JsonOut, MaxConcurrent, Method, NoWandb, RunDir, Top,
-    WandbProject, add,
+    WandbProject, add, CheckpointEvery, GpusPerTrial, MaxFailures, WorkersPerTrial,
 )
 
 _I = Optional[int]
@@ -23,14 +23,8 @@ Search = Annotated[str, typer.Option("--search", help="optuna (TPE, multivariate
 GracePeriod = Annotated[_I, typer.Option("--grace-period", help="ASHA grace period in epochs (default: space file).")]
 ReductionFactor = Annotated[_I, typer.Option(
     "--reduction-factor", help="ASHA reduction factor (default: space file).")]
-GpusPerTrial = Annotated[float, typer.Option("--gpus-per-trial", help="> 0 runs each trial in a TorchTrainer.")]
-WorkersPerTrial = Annotated[int, typer.Option("--workers-per-trial", help="> 1 runs DDP in a TorchTrainer.")]
 TorchTrainer = Annotated[bool, typer.Option(
     "--torch-trainer", help="Use the TorchTrainer path even for 1 CPU worker.")]
-MaxFailures = Annotated[int, typer.Option(
-    "--max-failures", help="Restarts per trial after a failure (node loss), each from its last checkpoint.")]
-CheckpointEvery = Annotated[int, typer.Option(
-    "--checkpoint-every", help="Epochs between fault-tolerance checkpoints (0: none).")]
 Storage = Annotated[Optional[str], typer.Option(
     "--storage", help="Local path or URI (s3://, gs://); default <home>/runs.")]
 Name = Annotated[Optional[str], typer.Option("--name", help="Sweep name (default <dataset>-<timestamp>).")]

@@ -8,8 +8,9 @@ Each scheme is a registered function ``(ds, split, iv, seed, cf2label) -> float3
   the vector's measured utility for the labels (paper Sec. 3.4).  Out-of-fold (k-fold
   cross-fitting over the labelled train items that have a vector: ours; the paper does
   not say how CF2Label avoids scoring its own training items), so no item is weighted by
-  a model that saw it.  The mean BCE is floored at ``MIN_BCE`` (ours) so a perfectly
-  predicted item gets a large, finite weight.
+  a model that saw it.  Ours: divided by the median over the scored items (so the median
+  scored item weighs 1.0, the fallback's weight) and clipped to [0.1, 10] (``LOSS_RANGE``):
+  the raw 1/BCE ranged over five orders of magnitude.
 * ``loss_rescaled``: the authors' code's post-processing of the same 1/BCE: clipped to
   its 25th-75th percentile over the scored items and rescaled linearly to [1, 3].
 
@@ -49,7 +50,11 @@ if TYPE_CHECKING:  # cf2label is a torch module: imported only by the schemes th
 
 log = logging.getLogger(__name__)
 
-MIN_BCE = 1e-4  # floor of the loss-based denominator: weight <= 1e4 (Omega clips far below)
+MIN_BCE = 1e-4  # floor of the loss-based denominator (finite before the relative clip below)
+#: ``loss`` weights are relative to the median scored item and clipped to [1/LOSS_RANGE, LOSS_RANGE]
+#: (ours): raw 1/BCE spans 0.1 to 1e4 (posters fold 0 at 10% labels: 0.11 to 2,923), so one item could
+#: weigh thousands of times another and the fallback 1.0 meant nothing relative to the scored items
+LOSS_RANGE = 10.0
 
 WeightFn = Callable[["Dataset", "Split", ItemVectors, int, "CF2LabelConfig | None"], np.ndarray]
 WEIGHTINGS: Registry[WeightFn] = Registry("weighting scheme")
@@ -93,8 +98,28 @@ def loss(ds, split, iv, seed=0, cf2label=None) -> np.ndarray:
     if len(items) == 0:
         log.warning("loss weights: no labelled train item has a CF vector; all weights are uniform")
         return w
-    w[items] = _inverse_bce(ds, iv, items, seed, cf2label).astype(np.float32)
+    raw = _inverse_bce(ds, iv, items, seed, cf2label)
+    w[items] = np.clip(raw / np.median(raw), 1.0 / LOSS_RANGE, LOSS_RANGE).astype(np.float32)
     return w
+
+
+def weight_stats(scheme: str, split: "Split", has_vector: np.ndarray, w: np.ndarray, labels: np.ndarray | None = None
+                 ) -> dict[str, float]:
+    """What a report shows of one fold's weights: over the train items with a CF vector, the share
+    that got the scheme's fallback (``loss``: hidden or no positive label), the range, the share at a
+    clip bound."""
+    train = split.train[has_vector[split.train]]
+    out: dict[str, float] = {"items": float(len(train))}
+    if not len(train):
+        return out
+    wt = np.asarray(w, dtype=np.float64)[train]
+    out.update(min=float(wt.min()), max=float(wt.max()), median=float(np.median(wt)))
+    if scheme == "loss" and labels is not None:
+        y = np.asarray(labels)[train] > 0
+        scored = split.labelled[train] & y.any(1)
+        out["fallback_share"] = float(1 - scored.mean())
+        out["clipped_share"] = float(np.isclose(wt[scored], LOSS_RANGE).mean() + np.isclose(wt[scored], 1 / LOSS_RANGE).mean()) if scored.any() else 0.0
+    return out
 
 
 def _inverse_bce(ds, iv: ItemVectors, items: np.ndarray, seed: int, cf2label: "CF2LabelConfig | None") -> np.ndarray:
@@ -174,7 +199,7 @@ def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, se
 
 def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: "CF2LabelConfig | None") -> Path:
     h = hashlib.sha256(json.dumps({
-        "scheme": scheme, "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
+        "scheme": scheme, "version": 2 if scheme == "loss" else 1,  # 2: relative + clipped (LOSS_RANGE) "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
         "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme.startswith("loss") else None,
     }, sort_keys=True).encode()).hexdigest()[:12]
     return iv.path.with_name(f"{iv.key}.weights-{scheme}-{h}.parquet")

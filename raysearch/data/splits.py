@@ -34,10 +34,18 @@ class Split:
 def make_split(ds: Dataset, cfg: SplitConfig = SplitConfig()) -> Split:
     """Seeded item-level split keeping every label present in train where possible.
 
+    ``cfg.folds > 0``: fold ``cfg.fold`` of the K-fold (:func:`make_fold_split`), so one
+    ``RunConfig`` names an experiment unit's split and the sweep's trainable and data owner serve
+    it like any other run; ``cfg.inner``: that fold with its test items removed (nested tuning).
+
     Items are shuffled; then for each label (rarest first) with no train item,
     one of its items is moved into train from val/test (labels seen once stay put).  Items with no labels are
     allowed (they only serve the auxiliary task) but an all-unlabelled dataset is an error.
     """
+    if cfg.folds:
+        split = make_fold_split(ds, cfg.folds, cfg.fold, seed=cfg.seed, val=cfg.val,
+                                label_ratio=cfg.label_ratio, label_seed=cfg.label_seed)
+        return inner_split(split) if cfg.inner else split
     n = ds.n_items
     if n < 3:
         raise DatasetError(f"dataset {ds.name!r} has {n} items; a train/val/test split needs at least 3")
@@ -140,3 +148,10 @@ def make_fold_split(ds: Dataset, folds: int, fold: int, *, seed: int = 0, val: f
         labelled[train] = False
         labelled[keep] = True
     return Split(train=train, val=val_items, test=test, labelled=labelled)
+
+
+def inner_split(outer: Split) -> Split:
+    """The nested search's view of an outer fold: the same train items, label mask and val items,
+    and *no* outer test item anywhere (its "test" is the val set: inner trials are judged and
+    compared on val only, and the test fold stays unseen until the chosen configuration is scored)."""
+    return Split(train=outer.train, val=outer.val, test=outer.val.copy(), labelled=outer.labelled)

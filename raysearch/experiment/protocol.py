@@ -1,33 +1,37 @@
-"""``raysearch experiment``: the paired cross-validation protocol, run as Ray Tune trials.
+"""``raysearch experiment``: the paired cross-validation protocol, on the sweep's own engine.
 
 Why this shape:
 
-* **Paired by construction.**  The grid is (label ratio x fold x seed x variant) and the split of a
-  unit depends only on (split seed, fold, training seed, ratio), never on the variant: every
-  variant sees the same train/val/test items, the same label mask and the same training seed.
-  Differences between variants are then paired unit by unit (and item by item).
+* **Paired by construction.**  A unit is (label ratio, fold, seed); its split depends only on
+  (split seed, fold, training seed, ratio), never on the variant (``SplitConfig.folds/fold/
+  label_seed``): every variant sees the same train/val/test items, label mask and training seed.
 * **K-fold over items** (:func:`raysearch.data.splits.make_fold_split`): every item is a test item
   exactly once; val is carved from the other folds; CF vectors and weights are computed per fold
-  from that fold's train items only (the CF cache is keyed by the train item set), so a test item's
-  interactions never reach the model that is scored on it.
-* **Each variant keeps its own configuration** (alpha, lr, Omega, CF model ...): with
-  ``--from-sweep`` the best trial of its own (method, weighting) group by val mAP among trials
-  that finished; comparing weighting schemes at one fixed alpha would compare alphas too.
-  Caveat: a sweep selects on its own split's val items, some of which are test items of a CV
-  fold; the selection never sees a test *score*, but nested CV would be stricter.
-* **Ray Tune as the runner**: a function trainable over a ``tune.grid_search`` of units, so they
-  use the cluster (``--address``), are resumable (``Tuner.restore``) and log to W&B tagged with
-  variant, weighting, fold, seed and label ratio.  Each trial sends one final report with its
-  out-of-fold test scores as a checkpoint; the driver pools them.
+  from that fold's train items only, so a test item's interactions never reach the model scored on it.
+* **One trial engine.**  A unit is a ``RunConfig`` like any sweep trial's, run by the sweep's
+  trainable (:func:`raysearch.search.trainables.trial_fn`) with the sweep's data owner (each fold's
+  CF vectors and weights computed once, shared as object refs), per-epoch checkpoints,
+  ``--max-failures`` retries, resources (``--cpus/--gpus/--workers-per-trial``: DDP via
+  ``TorchTrainer``), driver-side W&B and stop reasons.  The sweep is an Optuna-sampled space over
+  that trainable; the experiment is a grid of units over it (:class:`UnitGrid`).
+* **Nested tuning** (``--tune N``): in each outer fold every tuned variant gets its own inner
+  sweep (TPE + ASHA, the sweep engine) of N trials on that fold's train/val items only
+  (``split.inner``: the test fold is in no role), the same budget for every variant; the chosen
+  configuration is then trained with each seed and tested on the outer fold.  Without it, each
+  variant runs at a given configuration (``--config`` / ``--from-sweep``), which compares
+  configurations as much as variants; ``--same-config V`` runs every weighting of V's method at
+  V's configuration (the arms then differ in the weighting only).
+* **Controls**: ``--shuffle-control first|all`` adds, per mtl/sequential arm, the same arm with CF
+  targets permuted across items (``train.shuffle_cf``): a gain that survives it is not CF's.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,18 +42,21 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import atomic_path, write_json
-from raysearch.search.results import COMPLETE
-from raysearch.config import ConfigError, RunConfig, from_dict, load_run_config, to_dict
+from raysearch.config import ConfigError, RunConfig, SplitConfig, from_dict, load_run_config, to_dict
+from raysearch.search.results import COMPLETE, StopReason
 
 log = logging.getLogger(__name__)
 
 REF = "image_only"
 SHUFFLED = "+shuffled-cf"
 DEFAULT_VARIANTS = ("image_only", "mtl:uniform", "mtl:interaction", "mtl:loss")
+SHUFFLE_CONTROLS = ("none", "first", "all")
 EXPERIMENT_FILE = "experiment.parquet"
 PREDICTIONS_FILE = "predictions.npz"
 META_FILE = "experiment.json"
+TUNING_FILE = "tuning.parquet"
 TRIALS_DIR = "trials"
+TUNING_DIR = "tuning"
 
 
 @dataclass(frozen=True)
@@ -62,15 +69,25 @@ class Variant:
     shuffled_from: str | None = None
 
 
-def parse_variants(specs: Sequence[str], shuffle_control: bool = False) -> list[Variant]:
+def _weighted(method: str) -> bool:
+    from raysearch.train.methods import METHODS
+
+    m = METHODS.get(method)
+    return bool(m.uses_cf and m.weighted)
+
+
+def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -> list[Variant]:
     """``["image_only", "mtl:loss", ...]`` -> variants (Image-only first: it is the reference).
 
-    ``--shuffle-control`` adds ``<first mtl/sequential variant>+shuffled-cf``: the same
-    configuration with CF targets permuted across items (the negative control).
+    ``shuffle_control``: ``first`` adds ``<first mtl/sequential variant>+shuffled-cf`` (the same
+    configuration with CF targets permuted across items), ``all`` one such arm per mtl/sequential variant.
     """
     from raysearch.cf.weights import WEIGHTINGS
     from raysearch.train.methods import METHODS
 
+    shuffle_control = {True: "first", False: "none"}.get(shuffle_control, shuffle_control)  # type: ignore[arg-type]
+    if shuffle_control not in SHUFFLE_CONTROLS:
+        raise ConfigError(f"--shuffle-control {shuffle_control!r} unknown; choose one of {', '.join(SHUFFLE_CONTROLS)}")
     out: list[Variant] = []
     for raw in specs:
         spec = raw.strip()
@@ -78,7 +95,7 @@ def parse_variants(specs: Sequence[str], shuffle_control: bool = False) -> list[
             continue
         method, _, weighting = spec.partition(":")
         METHODS.get(method)  # unknown names: one-line error listing the choices
-        if METHODS.get(method).uses_cf and method in ("mtl", "sequential"):
+        if _weighted(method):
             weighting = weighting or "uniform"
             WEIGHTINGS.get(weighting)
             name = f"{method}:{weighting}"
@@ -92,11 +109,12 @@ def parse_variants(specs: Sequence[str], shuffle_control: bool = False) -> list[
     if not any(v.name == REF for v in out):
         out.insert(0, Variant(REF, REF, "uniform"))
     out.sort(key=lambda v: v.name != REF)
-    if shuffle_control:
-        base = next((v for v in out if v.method in ("mtl", "sequential")), None)
-        if base is None:
+    if shuffle_control != "none":
+        bases = [v for v in out if _weighted(v.method)]
+        if not bases:
             raise ConfigError("--shuffle-control needs an mtl or sequential variant to shuffle")
-        out.append(Variant(base.name + SHUFFLED, base.method, base.weighting, shuffled_from=base.name))
+        for base in bases[:1] if shuffle_control == "first" else bases:
+            out.append(Variant(base.name + SHUFFLED, base.method, base.weighting, shuffled_from=base.name))
     return out
 
 
@@ -108,7 +126,10 @@ class ExperimentConfig:
     seeds: int = 3
     folds: int = 5
     label_ratios: tuple[float, ...] = (1.0,)
-    shuffle_control: bool = False
+    shuffle_control: str = "none"          # none | first | all
+    same_config: str | None = None         # every weighting of this variant's method runs at its configuration
+    tune: int = 0                          # nested tuning: inner TPE+ASHA trials per (ratio, fold, tuned variant)
+    tune_space: str | None = None          # the inner searches' space (default: the dataset's)
     from_sweep: tuple[str, ...] = ()
     configs: tuple[str, ...] = ()          # FILE (every variant) or VARIANT=FILE
     epochs: int | None = None              # override every variant's train.epochs
@@ -117,6 +138,11 @@ class ExperimentConfig:
     report_only: bool = False              # with resume: write the outputs from the units finished so far, run none
     address: str | None = None
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    max_failures: int = 2
+    checkpoint_every: int = 1
+    keep_models: bool = False              # keep each unit's model.pt (default: its report and test scores only)
     max_concurrent: int | None = None
     split_seed: int = 0
     val: float = 0.15
@@ -126,6 +152,10 @@ class ExperimentConfig:
     cf_tables: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.shuffle_control, bool):  # the old flag: --shuffle-control meant the first arm
+            object.__setattr__(self, "shuffle_control", "first" if self.shuffle_control else "none")
+        if self.shuffle_control not in SHUFFLE_CONTROLS:
+            raise ConfigError(f"--shuffle-control {self.shuffle_control!r} unknown; choose one of {', '.join(SHUFFLE_CONTROLS)}")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
         if self.folds < 2:
@@ -134,12 +164,27 @@ class ExperimentConfig:
             raise ConfigError(f"--label-ratios must be in (0, 1], got {list(self.label_ratios)}")
         if self.from_sweep and self.configs:
             raise ConfigError("give either --from-sweep or --config, not both")
+        if self.tune < 0:
+            raise ConfigError(f"--tune must be >= 0 (0: no nested tuning), got {self.tune}")
+        if self.tune and self.from_sweep:
+            raise ConfigError("--tune chooses each fold's configuration itself; --from-sweep would be ignored: give one")
         if not 0 < self.val < 1:
             raise ConfigError(f"--val must be in (0, 1), got {self.val}")
-        if self.cpus_per_trial <= 0 or (self.max_concurrent is not None and self.max_concurrent < 1):
-            raise ConfigError("--cpus-per-trial must be > 0 and --max-concurrent >= 1")
+        if self.cpus_per_trial <= 0:
+            raise ConfigError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0 or self.workers_per_trial < 1:
+            raise ConfigError(f"--gpus-per-trial must be >= 0 and --workers-per-trial >= 1, got "
+                              f"{self.gpus_per_trial} and {self.workers_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        if self.max_failures < 0 or self.checkpoint_every < 0:
+            raise ConfigError("--max-failures and --checkpoint-every must be >= 0")
         if self.n_boot < 100:
             raise ConfigError(f"--n-boot must be >= 100, got {self.n_boot}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers_per_trial > 1 or self.gpus_per_trial > 0
 
 
 # ------------------------------------------------------------------------------ configurations
@@ -188,116 +233,184 @@ def resolve_configs(cfg: ExperimentConfig, variants: Sequence[Variant]) -> tuple
     for v in variants:
         if v.shuffled_from:
             continue
-        if cfg.from_sweep:
+        if cfg.tune and not (v.name in per_variant or common):
+            run, src = load_space(cfg.tune_space or space_path).base, f"{cfg.tune_space or space_path} (base; searched per fold)"
+        elif cfg.from_sweep:
             run, src = best_from_sweeps(cfg.from_sweep, v)
         elif v.name in per_variant or common:
             f = per_variant.get(v.name, common)
             run, src = load_run_config(f), str(f)
         else:
             run, src = load_space(space_path).base, f"{space_path} (base)"
-        train = dataclasses.replace(run.train, method=v.method, weighting=v.weighting,
+        train = dataclasses.replace(run.train, method=v.method, weighting=v.weighting, shuffle_cf=False,
                                     **({"epochs": cfg.epochs} if cfg.epochs else {}))
         runs[v.name] = dataclasses.replace(run, dataset=cfg.dataset, data_root=cfg.data_root, train=train)
         source[v.name] = src
+    if cfg.same_config:
+        owner = next((v for v in variants if v.name == cfg.same_config and not v.shuffled_from), None)
+        if owner is None:
+            raise ConfigError(f"--same-config {cfg.same_config!r} is not one of the variants "
+                              f"{[v.name for v in variants if not v.shuffled_from]}")
+        for v in variants:
+            if config_owner(cfg, v, variants) == owner.name and v.name != owner.name and not v.shuffled_from:
+                runs[v.name] = arm_run(runs[owner.name], v)
+                source[v.name] = f"{owner.name}'s configuration ({source[owner.name]}), weighting {v.weighting}"
     for v in variants:
         if v.shuffled_from:
-            runs[v.name], source[v.name] = runs[v.shuffled_from], f"{v.shuffled_from}, CF targets shuffled across items"
+            runs[v.name] = arm_run(runs[v.shuffled_from], v)
+            source[v.name] = f"{v.shuffled_from}, CF targets shuffled across items"
     return runs, source
 
 
-# ------------------------------------------------------------------------------ the trial
+def config_owner(cfg: ExperimentConfig, v: Variant, variants: Sequence[Variant]) -> str:
+    """Whose configuration the arm runs at: a shuffled arm its source's, an arm of ``--same-config``'s
+    method the named variant's, any other its own (the variants that get an inner search)."""
+    if v.shuffled_from:
+        return config_owner(cfg, next(x for x in variants if x.name == v.shuffled_from), variants)
+    if cfg.same_config:
+        ref = next((x for x in variants if x.name == cfg.same_config), None)
+        if ref is not None and v.method == ref.method:
+            return ref.name
+    return v.name
+
+
+def arm_run(run: RunConfig, v: Variant) -> RunConfig:
+    """``run`` as arm ``v``: only the method, the weighting and the CF shuffle change."""
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, method=v.method, weighting=v.weighting,
+                                                              shuffle_cf=v.shuffled_from is not None))
+
+
+# ------------------------------------------------------------------------------ units
+
+def fold_split(cfg: ExperimentConfig, fold: int, seed: int, ratio: float, inner: bool = False) -> SplitConfig:
+    """The split of unit (fold, seed, ratio) as config: a function of those and the split seed only."""
+    rest = (1 - cfg.val) / 2  # train/test fractions are unused with folds; they must only sum to 1
+    return SplitConfig(seed=cfg.split_seed, train=rest, val=cfg.val, test=1 - cfg.val - rest, label_ratio=float(ratio),
+                       folds=cfg.folds, fold=int(fold), label_seed=int(seed), inner=inner)
+
+
+def unit_run(cfg: ExperimentConfig, run: RunConfig, fold: int, seed: int, ratio: float) -> RunConfig:
+    """The arm's configuration on one unit: its split (fold, label mask) and its training seed."""
+    return dataclasses.replace(run, split=fold_split(cfg, fold, seed, ratio), train=dataclasses.replace(run.train, seed=int(seed)))
+
 
 @dataclass(frozen=True)
-class ExperimentContext:
-    """What every trial needs besides its grid point (sent once via ``tune.with_parameters``)."""
+class UnitGrid:
+    """The experiment's "search space" for the sweep trainable: a trial's config holds its unit,
+    whose ``run`` is the whole RunConfig (the grid, not a sampler, decides it)."""
 
-    runs: dict[str, dict[str, Any]]
-    variants: dict[str, Variant]
-    folds: int
-    split_seed: int
-    val: float
-    cpus_per_trial: float
-    lock_dir: str
-    wandb: Any = None  # raysearch.search.tracking.WandbSettings
+    path: str = "experiment units"
+    base: RunConfig = field(default_factory=RunConfig)
+    names: tuple[str, ...] = ("unit",)
 
+    def apply(self, values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+        u = values["unit"]
+        return from_dict(RunConfig, u["run"], where=f"unit {u.get('variant')} fold {u.get('fold')} seed {u.get('seed')}")
 
-def unit_run(ctx: ExperimentContext, variant: str, seed: int, label_ratio: float) -> RunConfig:
-    run = from_dict(RunConfig, ctx.runs[variant], where=f"variant {variant}")
-    return dataclasses.replace(
-        run, split=dataclasses.replace(run.split, seed=ctx.split_seed, label_ratio=float(label_ratio)),
-        train=dataclasses.replace(run.train, seed=int(seed)))
+    def wandb_tags(self, config: dict[str, Any]) -> list[str]:
+        u = config.get("unit", {})
+        return [f"variant:{u.get('variant')}", f"fold:{u.get('fold')}", f"seed:{u.get('seed')}",
+                f"label_ratio:{u.get('label_ratio')}", *(("shuffled-cf",) if u.get("shuffled") else ())]
 
 
-def unit_split(ds: Any, ctx: ExperimentContext, fold: int, seed: int, label_ratio: float):
-    """The unit's split: a function of (split seed, fold, training seed, ratio), never of the variant."""
-    from raysearch.data.splits import make_fold_split
-
-    return make_fold_split(ds, ctx.folds, int(fold), seed=ctx.split_seed, val=ctx.val,
-                           label_ratio=float(label_ratio), label_seed=int(seed))
-
-
-def unit_data(ctx: ExperimentContext, variant: str, fold: int, seed: int, label_ratio: float):
-    """(RunConfig, TrainingData) of one unit; the shuffled control permutes the CF targets."""
-    from filelock import FileLock
-
-    from raysearch.data.registry import load_dataset
-    from raysearch.train import prepare_training_data, shuffle_cf
-
-    run = unit_run(ctx, variant, seed, label_ratio)
-    ds = load_dataset(run.dataset, run.data_root)
-    split = unit_split(ds, ctx, fold, seed, label_ratio)
-    # one CF preparation per fold at a time: concurrent trials of one fold wait for the CF vectors
-    # the first one computes (then read its cache) instead of fitting them twice; image_only needs
-    # no CF and never waits
-    from raysearch.train.methods import METHODS
-
-    lock = FileLock(os.path.join(ctx.lock_dir, f"fold{int(fold)}.lock")) if METHODS.get(run.train.method).uses_cf else None
-    with lock if lock is not None else contextlib.nullcontext():
-        data = prepare_training_data(run, data_root=run.data_root, split=split)
-    if ctx.variants[variant].shuffled_from:
-        data = shuffle_cf(data, seed=10_000 + 100 * int(fold) + int(seed))
-    return run, data
+def units_grid(cfg: ExperimentConfig, variants: Sequence[Variant], run_of: Any) -> list[dict[str, Any]]:
+    """Every unit, in the order they should finish: fold slowest, variant fastest, so an
+    interrupted run (or ``--report-only``) holds complete paired units.  ``run_of(ratio, fold, v)``
+    is the arm's configuration there (tuned per fold, or fixed)."""
+    return [{"fold": f, "seed": s, "label_ratio": float(r), "variant": v.name, "shuffled": v.shuffled_from is not None,
+             "run": to_dict(unit_run(cfg, run_of(float(r), f, v), f, s, float(r)))}
+            for f in range(cfg.folds) for s in range(cfg.seeds) for r in cfg.label_ratios for v in variants]
 
 
-def experiment_trial(config: dict[str, Any], ctx: ExperimentContext) -> None:
-    """Tune function trainable: one (variant, fold, seed, label ratio) unit -> fit -> test scores."""
-    import torch
-    from ray import tune
+# ------------------------------------------------------------------------------ nested tuning
 
-    from raysearch.metrics import per_class_ap
-    from raysearch.search.tracking import TrialTracker
-    from raysearch.train import fit
+def tune_key(ratio: float, fold: int, variant: str) -> str:
+    return f"r{ratio:g}-f{fold}-{variant.replace(':', '-')}"
 
-    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
-    u = config["unit"]
-    variant, fold, seed, ratio = u["variant"], int(u["fold"]), int(u["seed"]), float(u["label_ratio"])
-    t0 = time.perf_counter()
-    run, data = unit_data(ctx, variant, fold, seed, ratio)
-    data_s = time.perf_counter() - t0
-    tc = tune.get_context()
-    tracker = TrialTracker(ctx.wandb, run, f"{variant}-f{fold}-s{seed}-r{ratio:g}", tc.get_trial_id(), params=config)
-    if tracker.run is not None:
-        v = ctx.variants[variant]
-        tracker.run.tags = tuple(tracker.run.tags) + (f"variant:{variant}", f"fold:{fold}", f"seed:{seed}",
-                                                      f"label_ratio:{ratio:g}", *(("shuffled-cf",) if v.shuffled_from else ()))
-        tracker.run.config.update({"experiment.variant": variant, "experiment.fold": fold,
-                                   "experiment.seed": seed, "experiment.label_ratio": ratio}, allow_val_change=True)
-    reason = "error"
-    final: dict[str, Any] = {}
-    try:
-        res = fit(run, data, callback=tracker.log_epoch)
-        test = data.split.test
-        ap = per_class_ap(data.labels[test], res.test_scores)
-        final = {"test_map": float(res.test_map), "val_map": float(res.best_val_map), "epochs_run": int(res.epochs_run),
-                 "best_epoch": int(res.best_epoch), "stop_reason": res.stop_reason, "train_time_s": float(res.train_time_s),
-                 "data_s": data_s, "n_test": int(len(test)), "n_train_labelled": int(len(data.split.train_labelled))}
-        reason = res.stop_reason
-        with tempfile.TemporaryDirectory(prefix="raysearch-exp-") as tmp:
-            np.savez(os.path.join(tmp, "preds.npz"), items=test.astype(np.int64),
-                     scores=np.asarray(res.test_scores, dtype=np.float32), per_class_ap=ap)
-            tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
-    finally:
-        tracker.finish(final, reason)
+
+def inner_space(cfg: ExperimentConfig, run: RunConfig, v: Variant, ratio: float, fold: int) -> Any:
+    """The dataset's space over this arm on the fold's train/val items: its base is the arm's
+    configuration with the inner split; method and weighting are pinned (they are the arm)."""
+    from raysearch.search.space import default_space_path, load_space
+
+    space = load_space(cfg.tune_space or default_space_path(cfg.dataset)).with_method(v.method)
+    params = tuple(p for p in space.params if p.name != "train.weighting")
+    params = tuple(dataclasses.replace(p, when=tuple((c, vals) for c, vals in p.when if c != "train.weighting"))
+                   for p in params if all(v.weighting in vals for c, vals in p.when if c == "train.weighting"))
+    base = dataclasses.replace(run, split=fold_split(cfg, fold, 0, ratio, inner=True))
+    return dataclasses.replace(space, base=base, params=params)
+
+
+def run_tuning(cfg: ExperimentConfig, out: Path, variants: Sequence[Variant], runs: dict[str, RunConfig],
+               done: dict[str, Any], save: Any) -> dict[str, Any]:
+    """One inner sweep per (ratio, fold, tuned variant), each ``cfg.tune`` trials of TPE + ASHA.
+
+    ``done`` holds the finished ones (resume); an inner sweep interrupted half-way is run again
+    from scratch (its trials are cheap next to getting its bookkeeping right).  ``save(done)``
+    records each as it finishes."""
+    from raysearch.search.results import best_row, best_run_config
+    from raysearch.search.tune import SweepConfig, run_sweep
+
+    tuned = [v for v in variants if config_owner(cfg, v, variants) == v.name]
+    storage = out / TUNING_DIR
+    for ratio in cfg.label_ratios:
+        for fold in range(cfg.folds):
+            for v in tuned:
+                key = tune_key(ratio, fold, v.name)
+                if key in done:
+                    continue
+                shutil.rmtree(storage / key, ignore_errors=True)
+                space = inner_space(cfg, runs[v.name], v, ratio, fold)
+                t0 = time.perf_counter()
+                res = run_sweep(SweepConfig(
+                    dataset=cfg.dataset, data_root=cfg.data_root, trials=cfg.tune, storage=str(storage), name=key,
+                    address=cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+                    workers_per_trial=cfg.workers_per_trial, max_concurrent=cfg.max_concurrent,
+                    max_failures=cfg.max_failures, checkpoint_every=cfg.checkpoint_every, seed=1000 * fold + 7,
+                    wandb=False), space=space, progress=False)
+                row = best_row(res.results)
+                if row is None:
+                    raise ConfigError(f"nested tuning {key}: no inner trial finished ({out / TUNING_DIR / key}); "
+                                      "see its results.parquet")
+                chosen = best_run_config(row)
+                done[key] = {"ratio": float(ratio), "fold": fold, "variant": v.name, "run": to_dict(chosen),
+                             "inner_val_map": float(row["best_val_map"]), "trial_id": str(row["trial_id"]),
+                             "trials": int(len(res.results)), "wall_s": round(time.perf_counter() - t0, 1),
+                             "epochs": int(res.results["epochs_run"].sum())}
+                log.warning("nested tuning %s: %d trials, %d epochs, inner val mAP %.4f (%.0f s)", key,
+                            done[key]["trials"], done[key]["epochs"], done[key]["inner_val_map"], done[key]["wall_s"])
+                save(done)
+    return done
+
+
+def chosen_run(cfg: ExperimentConfig, tuned: dict[str, Any], runs: dict[str, RunConfig],
+               variants: Sequence[Variant]) -> Any:
+    """``(ratio, fold, variant) -> RunConfig``: the arm's tuned (or fixed) configuration."""
+    by_name = {v.name: v for v in variants}
+
+    def run_of(ratio: float, fold: int, v: Variant) -> RunConfig:
+        if not cfg.tune:
+            return runs[v.name]
+        owner = config_owner(cfg, v, variants)
+        chosen = from_dict(RunConfig, tuned[tune_key(ratio, fold, owner)]["run"], where=f"tuned {owner}")
+        chosen = dataclasses.replace(chosen, train=dataclasses.replace(
+            chosen.train, **({"epochs": cfg.epochs} if cfg.epochs else {})))
+        return arm_run(chosen, by_name[v.name])
+
+    return run_of
+
+
+def tuning_frame(tuned: dict[str, Any]) -> pd.DataFrame:
+    """One row per inner search: the configuration it chose (every searched field flattened)."""
+    from raysearch.search.tracking import flat_config
+
+    rows = []
+    for t in tuned.values():
+        run = from_dict(RunConfig, t["run"], where="tuned")
+        rows.append({k: t[k] for k in ("ratio", "fold", "variant", "inner_val_map", "trials", "epochs", "wall_s")}
+                    | {k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in flat_config(run).items()
+                       if k.startswith(("train.", "cf."))})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -318,60 +431,109 @@ def _out_dir(cfg: ExperimentConfig) -> Path:
     return paths.runs_dir(cfg.data_root) / f"experiment-{Path(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+#: settings a resumed experiment takes from the new command (where and how to run, not what)
+RUNTIME_FIELDS = ("out", "resume", "report_only", "address", "max_concurrent", "cf_tables", "wandb", "wandb_project")
+
+
+def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path) -> ExperimentConfig:
+    """The saved settings, refusing flags of the new command that contradict them (a flag left at
+    its default is not a contradiction: ``--resume --out DIR`` alone continues the run as it was)."""
+    try:
+        saved_raw = dict(meta["config"])
+        saved = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved_raw.items()
+                                    if k in {f.name for f in dataclasses.fields(ExperimentConfig)}})
+    except (KeyError, TypeError, ConfigError) as e:
+        raise ConfigError(f"{meta_path}: not an experiment record this version can resume ({e})") from None
+    default = ExperimentConfig()
+    diffs = []
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in RUNTIME_FIELDS:
+            continue
+        new, old = getattr(cfg, f.name), getattr(saved, f.name)
+        if new != old and new != getattr(default, f.name):
+            diffs.append(f"{f.name}: saved {old!r}, given {new!r}")
+    if diffs:
+        raise ConfigError(f"--resume: the command contradicts the saved run ({meta_path}): " + "; ".join(diffs)
+                          + ". Drop those flags to continue it, or start a new experiment with another --out")
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS},
+                               cf_tables=cfg.cf_tables and saved.cf_tables)
+
+
+def _saved_meta(out: Path) -> dict[str, Any]:
+    """``experiment.json``, complete and readable, or a one-line error naming it."""
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        raise ConfigError(f"--resume: no experiment at {out} (no {META_FILE}); give the --out of the run to continue")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{meta_path}: unreadable or truncated ({type(e).__name__}: {str(e)[:120]}); "
+                          "the experiment cannot be resumed from it") from None
+    missing = [k for k in ("config", "variants", "runs", "source", "dataset_fingerprint") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ConfigError(f"{meta_path}: incomplete experiment record (missing {', '.join(missing)}); cannot resume")
+    return meta
+
+
 def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
-    """Run (or ``resume``) the grid of units, then write every output (see :mod:`.report`)."""
+    """Run (or ``resume``) nested tuning and the grid of units, then write every output (see :mod:`.report`)."""
     from raysearch.data.registry import load_dataset
     from raysearch.experiment.report import write_outputs
-    from raysearch.search.cluster import init_ray
 
     t0 = time.perf_counter()
     out = _out_dir(cfg)
     meta = _saved_meta(out) if cfg.resume else None
     if meta is not None:
-        cfg = dataclasses.replace(ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                      for k, v in meta["config"].items()}),
-                                  resume=True, address=cfg.address, report_only=cfg.report_only,
-                                  cf_tables=cfg.cf_tables and meta["config"].get("cf_tables", True))
+        cfg = resumed_config(cfg, meta, out / META_FILE)
     variants = parse_variants(cfg.variants, cfg.shuffle_control)
     ds = load_dataset(cfg.dataset, cfg.data_root)  # a missing dataset: one error here, not N failed trials
     if ds.n_items < cfg.folds * 2:
         raise ConfigError(f"--folds {cfg.folds} is too many for {ds.n_items} items of {ds.name!r}")
     if meta is not None:
+        if meta["dataset_fingerprint"] != ds.fingerprint:
+            raise ConfigError(f"--resume: dataset {ds.name!r} changed since the experiment began (fingerprint "
+                              f"{meta['dataset_fingerprint'][:12]} -> {ds.fingerprint[:12]}); its finished units would "
+                              "be pooled with units of other content. Start a new experiment with another --out")
         runs = {k: from_dict(RunConfig, v, where=f"{out / META_FILE} runs.{k}") for k, v in meta["runs"].items()}
         source = meta["source"]
     else:
         runs, source = resolve_configs(cfg, variants)
-    init_ray(cfg.address)
     _check_trials_dir(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "locks").mkdir(exist_ok=True)
-    seeds = list(range(cfg.seeds))
-    if meta is None:
-        write_json(out / META_FILE, {
-            "config": dataclasses.asdict(cfg), "variants": [dataclasses.asdict(v) for v in variants],
-            "runs": {k: to_dict(v) for k, v in runs.items()}, "source": source, "seeds": seeds,
-            "dataset_fingerprint": ds.fingerprint,
-        })
-    tuner = _experiment_tuner(cfg, out, variants, runs, seeds, verbose)
-    # report_only: the units finished so far (the others are "not_run"); paired statistics use
-    # only units every variant finished, so a partial run is summarised honestly, not padded
-    results = tuner.get_results() if cfg.report_only else tuner.fit()
-    units, preds = collect(results, variants, runs, ds.n_items)
+    record = dict(meta) if meta is not None else {
+        "config": dataclasses.asdict(cfg), "variants": [dataclasses.asdict(v) for v in variants],
+        "runs": {k: to_dict(v) for k, v in runs.items()}, "source": source, "seeds": list(range(cfg.seeds)),
+        "dataset_fingerprint": ds.fingerprint, "tuned": {}}
+    record["config"] = dataclasses.asdict(cfg)
+    write_json(out / META_FILE, record)
+    engine = _Engine(cfg, out)
+    try:
+        if cfg.tune and not cfg.report_only:
+            def save(done: dict[str, Any]) -> None:
+                record["tuned"] = done
+                write_json(out / META_FILE, record)
+            run_tuning(cfg, out, variants, runs, dict(record.get("tuned") or {}), save)
+        tuned = dict(record.get("tuned") or {})
+        if cfg.tune:
+            with atomic_path(out / TUNING_FILE) as tmp:
+                tuning_frame(tuned).to_parquet(tmp, index=False)
+        if cfg.report_only and cfg.tune and any(tune_key(r, f, config_owner(cfg, v, variants)) not in tuned
+                                                for r in cfg.label_ratios for f in range(cfg.folds) for v in variants):
+            results = engine.restored_results() if (out / TRIALS_DIR).exists() else []
+        else:
+            grid = units_grid(cfg, variants, chosen_run(cfg, tuned, runs, variants))
+            results = engine.run_units(grid, variants)
+    finally:
+        engine.stop()
+    units, preds = collect(results, variants, ds, cfg)
     with atomic_path(out / EXPERIMENT_FILE) as tmp:
         units.to_parquet(tmp, index=False)
     with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **preds, y_true=ds.label_matrix.astype(np.int8), label_names=np.array(ds.label_names))
     summary, files = write_outputs(out, cfg, variants, runs, source, units, ds)
     expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
-    missing = expected - int((~units["stop_reason"].isin(["error", "not_run"])).sum())
+    missing = expected - int(units["stop_reason"].isin(COMPLETE).sum())
     return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, missing)
-
-
-def _saved_meta(out: Path) -> dict[str, Any]:
-    meta_path = out / META_FILE
-    if not meta_path.is_file():
-        raise ConfigError(f"--resume: no experiment at {out} (no {META_FILE}); give the --out of the run to continue")
-    return json.loads(meta_path.read_text())
 
 
 def _check_trials_dir(cfg: ExperimentConfig, out: Path) -> None:
@@ -379,83 +541,171 @@ def _check_trials_dir(cfg: ExperimentConfig, out: Path) -> None:
 
     trials_path = out / TRIALS_DIR
     if cfg.resume:
-        if not tune.Tuner.can_restore(str(trials_path)):
+        if not cfg.tune and not tune.Tuner.can_restore(str(trials_path)):
             raise ConfigError(f"--resume: no restorable trials at {trials_path}")
-    elif trials_path.exists():
+    elif trials_path.exists() or (out / META_FILE).exists():
         raise ConfigError(f"{out} already holds an experiment; use --resume to continue it or another --out")
 
 
-def _experiment_tuner(cfg: ExperimentConfig, out: Path, variants: list[Variant], runs: dict[str, RunConfig],
-                      seeds: list[int], verbose: int) -> Any:
-    """The units as one Tune grid (new), or the interrupted one (``resume``)."""
-    import ray
-    from ray import tune
+class _Engine:
+    """The sweep's engine for the experiment's units: Ray, one data owner, the sweep trainable."""
 
-    from raysearch.search.tracking import WandbSettings, wandb_mode
+    def __init__(self, cfg: ExperimentConfig, out: Path) -> None:
+        self.cfg, self.out, self.actor, self.actor_name = cfg, out, None, None
 
-    mode = wandb_mode() if cfg.wandb else "disabled"
-    ctx = ExperimentContext(
-        runs={k: to_dict(v) for k, v in runs.items()}, variants={v.name: v for v in variants}, folds=cfg.folds,
-        split_seed=cfg.split_seed, val=cfg.val, cpus_per_trial=cfg.cpus_per_trial, lock_dir=str(out / "locks"),
-        wandb=WandbSettings(enabled=cfg.wandb, project=cfg.wandb_project, group=out.name, dir=str(out), mode=mode),
-    )
-    trainable = tune.with_resources(tune.with_parameters(experiment_trial, ctx=ctx), {"cpu": cfg.cpus_per_trial})
-    if cfg.resume:
-        return tune.Tuner.restore(str(out / TRIALS_DIR), trainable=trainable, resume_errored=True)
-    # a local Ray may hold extra logical CPUs for the sweep's data owner: size by the real cores
-    n_cpu = ray.cluster_resources().get("CPU", 1) if cfg.address else float(os.cpu_count() or 1)
-    if cfg.cpus_per_trial > n_cpu and cfg.address is None:
-        raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial:g} > {n_cpu:g} CPUs: no trial could run")
-    # one grid axis of units, in the order they should finish: fold slowest, variant fastest,
-    # so an interrupted run (or --report-only) holds complete paired units for every ratio
-    units_grid = [{"fold": f, "seed": s, "label_ratio": float(r), "variant": v.name}
-                  for f in range(cfg.folds) for s in seeds for r in cfg.label_ratios for v in variants]
-    return tune.Tuner(
-        trainable, param_space={"unit": tune.grid_search(units_grid)},
-        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
-                                    max_concurrent_trials=cfg.max_concurrent or max(1, int(n_cpu // cfg.cpus_per_trial))),
-        run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out), verbose=verbose,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
-    )
+    def _start(self, base: RunConfig) -> Any:
+        from raysearch.search import cluster
+        from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
+        from raysearch.search.trainables import TrialContext, with_resources
+
+        cfg = self.cfg
+        cluster.init_ray(cfg.address, dashboard=cfg.distributed)
+        if cfg.distributed and not cluster.state_api_available():
+            raise ConfigError("DDP/GPU units (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to "
+                              "free a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
+        cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
+                                joined=cfg.address is not None)
+        self.actor_name = f"{SHARED_ACTOR_PREFIX}experiment-{self.out.name}-{os.getpid()}"
+        self.actor = start_shared_actor(self.actor_name)
+        import ray
+
+        ray.get(self.actor.check.remote(cfg.dataset, cfg.data_root))
+        ctx = TrialContext(
+            space=UnitGrid(base=base), base=base, shared_actor=self.actor_name, cpus_per_trial=cfg.cpus_per_trial,
+            gpus_per_trial=cfg.gpus_per_trial, workers_per_trial=cfg.workers_per_trial,
+            storage=str(self.out / TRIALS_DIR / "train"), max_t=0, checkpoint_every=cfg.checkpoint_every,
+            max_failures=cfg.max_failures, save_weights=cfg.keep_models)
+        return with_resources(ctx)
+
+    def _callbacks(self) -> list[Any]:
+        from raysearch.search.results import classify
+        from raysearch.search.tracking import WandbSettings, sweep_wandb_callback, wandb_mode
+        from raysearch.search.tune import _auto_loggers, _retry_counter
+
+        cfg = self.cfg
+        self.retries = _retry_counter(self.out)
+        wb = sweep_wandb_callback(WandbSettings(enabled=cfg.wandb, project=cfg.wandb_project, group=self.out.name,
+                                                dir=str(self.out), mode=wandb_mode() if cfg.wandb else "disabled"),
+                                  UnitGrid(), lambda trial, failed: classify(dict(trial.last_result or {}), failed, "none", 0))
+        return _auto_loggers([self.retries, *([wb] if wb else [])])
+
+    def run_units(self, grid: list[dict[str, Any]], variants: Sequence[Variant]) -> Any:
+        from ray import tune
+
+        from raysearch.search import cluster
+
+        cfg = self.cfg
+        trainable = self._start(from_dict(RunConfig, grid[0]["run"]))
+        cbs = self._callbacks()
+        path = str(self.out / TRIALS_DIR)
+        if cfg.resume and tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+            if cfg.report_only:
+                return tuner.get_results()
+            _set_callbacks(tuner, cbs)
+            return tuner.fit()
+        if cfg.report_only:
+            return []
+        conc = cluster.max_concurrent(cfg.max_concurrent, len(grid), cfg.cpus_per_trial, cfg.gpus_per_trial)
+        tuner = tune.Tuner(
+            trainable, param_space={"unit": tune.grid_search(grid)},
+            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=not cfg.distributed, max_concurrent_trials=conc),
+            run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(self.out), verbose=0, callbacks=cbs,
+                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        return tuner.fit()
+
+    def restored_results(self) -> Any:
+        from ray import tune
+
+        return tune.Tuner.restore(str(self.out / TRIALS_DIR), trainable=self._start(RunConfig())).get_results()
+
+    def stop(self) -> None:
+        if self.actor is not None:
+            import ray
+
+            try:
+                ray.kill(self.actor)
+            except Exception:  # already gone with its node: nothing to free
+                pass
+
+
+def _set_callbacks(tuner: Any, cbs: list[Any]) -> None:
+    """A restored Tuner keeps the callbacks it was built with; ours are new objects (see search.tune)."""
+    tuner._local_tuner.get_run_config().callbacks = cbs
 
 
 def pred_key(ratio: float, variant: str, seed: int) -> str:
     return f"r{ratio:g}|{variant}|s{seed}"
 
 
-def collect(results: Any, variants: Sequence[Variant], runs: dict[str, RunConfig], n_items: int
+def collect(results: Any, variants: Sequence[Variant], ds: Any, cfg: ExperimentConfig
             ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row per unit (errors included) + pooled out-of-fold scores per (ratio, variant, seed)."""
-    rows, parts = [], {}
+    """One row per unit (errors and units not run included) + pooled out-of-fold scores per
+    (ratio, variant, seed).  Stop reasons are the sweep's (:class:`StopReason`)."""
+    from raysearch.metrics import per_class_ap
+    from raysearch.search.results import classify, last_line
+    from raysearch.search.trainables import SCORES_FILE
+
     by_name = {v.name: v for v in variants}
+    y = ds.label_matrix
+    rows, parts, seen = [], {}, set()
     for r in results:
-        c = (r.config or {}).get("unit", r.config or {})  # (runs before the single unit axis: flat keys)
-        m = dict(r.metrics or {})
-        v = by_name.get(c.get("variant"))
+        u = (r.config or {}).get("unit")
+        v = by_name.get((u or {}).get("variant"))
         if v is None:
             continue
-        ratio, fold, seed = float(c["label_ratio"]), int(c["fold"]), int(c["seed"])
-        row = {"variant": v.name, "method": v.method, "weighting": v.weighting if v.method in ("mtl", "sequential") else None,
-               "shuffled_cf": v.shuffled_from is not None, "label_ratio": ratio, "fold": fold, "seed": seed,
-               "test_map": float(m.get("test_map", np.nan)), "val_map": float(m.get("val_map", np.nan)),
-               "epochs_run": int(m.get("epochs_run", 0) or 0), "best_epoch": int(m.get("best_epoch", 0) or 0),
-               "stop_reason": (str(m.get("stop_reason", "error")) if r.error is None and r.checkpoint
-                               else "error" if r.error is not None else "not_run"),
-               "train_time_s": float(m.get("train_time_s", np.nan)), "n_test": int(m.get("n_test", 0) or 0),
-               "n_train_labelled": int(m.get("n_train_labelled", 0) or 0), "per_class_ap": None,
-               "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:300],
-               "config": json.dumps(to_dict(runs[v.name]))}
-        if r.checkpoint is not None and r.error is None:
+        m = dict(r.metrics or {})
+        ratio, fold, seed = float(u["label_ratio"]), int(u["fold"]), int(u["seed"])
+        seen.add((ratio, fold, seed, v.name))
+        reason = classify(m, r.error is not None, "none", 0)
+        row = _unit_row(v, ratio, fold, seed, u["run"], reason)
+        row.update(test_map=float(m.get("test_map", math.nan)) if m.get("final") else math.nan,
+                   val_map=float(m.get("best_val_map", math.nan)) if m.get("final") else math.nan,
+                   epochs_run=int(m.get("epochs_run", 0) or 0), best_epoch=int(m.get("best_epoch", 0) or 0),
+                   train_time_s=float(m.get("train_time_s", math.nan)), data_s=float(m.get("data_s", math.nan)),
+                   node=m.get("node_id"), resumed_from_epoch=int(m.get("resumed_from_epoch", 0) or 0),
+                   error=None if r.error is None else last_line(r.error),
+                   **{k: float(m[k]) for k in m if k.startswith("weights_")})
+        if r.checkpoint is not None and r.error is None and m.get("final"):
             with r.checkpoint.as_directory() as d:
-                z = np.load(os.path.join(d, "preds.npz"))
-                row["per_class_ap"] = [float(x) for x in z["per_class_ap"]]
-                parts.setdefault(pred_key(ratio, v.name, seed), []).append((z["items"], z["scores"]))
+                p = Path(d, SCORES_FILE)
+                if p.is_file():
+                    z = np.load(p)
+                    items, scores = z["items"], z["scores"]
+                    row["per_class_ap"] = [float(x) for x in per_class_ap(y[items], scores)]
+                    row["n_test"] = int(len(items))
+                    parts.setdefault(pred_key(ratio, v.name, seed), []).append((items, scores))
         rows.append(row)
+    for f in range(cfg.folds):  # units the grid never reached (report-only before the run): interrupted
+        for s in range(cfg.seeds):
+            for ratio in cfg.label_ratios:
+                for v in variants:
+                    if (float(ratio), f, s, v.name) not in seen:
+                        rows.append(_unit_row(v, float(ratio), f, s, None, StopReason.INTERRUPTED.value))
     units = pd.DataFrame(rows).sort_values(["label_ratio", "variant", "fold", "seed"], kind="stable", ignore_index=True)
     preds = {}
     for k, chunks in parts.items():
-        full = np.full((n_items, chunks[0][1].shape[1]), np.nan, dtype=np.float32)
+        full = np.full((ds.n_items, chunks[0][1].shape[1]), np.nan, dtype=np.float32)
         for items, scores in chunks:
             full[items] = scores
-        preds[k] = full  # NaN rows: items of a fold whose trial failed
+        preds[k] = full  # NaN rows: items of a fold whose unit failed
     return units, preds
+
+
+def _unit_row(v: Variant, ratio: float, fold: int, seed: int, run: dict[str, Any] | None, reason: str) -> dict[str, Any]:
+    n = {}
+    if run is not None:
+        from raysearch.data.registry import load_dataset
+        from raysearch.data.splits import make_split
+
+        rc = from_dict(RunConfig, run, where="unit")
+        sp = make_split(load_dataset(rc.dataset, rc.data_root), rc.split)
+        n = {"n_test": int(len(sp.test)), "n_train": int(len(sp.train) + len(sp.val)),
+             "n_train_labelled": int(len(sp.train_labelled))}
+    return {"variant": v.name, "method": v.method, "weighting": v.weighting if _weighted(v.method) else None,
+            "shuffled_cf": v.shuffled_from is not None, "label_ratio": ratio, "fold": fold, "seed": seed,
+            "test_map": math.nan, "val_map": math.nan, "epochs_run": 0, "best_epoch": 0, "stop_reason": reason,
+            "train_time_s": math.nan, "data_s": math.nan, "node": None, "resumed_from_epoch": 0,
+            "n_test": n.get("n_test", 0), "n_train": n.get("n_train", 0), "n_train_labelled": n.get("n_train_labelled", 0),
+            "per_class_ap": None, "error": None, "config": json.dumps(run) if run is not None else None}

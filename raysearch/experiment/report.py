@@ -20,7 +20,8 @@ import pandas as pd
 from raysearch._io import atomic_path, write_json, write_text
 from raysearch.experiment.protocol import (EXPERIMENT_FILE, META_FILE, PREDICTIONS_FILE, REF, ExperimentConfig,
                                            Variant, pred_key)
-from raysearch.experiment.stats import holm, paired_item_bootstrap, paired_unit_tests
+from raysearch.experiment.stats import (corrected_resampled_ttest, fold_level_ttest, holm, paired_item_bootstrap,
+                                        paired_unit_tests)
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,21 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
                 index=[str(x) for x in preds.get("label_names", np.arange(y.shape[1]))])
             per_class[float(ratio)].insert(0, "class_size", y.sum(0).astype(int))
         ref_units = wide[REF].to_numpy() if REF in wide else np.array([])
+        fold_ids = wide.index.get_level_values("fold").to_numpy()
+        ratio_nb = _test_train_ratio(u)
         for n in names:
             v = by_name[n]
             vals = wide[n].to_numpy() if n in wide else np.array([])
             t_p, w_p = paired_unit_tests(ref_units, vals) if len(vals) else (math.nan, math.nan)
-            row = {"label_ratio": float(ratio), "variant": n, "units": int(len(vals)),
+            nb_t, nb_p = corrected_resampled_ttest(vals - ref_units, ratio_nb) if len(vals) else (math.nan, math.nan)
+            k, fold_p = fold_level_ttest(vals - ref_units, fold_ids) if len(vals) else (0, math.nan)
+            row = {"label_ratio": float(ratio), "variant": n, "units": int(len(vals)), "folds": int(k),
                    "mean_test_map": float(np.mean(vals)) if len(vals) else math.nan,
                    "sd_test_map": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
                    "rel_change_pct": (float(np.mean(vals) / np.mean(ref_units) - 1) * 100) if len(vals) else math.nan,
+                   "mean_diff": float(np.mean(vals - ref_units)) if len(vals) else math.nan,
+                   "p_nb": nb_p if n != REF else math.nan, "t_nb": nb_t if n != REF else math.nan,
+                   "test_train_ratio": ratio_nb, "p_fold_t": fold_p if n != REF else math.nan,
                    "p_ttest": t_p if n != REF else math.nan, "p_wilcoxon": w_p if n != REF else math.nan,
                    "seeds_pooled": len(seeds) if boot is not None else 0, "boot_items": int(covered.sum()) if boot is not None else 0}
             if boot is not None:
@@ -96,23 +104,34 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
                            p_boot=boot.p_value[n] if n != REF else math.nan)
             if v.shuffled_from and v.shuffled_from in wide:
                 # the negative control against the arm it shuffles: does the gain need the real CF vectors?
-                ct, cw = paired_unit_tests(wide[v.shuffled_from].to_numpy(), vals)
-                row.update(control_of=v.shuffled_from, control_diff=float(np.mean(vals - wide[v.shuffled_from].to_numpy())),
-                           control_p_ttest=ct, control_p_wilcoxon=cw)
+                d = vals - wide[v.shuffled_from].to_numpy()
+                row.update(control_of=v.shuffled_from, control_diff=float(np.mean(d)),
+                           control_p_nb=corrected_resampled_ttest(d, ratio_nb)[1],
+                           control_p_fold_t=fold_level_ttest(d, fold_ids)[1])
             rows.append(row)
     df = pd.DataFrame(rows)
     for col in ("pooled_map", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_boot",
-                "control_of", "control_diff", "control_p_ttest", "control_p_wilcoxon"):
+                "control_of", "control_diff", "control_p_nb", "control_p_fold_t"):
         if col not in df:
             df[col] = None if col == "control_of" else math.nan
-    for col in ("p_ttest", "p_wilcoxon", "p_boot"):
+    for col in ("p_nb", "p_fold_t", "p_ttest", "p_wilcoxon", "p_boot"):
         df[col + "_holm"] = math.nan
         for ratio, g in df.groupby("label_ratio"):
             # the family: every arm compared with Image-only, except the negative control
             fam = g[(g["variant"] != REF) & ~g["variant"].map(lambda n: bool(by_name[n].shuffled_from))]
             df.loc[fam.index, col + "_holm"] = holm(fam[col].to_numpy(dtype=float))
-    df["beats_image_only"] = (df["p_ttest_holm"] < ALPHA) & (df["p_wilcoxon_holm"] < ALPHA) & (df["rel_change_pct"] > 0)
+    # the verdict rests on the corrected resampled t-test alone (the units are dependent; see stats)
+    df["beats_image_only"] = (df["p_nb_holm"] < ALPHA) & (df["mean_diff"] > 0)
+    df["below_image_only"] = (df["p_nb_holm"] < ALPHA) & (df["mean_diff"] < 0)
     return df, per_class
+
+
+def _test_train_ratio(u: pd.DataFrame) -> float:
+    """n_test / n_train of the folds (train = the items the model is fitted and early-stopped on)."""
+    if {"n_test", "n_train"} <= set(u.columns) and (u["n_train"] > 0).any():
+        ok = u[u["n_train"] > 0]
+        return float(ok["n_test"].mean() / ok["n_train"].mean())
+    return math.nan
 
 
 # ------------------------------------------------------------------------------ tables
@@ -140,9 +159,9 @@ def summary_records(df: pd.DataFrame) -> list[dict[str, str]]:
             "rel. vs image_only": "-" if ref else _f(r["rel_change_pct"], "pct"),
             "pooled mAP [95% CI]": f"{_f(r['pooled_map'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
             "diff [95% CI]": "-" if ref else f"{_f(r['diff'], 'diff')} [{_f(r['diff_ci_low'], 'diff')}, {_f(r['diff_ci_high'], 'diff')}]",
-            "p boot": "-" if ref else _f(r["p_boot"], "p"),
-            "p t (Holm)": "-" if ref else f"{_f(r['p_ttest'], 'p')} ({_f(r['p_ttest_holm'], 'p')})",
-            "p Wilcoxon (Holm)": "-" if ref else f"{_f(r['p_wilcoxon'], 'p')} ({_f(r['p_wilcoxon_holm'], 'p')})",
+            "p corrected t (Holm)": "-" if ref else f"{_f(r['p_nb'], 'p')} ({_f(r['p_nb_holm'], 'p')})",
+            "p fold-level t": "-" if ref else _f(r["p_fold_t"], "p"),
+            "p unit t*": "-" if ref else _f(r["p_ttest"], "p"),
         })
     return out
 
@@ -159,16 +178,26 @@ def markdown_table(records: list[dict[str, str]]) -> str:
 def control_lines(df: pd.DataFrame) -> list[str]:
     c = df[df["control_of"].notna()]
     return [f"label ratio {r['label_ratio']:g}: {r['variant']} - {r['control_of']} = {_f(r['control_diff'], 'diff')} "
-            f"mAP over {r['units']} fold x seed units (paired t p = {_f(r['control_p_ttest'], 'p')}, "
-            f"Wilcoxon p = {_f(r['control_p_wilcoxon'], 'p')})" for _, r in c.iterrows()]
+            f"mAP over {r['units']} fold x seed units (corrected resampled t p = {_f(r['control_p_nb'], 'p')}, "
+            f"fold-level t p = {_f(r['control_p_fold_t'], 'p')})" for _, r in c.iterrows()]
+
+
+VERDICT_TEST = ("Nadeau-Bengio corrected resampled t-test over the fold x seed units (the seeds of a fold share its "
+                "test items and the folds share training items, so the plain paired t-test overstates the evidence), "
+                f"Holm-corrected across the arms compared with image_only, alpha = {ALPHA}")
+UNIT_NOTE = ("* unit t: plain paired t-test over the fold x seed units as if they were independent; shown for comparison "
+             "only, never used for the verdict")
 
 
 def verdict_lines(df: pd.DataFrame) -> list[str]:
     out = []
     for ratio, g in df.groupby("label_ratio", sort=False):
         win = g[g["beats_image_only"]]["variant"].tolist()
-        out.append(f"label ratio {ratio:g}: " + (f"beats image_only after Holm correction (t and Wilcoxon p < {ALPHA}): {', '.join(win)}"
-                                                  if win else f"no variant beats image_only with Holm-corrected p < {ALPHA}"))
+        lose = g[g["below_image_only"]]["variant"].tolist()
+        s = (f"beats image_only: {', '.join(win)}" if win else "no arm beats image_only")
+        if lose:
+            s += f"; below image_only: {', '.join(lose)}"
+        out.append(f"label ratio {ratio:g}: {s} (test: corrected resampled t, Holm p < {ALPHA})")
     return out
 
 
@@ -334,10 +363,14 @@ def _html_table(records: list[dict[str, Any]]) -> str:
 
 
 def write_html(out: Path, title: str, protocol: str, records: list[dict[str, str]], verdict: list[str],
-               control: list[str], configs: list[dict[str, Any]], figures: Sequence[Path],
-               cf: dict[str, list[dict[str, Any]]]) -> Path:
-    """One self-contained file: tables inline, figures as base64 data URIs."""
+               control: list[str], sections: Sequence[tuple[str, Any]], figures: Sequence[Path]) -> Path:
+    """One self-contained file: tables inline, figures as base64 data URIs.  ``sections``:
+    (heading, rows or a sentence saying why the section is empty/skipped)."""
     fmt = lambda rows: [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]  # noqa: E731
+    body = []
+    for head, content in sections:
+        body.append(f"<h2>{html.escape(head)}</h2>")
+        body.append(f"<p>{html.escape(content)}</p>" if isinstance(content, str) else _html_table(fmt(content)))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>",
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
@@ -345,10 +378,8 @@ def write_html(out: Path, title: str, protocol: str, records: list[dict[str, str
         "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6}",
         "</style></head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(protocol)}</p>",
         "<h2>Summary</h2>", "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in verdict + control) + "</ul>",
-        _html_table(records), "<h2>Figures</h2>", *(_img(f) for f in figures),
-        "<h2>CF tables (paper Tables 3 and 4)</h2>", _html_table(fmt(cf.get("auc", []))),
-        _html_table(fmt(cf.get("cf2label", []))), "<h2>Configurations</h2>", _html_table(configs),
-        "</body></html>",
+        _html_table(records), f"<p>{html.escape(UNIT_NOTE)}</p>", "<h2>Figures</h2>", *(_img(f) for f in figures),
+        *body, "</body></html>",
     ]
     path = out / REPORT_HTML
     write_text(path, "\n".join(parts))
@@ -357,23 +388,67 @@ def write_html(out: Path, title: str, protocol: str, records: list[dict[str, str
 
 def protocol_text(meta: dict[str, Any]) -> str:
     c = meta["config"]
+    tune = (f" Nested tuning: in each outer fold every tuned arm got its own inner search of {c['tune']} TPE + ASHA trials "
+            f"on that fold's train/val items only (the test fold in no role), the same budget for every arm; the chosen "
+            f"configuration was then trained with each seed and tested on the outer fold." if c.get("tune") else
+            " Configurations fixed per arm (no nested tuning): arms differ in their configuration as well as in their "
+            "method unless --same-config made them share it.")
+    same = f" Arms of {c['same_config']}'s method share its configuration (they differ in the weighting only)." if c.get("same_config") else ""
     return (f"{c['folds']}-fold cross-validation over the items of {c['dataset']} (split seed {c['split_seed']}; val "
             f"{c['val']:g} of the items carved from the training folds; CF vectors and weights recomputed per fold from its "
             f"train items only) x {c['seeds']} training seeds x label ratios {', '.join(f'{r:g}' for r in c['label_ratios'])}; "
-            f"every variant on the same folds, seeds and label masks. Tests over fold x seed units (paired t, Wilcoxon "
-            f"signed-rank), Holm-corrected across the variants compared with image_only; CIs: {c['n_boot']} paired "
-            f"bootstrap resamples of the items on the pooled out-of-fold predictions (the same resamples for every variant).")
+            f"every arm on the same folds, seeds and label masks.{tune}{same} Verdict: {VERDICT_TEST}. Beside it: "
+            f"a paired t-test over folds (seeds averaged per fold). CIs: {c['n_boot']} paired bootstrap resamples of the "
+            f"items on the pooled out-of-fold predictions (the same resamples for every arm; item-level, so they do "
+            f"not include training randomness beyond the seeds).")
+
+
+#: fields shown for every arm even when equal (what a reader checks first)
+KEY_FIELDS = ("train.method", "train.weighting", "train.alpha", "train.omega", "train.lr", "train.weight_decay",
+              "train.epochs", "train.trunk", "train.trainable_blocks", "train.backbone", "cf.model", "cf.dim",
+              "train.shuffle_cf")
 
 
 def config_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for name, run in meta["runs"].items():
-        t, cf = run["train"], run["cf"]
-        out.append({"variant": name, "source": meta["source"].get(name, ""), "alpha": t["alpha"], "omega": t["omega"],
-                    "lr": t["lr"], "epochs": t["epochs"], "backbone": t["backbone"],
-                    "trainable_blocks": t.get("trainable_blocks"), "cf": f"{cf['model']} dim {cf['dim']}",
-                    "aux_norm": t.get("aux_norm", "")})
-    return out
+    """One row per arm: the key fields plus every other field whose value differs between arms."""
+    from raysearch.config import RunConfig, from_dict
+    from raysearch.search.tracking import flat_config
+
+    flat = {name: flat_config(from_dict(RunConfig, run, where=name)) for name, run in meta["runs"].items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    differ = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1 and k not in KEY_FIELDS]
+    cols = [k for k in KEY_FIELDS if k in keys] + differ
+    return [{"variant": name, "source": meta["source"].get(name, ""), **{k: f.get(k) for k in cols}} for name, f in flat.items()]
+
+
+def tuning_records(out: Path) -> list[dict[str, Any]]:
+    """The configuration each inner search chose, per (ratio, fold, arm); [] without --tune."""
+    from raysearch.experiment.protocol import TUNING_FILE
+
+    p = out / TUNING_FILE
+    if not p.is_file():
+        return []
+    t = pd.read_parquet(p)
+    if t.empty:
+        return []
+    varying = [c for c in t.columns if c.startswith(("train.", "cf.")) and t[c].astype(str).nunique() > 1]
+    cols = ["ratio", "fold", "variant", "inner_val_map", "trials", "epochs"] + varying
+    return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+            for r in t[cols].sort_values(["ratio", "fold", "variant"]).to_dict("records")]
+
+
+def weight_records(units: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per ratio, arm and fold: the CF weights' fallback share and range (what ``loss`` really did)."""
+    cols = [c for c in ("weights_fallback_share", "weights_min", "weights_median", "weights_max", "weights_clipped_share")
+            if c in units]
+    if not cols:
+        return []
+    u = units[units["weighting"].notna() & units[cols[0]].notna() & ~units["shuffled_cf"]] if "weighting" in units else units
+    if u.empty:
+        return []
+    g = u.groupby(["label_ratio", "variant", "fold"], sort=True)[cols].mean().reset_index()
+    return [{k: (f"{v:.3g}" if isinstance(v, float) and k != "label_ratio" else v) for k, v in r.items()}
+            for r in g.to_dict("records")]
 
 
 def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant], runs: dict[str, Any],
@@ -386,23 +461,41 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     records = summary_records(df)
     verdict, control = verdict_lines(df), control_lines(df)
     text = protocol_text(meta)
-    write_text(out / SUMMARY_MD, f"# {out.name}\n\n{text}\n\n" + markdown_table(records) + "\n"
-               + "".join(f"- {s}\n" for s in verdict + control))
+    configs, tuning, weights = config_records(meta), tuning_records(out), weight_records(units)
+    md = [f"# {out.name}\n\n{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
+          "".join(f"- {s}\n" for s in verdict + control)]
+    md += ["\n## Configurations (key fields and every field that differs between arms)\n\n", markdown_table(
+        [{k: str(v) for k, v in r.items() if k != "source"} for r in configs])]
+    md += ["\n## Configuration chosen by each inner search\n\n",
+           markdown_table([{k: str(v) for k, v in r.items()} for r in tuning]) if tuning else "skipped: no --tune\n"]
+    md += ["\n## CF weights per fold (train items with a CF vector)\n\n",
+           markdown_table([{k: str(v) for k, v in r.items()} for r in weights]) if weights
+           else "none: no weighted arm in this experiment\n"]
+    write_text(out / SUMMARY_MD, "".join(md))
     figs = [fig_bars(df, out / FIG_BARS), fig_ratio(df, out / FIG_RATIO)]
     if per_class:
         figs.append(fig_class_size(per_class, out / FIG_CLASS))
     cf: dict[str, list[dict[str, Any]]] = {"auc": [], "cf2label": []}
+    cf_note = "skipped: --no-cf-tables"
     if cfg.cf_tables:
         try:
             cf = cf_tables(ds, runs, cfg)
+            cf_note = "" if (cf["auc"] or cf["cf2label"]) else "none: no arm uses CF vectors"
         except Exception as e:  # the comparison stands without the pre-study tables; say why they are absent
             log.warning("CF tables not computed: %s", e)
             cf["error"] = [{"error": str(e)}]
+            cf_note = f"not computed: {e}"
         write_json(out / CF_TABLES, cf)
         if cf["auc"] or cf["cf2label"]:
             figs.append(fig_cf(cf, out / FIG_CF))
-    report = write_html(out, f"raysearch experiment: {out.name}", text, records, verdict, control,
-                        config_records(meta), figs, cf)
+    sections = [
+        ("Configurations (key fields and every field that differs between arms)", configs),
+        ("Configuration chosen by each inner search", tuning or "skipped: the experiment ran without --tune"),
+        ("CF weights per fold", weights or "none: no weighted arm in this experiment"),
+        ("CF AUC on held-out interactions (paper Table 3, fold 0)", cf_note or cf.get("auc", [])),
+        ("CF2Label vs popularity (paper Table 4, fold 0)", cf_note or cf.get("cf2label", [])),
+    ]
+    report = write_html(out, f"raysearch experiment: {out.name}", text, records, verdict, control, sections, figs)
     files = {"experiment": str(out / EXPERIMENT_FILE), "summary": str(out / SUMMARY_PARQUET),
              "summary_md": str(out / SUMMARY_MD), "report": str(report), **{f.stem: str(f) for f in figs}}
     if cfg.wandb:

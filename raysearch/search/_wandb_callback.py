@@ -75,9 +75,11 @@ class SweepWandbCallback(WandbLoggerCallback):
         cfg = used_config(run)
         cfg["searched"] = sorted(params)
         w = run.train.weighting if METHODS.get(run.train.method).weighted else "none"
+        # an experiment's units add their variant, fold, seed and label ratio (UnitGrid.wandb_tags)
+        extra = list(getattr(self._space, "wandb_tags", lambda c: [])(trial.config))
         kwargs = dict(self.kwargs, id=f"{self.group}-{trial.trial_id}"[:128], name=str(trial),
                       group=self.group, project=self.project, config=cfg, allow_val_change=True,
-                      tags=[run.train.method, f"weighting:{w}", w])
+                      tags=[run.train.method, f"weighting:{w}", w, *extra])
         self._start_logging_actor(trial, self._exclude_results + ["config"], **kwargs)
 
     def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:

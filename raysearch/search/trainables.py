@@ -34,6 +34,8 @@ METRIC = "val_map"
 #: ASHA's time attribute: the epoch, left out of the last planned epoch's report (see module doc)
 ASHA_ATTR = "asha_epoch"
 STATE_FILE = "train_state.pt"
+#: the test items' scores beside a trial's final model (``raysearch experiment`` pools them out of fold)
+SCORES_FILE = "test_scores.npz"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class TrialContext:
     max_failures: int = 2         # Ray Train worker-group retries inside a DDP trial
     train_poll_s: float = 0.25    # Ray Train controller poll interval (Ray's default: 2 s per state change)
     checkpoint_overhead: float = 0.1  # max share of training time spent checkpointing (0: every due epoch)
+    save_weights: bool = True     # the final checkpoint holds the model (an experiment unit keeps only its scores)
 
     @property
     def distributed(self) -> bool:
@@ -85,12 +88,37 @@ def final_metrics(res: Any) -> dict[str, Any]:
     }
 
 
-def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str, final: dict[str, Any]) -> None:
+def weight_report(run: RunConfig, data: Any) -> dict[str, float]:
+    """The trial's CF weights as ``weights_*`` metrics (fallback share, range): what the experiment
+    report shows per fold, so a scheme that mostly fell back to 1.0 is visible."""
+    from raysearch.cf.weights import weight_stats
+    from raysearch.train.data import aux_weighting
+
+    scheme = aux_weighting(run)
+    if scheme is None:
+        return {}
+    return {f"weights_{k}": v for k, v in weight_stats(scheme, data.split, data.has_cf, data.weights, data.labels).items()}
+
+
+def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str, final: dict[str, Any],
+                weights: bool = True) -> None:
     """The model directory; its result.json is the trial's final report, so a trial whose node is
-    lost right after it (before Tune marked it done) is restored as finished, not re-run."""
+    lost right after it (before Tune marked it done) is restored as finished, not re-run.
+    ``test_scores.npz`` (test items, their scores) rides along; ``weights=False`` (experiment
+    units, hundreds of them) keeps the report and the scores without ``model.pt``."""
+    import numpy as np
+
+    from raysearch._io import atomic_path, write_json
     from raysearch.model.io import save_model
 
-    save_model(out_dir, res.best_state, run, data, final)
+    if weights:
+        save_model(out_dir, res.best_state, run, data, final)
+    else:
+        write_json(Path(out_dir, "result.json"), final)
+    if res.test_scores is not None:
+        with atomic_path(Path(out_dir, SCORES_FILE)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, items=np.asarray(data.split.test, dtype=np.int64),
+                     scores=np.asarray(res.test_scores, dtype=np.float32))
 
 
 def finished_report(checkpoint: Any) -> dict[str, Any] | None:
@@ -204,9 +232,9 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
                              max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
-    final = {**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
-        _save_model(res, run, data, tmp, final)
+        _save_model(res, run, data, tmp, final, weights=ctx.save_weights)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -231,18 +259,18 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
                              max_t=config["max_t"], write_state=rank == 0, extra=extra)
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
-    final = {**final_metrics(res), **reporter.extra, "train_time_s": reporter.spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         ckpt = None
         if rank == 0:
-            _save_model(res, run, data, tmp, final)
+            _save_model(res, run, data, tmp, final, weights=config.get("save_weights", True))
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(final, checkpoint=ckpt)
 
 
 def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                   shared_actor: str, name: str, storage: str, callbacks: list[Any], max_t: int = 0,
-                  checkpoint_every: int = 1, max_failures: int = 2) -> Any:
+                  checkpoint_every: int = 1, max_failures: int = 2, save_weights: bool = True) -> Any:
     """A ``TorchTrainer`` running DDP ``fit`` for ``run`` (a sweep trial or ``raysearch train --workers``).
 
     Reusing ``name`` under ``storage`` resumes from that run's latest checkpoint (Train V2 restores
@@ -258,7 +286,7 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
     return TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"run": to_dict(run), "shared_actor": shared_actor, "cpus_per_worker": cpus_per_worker,
-                           "max_t": max_t, "checkpoint_every": checkpoint_every},
+                           "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=res_per_worker),
         run_config=TrainRunConfig(name=name, storage_path=storage, callbacks=callbacks,
@@ -280,7 +308,7 @@ def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]
         run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,
         shared_actor=ctx.shared_actor, name=f"train-{tune.get_context().get_trial_id()}", storage=ctx.storage,
         callbacks=[TuneReportCallback()], max_t=ctx.max_t, checkpoint_every=ctx.checkpoint_every,
-        max_failures=ctx.max_failures)
+        max_failures=ctx.max_failures, save_weights=ctx.save_weights)
     result = trainer.fit()
     return dict(result.metrics or {})
 

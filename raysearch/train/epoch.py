@@ -42,8 +42,16 @@ class Targets:
     pos_of: np.ndarray | None       # nearest CF neighbour per item (triplet positives)
 
     @classmethod
-    def build(cls, data: Any, stages: list[Stage], device: torch.device) -> "Targets":
+    def build(cls, data: Any, stages: list[Stage], device: torch.device, train: Any = None) -> "Targets":
+        """``train`` (a TrainConfig): with ``cf_standardize``, the reconstruction targets are
+        re-standardised under the loss's own clipped weights (identity for uniform weights)."""
         split = data.split
+        cf_np = data.cf_targets
+        if (cf_np is not None and train is not None and train.cf_standardize
+                and any(s.aux == "reconstruct" for s in stages)):
+            from raysearch.train.data import loss_standardized
+
+            cf_np = loss_standardized(cf_np, data.has_cf, data.weights, train.omega)
         labels = torch.tensor(data.labels, dtype=torch.float32)
         labelled = torch.tensor(split.labelled, dtype=torch.bool)
         cf_train = split.train[data.has_cf[split.train]]
@@ -51,7 +59,7 @@ class Targets:
         return cls(
             labels=labels, labelled=labelled, has_cf=torch.tensor(data.has_cf, dtype=torch.bool),
             has_cf_np=data.has_cf, weights=torch.tensor(data.weights, dtype=torch.float32),
-            cf=torch.tensor(data.cf_targets, dtype=torch.float32) if data.cf_targets is not None else None,
+            cf=torch.tensor(cf_np, dtype=torch.float32) if cf_np is not None else None,
             class_w=class_balance_weights(labels[split.train], labelled[split.train]).to(device),
             cf_train=cf_train, pos_of=nearest_positive(data.cf_targets, cf_train) if triplets else None,
         )

@@ -186,7 +186,7 @@ class _Run:
 
             model = ray.train.torch.prepare_model(model, move_to_device=False)
         self.model, self.core = model, _unwrap(model)
-        self.targets = Targets.build(data, METHODS.get(t.method).stages(t), device)
+        self.targets = Targets.build(data, METHODS.get(t.method).stages(t), device, train=t)
         self.loader, self.sampler = _loader(data.split.train, source, t, rank, world, distributed)
         self.inputs = Inputs(source, split_at, device, torch.Generator().manual_seed(t.seed * 1000 + rank))
         ckpt = None

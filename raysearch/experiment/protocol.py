@@ -27,6 +27,7 @@ Why this shape:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -693,16 +694,26 @@ def collect(results: Any, variants: Sequence[Variant], ds: Any, cfg: ExperimentC
     return units, preds
 
 
-def _unit_row(v: Variant, ratio: float, fold: int, seed: int, run: dict[str, Any] | None, reason: str) -> dict[str, Any]:
-    n = {}
-    if run is not None:
-        from raysearch.data.registry import load_dataset
-        from raysearch.data.splits import make_split
+@functools.lru_cache(maxsize=256)
+def _split_sizes(key: str) -> dict[str, int]:
+    """Test, train (+ val: what the model is fitted and early-stopped on) and labelled-train sizes of a unit's split."""
+    from raysearch.data.registry import load_dataset
+    from raysearch.data.splits import make_split
 
-        rc = from_dict(RunConfig, run, where="unit")
-        sp = make_split(load_dataset(rc.dataset, rc.data_root), rc.split)
-        n = {"n_test": int(len(sp.test)), "n_train": int(len(sp.train) + len(sp.val)),
-             "n_train_labelled": int(len(sp.train_labelled))}
+    d = json.loads(key)
+    sp = make_split(_dataset(d["dataset"], d["data_root"]), from_dict(SplitConfig, d["split"], where="unit split"))
+    return {"n_test": int(len(sp.test)), "n_train": int(len(sp.train) + len(sp.val)), "n_train_labelled": int(len(sp.train_labelled))}
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None) -> Any:
+    from raysearch.data.registry import load_dataset
+
+    return load_dataset(name, root)
+
+
+def _unit_row(v: Variant, ratio: float, fold: int, seed: int, run: dict[str, Any] | None, reason: str) -> dict[str, Any]:
+    n = _split_sizes(json.dumps({k: run[k] for k in ("dataset", "data_root", "split")}, sort_keys=True)) if run else {}
     return {"variant": v.name, "method": v.method, "weighting": v.weighting if _weighted(v.method) else None,
             "shuffled_cf": v.shuffled_from is not None, "label_ratio": ratio, "fold": fold, "seed": seed,
             "test_map": math.nan, "val_map": math.nan, "epochs_run": 0, "best_epoch": 0, "stop_reason": reason,

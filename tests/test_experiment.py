@@ -1,6 +1,7 @@
 """raysearch experiment: paired units, fold isolation of CF, paired bootstrap, outputs, --json."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 import torch
 import yaml
 
-from raysearch.config import RunConfig, TrainConfig, CFConfig, to_dict
-from raysearch.experiment.protocol import ExperimentContext, parse_variants, unit_data
-from raysearch.experiment.stats import holm, paired_item_bootstrap, paired_unit_tests
+from raysearch.config import CFConfig, RunConfig, TrainConfig, from_dict, to_dict
+from raysearch.experiment.protocol import (ExperimentConfig, arm_run, config_owner, parse_variants, units_grid)
+from raysearch.experiment.stats import (corrected_resampled_ttest, fold_level_ttest, holm, paired_item_bootstrap,
+                                        paired_unit_tests)
 
 torch.set_num_threads(1)
 
@@ -20,16 +22,25 @@ TINY = {"dataset": "synthetic-tiny",
         "cf": {"model": "vaecf", "epochs": 3, "dim": 8, "hidden": [16]}}
 
 
-def _ctx(tmp_path, variants):
-    base = RunConfig(dataset="synthetic-tiny", train=TrainConfig(backbone="tiny_cnn", weights="none", image_size=32),
-                     cf=CFConfig(epochs=3, dim=8, hidden=(16,)))
-    runs = {}
-    for v in variants:
-        src = v.shuffled_from or v.name
-        runs[v.name] = to_dict(base) | {"train": to_dict(base.train) | {"method": v.method, "weighting": v.weighting}}
-        assert src in runs or v.shuffled_from
-    return ExperimentContext(runs=runs, variants={v.name: v for v in variants}, folds=3, split_seed=0, val=0.15,
-                             cpus_per_trial=1, lock_dir=str(tmp_path))
+BASE = RunConfig(dataset="synthetic-tiny", train=TrainConfig(backbone="tiny_cnn", weights="none", image_size=32),
+                 cf=CFConfig(epochs=3, dim=8, hidden=(16,)))
+
+
+def _grid(variants, same_config=None, folds=3, seeds=2, ratio=0.5):
+    """The experiment's units for these arms at one base config (what run_experiment builds)."""
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=folds, seeds=seeds, label_ratios=(ratio,), same_config=same_config)
+    runs = {v.name: arm_run(BASE, v) for v in variants}
+    if same_config:  # resolve_configs' rule: every arm of the named arm's method at its configuration
+        owner = runs[same_config]
+        runs = {v.name: arm_run(owner, v) if config_owner(cfg, v, variants) == same_config else runs[v.name]
+                for v in variants}
+    return cfg, units_grid(cfg, variants, lambda r, f, v: runs[v.name])
+
+
+def _data(unit):
+    from raysearch.train import prepare_training_data
+
+    return prepare_training_data(from_dict(RunConfig, unit["run"]))
 
 
 def test_parse_variants_reference_first_and_control():
@@ -50,10 +61,10 @@ def test_units_are_paired_and_cf_never_sees_the_test_fold(tmp_path):
     from raysearch.cf.vectors import split_hash
 
     vs = parse_variants(["image_only", "mtl:uniform", "mtl:interaction"], shuffle_control=True)
-    ctx = _ctx(tmp_path, vs)
+    _, grid = _grid(vs)
     tests = []
     for fold in range(3):
-        datas = {v.name: unit_data(ctx, v.name, fold, seed=1, label_ratio=0.5)[1] for v in vs}
+        datas = {u["variant"]: _data(u) for u in grid if u["fold"] == fold and u["seed"] == 1}
         ref = datas["image_only"].split
         for name, d in datas.items():
             s = d.split
@@ -72,9 +83,72 @@ def test_units_are_paired_and_cf_never_sees_the_test_fold(tmp_path):
         tests.append(ref.test)
     # every item is a test item exactly once; another seed keeps the folds but draws another label mask
     assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(150))
-    other = unit_data(ctx, "image_only", 0, seed=2, label_ratio=0.5)[1].split
-    first = unit_data(ctx, "image_only", 0, seed=1, label_ratio=0.5)[1].split
+    first, other = (_data(next(u for u in grid if u["fold"] == 0 and u["seed"] == s and u["variant"] == "image_only")).split
+                    for s in (0, 1))
     assert np.array_equal(other.test, first.test) and not np.array_equal(other.labelled, first.labelled)
+
+
+def test_controlled_arms_share_every_field_but_the_one_varied():
+    """--same-config mtl:loss: uniform, interaction and loss differ in train.weighting only; each
+    --shuffle-control all arm differs from its arm in train.shuffle_cf only; image_only keeps its own."""
+    from raysearch.search.tracking import flat_config
+
+    vs = parse_variants(["image_only", "mtl:uniform", "mtl:interaction", "mtl:loss"], shuffle_control="all")
+    assert [v.name for v in vs if v.shuffled_from] == [f"mtl:{w}+shuffled-cf" for w in ("uniform", "interaction", "loss")]
+    _, grid = _grid(vs, same_config="mtl:loss")
+    flat = {(u["variant"], u["fold"], u["seed"]): flat_config(from_dict(RunConfig, u["run"])) for u in grid}
+    for (name, fold, seed), f in flat.items():
+        if name == "image_only":
+            continue
+        v = next(x for x in vs if x.name == name)
+        ref = flat[("mtl:loss", fold, seed)]
+        diff = {k for k in f if f[k] != ref[k]}
+        expect = ({"train.weighting"} if v.weighting != "loss" else set()) | ({"train.shuffle_cf"} if v.shuffled_from else set())
+        assert diff == expect, (name, diff)
+        if v.shuffled_from:
+            assert {k for k in f if f[k] != flat[(v.shuffled_from, fold, seed)][k]} == {"train.shuffle_cf"}
+
+
+def test_corrected_resampled_ttest_matches_hand_computation():
+    """Nadeau-Bengio: t = mean / sqrt((1/n + n2/n1) var), df n - 1 (values computed by hand)."""
+    from scipy.stats import t as student_t
+
+    d = np.array([0.02, 0.01, 0.03, -0.01, 0.02, 0.02])
+    n, mean, var = 6, 0.015, 0.00019  # var: sum((d - 0.015)^2) / 5 = 0.00095 / 5
+    assert np.var(d, ddof=1) == pytest.approx(var)
+    t_hand = mean / np.sqrt((1 / n + 0.25) * var)  # = 1.68585...
+    t, p = corrected_resampled_ttest(d, 0.25)
+    assert t == pytest.approx(t_hand) and t == pytest.approx(1.68585, abs=1e-4)
+    assert p == pytest.approx(2 * student_t.sf(t_hand, 5))
+    # the correction only widens: the plain one-sample t on the same differences is smaller in p
+    from scipy.stats import ttest_1samp
+
+    assert ttest_1samp(d, 0).pvalue < p
+    assert corrected_resampled_ttest(np.zeros(4), 0.25) == (0.0, 1.0)
+    # fold level: seeds averaged within each fold first (3 folds x 2 seeds -> 3 values)
+    k, pf = fold_level_ttest(np.array([0.1, 0.3, 0.2, 0.2, 0.1, 0.2]), np.array([0, 0, 1, 1, 2, 2]))
+    assert k == 3 and pf == pytest.approx(ttest_1samp([0.2, 0.2, 0.15], 0).pvalue)
+
+
+def test_inner_search_never_sees_the_outer_test_fold():
+    """--tune: the inner split (split.inner) has the outer fold's train items and val items and no
+    outer test item in any role; its space pins the arm's method and weighting."""
+    from raysearch.data import load_dataset
+    from raysearch.data.splits import make_split
+    from raysearch.experiment.protocol import fold_split, inner_space
+
+    ds = load_dataset("synthetic-tiny")
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=3, tune=2)
+    for fold in range(3):
+        outer = make_split(ds, fold_split(cfg, fold, 0, 0.5))
+        v = parse_variants(["mtl:interaction"])[1]
+        space = inner_space(cfg, arm_run(BASE, v), v, 0.5, fold)
+        inner = make_split(ds, space.base.split)
+        seen = np.concatenate([inner.train, inner.val, inner.test])
+        assert not np.isin(seen, outer.test).any()
+        assert np.array_equal(inner.train, outer.train) and np.array_equal(inner.val, outer.val)
+        assert np.array_equal(inner.labelled[inner.train], outer.labelled[outer.train])
+        assert "train.weighting" not in space.names and space.base.train.weighting == "interaction"
 
 
 def test_bootstrap_same_resamples_for_every_variant():
@@ -107,14 +181,16 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
     cfg.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "exp"
     args = ["experiment", "--dataset", "synthetic-tiny", "--config", str(cfg), "--variants", "image_only,mtl:uniform",
-            "--folds", "2", "--seeds", "2", "--label-ratios", "0.5", "--shuffle-control", "--n-boot", "100",
+            "--folds", "2", "--seeds", "2", "--label-ratios", "0.5", "--shuffle-control", "first", "--n-boot", "100",
             "--out", str(out), "--json"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # --json: the summary and nothing else on stdout
     rows = {s["variant"]: s for s in doc["summary"]}
     assert set(rows) == {"image_only", "mtl:uniform", "mtl:uniform+shuffled-cf"} and doc["failed_units"] == 0
-    assert rows["mtl:uniform"]["units"] == 4 and 0 <= rows["mtl:uniform"]["p_ttest"] <= 1
+    assert rows["mtl:uniform"]["units"] == 4 and 0 <= rows["mtl:uniform"]["p_nb"] <= 1
+    # the corrected test is never more confident than the plain unit-level one on the same units
+    assert rows["mtl:uniform"]["p_nb"] >= rows["mtl:uniform"]["p_ttest"]
     assert rows["mtl:uniform+shuffled-cf"]["control_of"] == "mtl:uniform"
 
     units = pd.read_parquet(out / "experiment.parquet")
@@ -128,7 +204,14 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
         assert (out / f).is_file(), f
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= 3 and "<table>" in page and 'src="fig_' not in page
-    assert "p t (Holm)" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "p corrected t (Holm)" in md and "corrected resampled t" in md and "skipped: no --tune" in md
+    # one engine: the units ran in the sweep's trainable (its data owner's wait and the node are
+    # what trial_fn reports) and their stop reasons are the sweep's
+    from raysearch.search.results import STOP_REASONS
+
+    assert units["data_s"].notna().all() and units["node"].notna().all()
+    assert set(units["stop_reason"]) <= set(STOP_REASONS)
 
     # resume of a finished experiment re-runs nothing and reproduces the summary
     r2 = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--resume", "--json"])
@@ -138,6 +221,21 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
     # an existing experiment is never overwritten silently
     r3 = CliRunner().invoke(app, args)
     assert r3.exit_code != 0 and "already holds an experiment" in r3.output
+    # resume safety: a flag contradicting the saved run, a changed dataset, a truncated record
+    bad = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--resume",
+                                   "--epochs", "5", "--folds", "3"])
+    assert bad.exit_code != 0 and "contradicts the saved run" in bad.output and "epochs" in bad.output
+    assert "folds: saved 2, given 3" in bad.output
+    meta_path = out / "experiment.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"dataset_fingerprint": "0" * 64}))
+    bad = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--resume"])
+    assert bad.exit_code != 0 and "changed since the experiment began" in bad.output
+    meta_path.write_text(json.dumps(meta)[:200])
+    bad = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--resume"])
+    assert bad.exit_code != 0 and "experiment.json: unreadable or truncated" in bad.output
+    assert "Traceback" not in bad.output
+    meta_path.write_text(json.dumps(meta))
 
     r4 = CliRunner().invoke(app, ["dashboard", str(out), "--json"])
     assert r4.exit_code == 0, r4.output
@@ -164,7 +262,9 @@ def test_from_sweep_each_variant_gets_its_own_groups_best_finished_trial(tmp_pat
     runs, src = resolve_configs(cfg, parse_variants(cfg.variants, shuffle_control=True))
     assert runs["mtl:uniform"].train.alpha == 0.5  # the ASHA-stopped trial's higher val mAP is not a finished result
     assert runs["mtl:loss"].train.alpha == 4.0 and runs["image_only"].train.lr == pytest.approx(5e-3)
-    assert runs["mtl:uniform+shuffled-cf"] == runs["mtl:uniform"] and "t0" in src["mtl:uniform"]
+    shuffled = runs["mtl:uniform+shuffled-cf"]
+    assert shuffled.train.shuffle_cf and not runs["mtl:uniform"].train.shuffle_cf and "t0" in src["mtl:uniform"]
+    assert dataclasses.replace(shuffled, train=dataclasses.replace(shuffled.train, shuffle_cf=False)) == runs["mtl:uniform"]
     bad = ExperimentConfig(dataset="synthetic-tiny", from_sweep=(str(tmp_path),), variants=("mtl:interaction",))
     with pytest.raises(Exception, match="no finished trial of mtl with weighting interaction"):
         resolve_configs(bad, parse_variants(bad.variants))

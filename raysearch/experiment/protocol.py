@@ -456,7 +456,7 @@ def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path)
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved run ({meta_path}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new experiment with another --out")
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS},
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "cf_tables"},
                                cf_tables=cfg.cf_tables and saved.cf_tables)
 
 
@@ -560,6 +560,8 @@ class _Engine:
         from raysearch.search.trainables import TrialContext, with_resources
 
         cfg = self.cfg
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to experiment.parquet, one line each
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as the sweep
         cluster.init_ray(cfg.address, dashboard=cfg.distributed)
         if cfg.distributed and not cluster.state_api_available():
             raise ConfigError("DDP/GPU units (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to "
@@ -665,7 +667,7 @@ def collect(results: Any, variants: Sequence[Variant], ds: Any, cfg: ExperimentC
                    val_map=float(m.get("best_val_map", math.nan)) if m.get("final") else math.nan,
                    epochs_run=int(m.get("epochs_run", 0) or 0), best_epoch=int(m.get("best_epoch", 0) or 0),
                    train_time_s=float(m.get("train_time_s", math.nan)), data_s=float(m.get("data_s", math.nan)),
-                   node=m.get("node_id"), resumed_from_epoch=int(m.get("resumed_from_epoch", 0) or 0),
+                   node=m.get("node_id"), gpu_ids=m.get("gpu_ids"), resumed_from_epoch=int(m.get("resumed_from_epoch", 0) or 0),
                    error=None if r.error is None else last_line(r.error),
                    **{k: float(m[k]) for k in m if k.startswith("weights_")})
         if r.checkpoint is not None and r.error is None and m.get("final"):
@@ -717,6 +719,6 @@ def _unit_row(v: Variant, ratio: float, fold: int, seed: int, run: dict[str, Any
     return {"variant": v.name, "method": v.method, "weighting": v.weighting if _weighted(v.method) else None,
             "shuffled_cf": v.shuffled_from is not None, "label_ratio": ratio, "fold": fold, "seed": seed,
             "test_map": math.nan, "val_map": math.nan, "epochs_run": 0, "best_epoch": 0, "stop_reason": reason,
-            "train_time_s": math.nan, "data_s": math.nan, "node": None, "resumed_from_epoch": 0,
+            "train_time_s": math.nan, "data_s": math.nan, "node": None, "gpu_ids": None, "resumed_from_epoch": 0,
             "n_test": n.get("n_test", 0), "n_train": n.get("n_train", 0), "n_train_labelled": n.get("n_train_labelled", 0),
             "per_class_ap": None, "error": None, "config": json.dumps(run) if run is not None else None}

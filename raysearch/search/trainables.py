@@ -251,7 +251,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     resume = load_resume_state(ray.train.get_checkpoint())
     data = get_training_data(config["shared_actor"], run)
-    extra = {"node_id": ray.get_runtime_context().get_node_id(),
+    rt = ray.get_runtime_context()
+    extra = {"node_id": rt.get_node_id(), "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
              "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
@@ -278,7 +279,7 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
     """
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as TrainRunConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     res_per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker > 0:
@@ -289,6 +290,8 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
                            "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=res_per_worker),
+        # train.device: cpu on GPU workers trains on CPU: gloo, not Ray's default nccl for GPU workers
+        torch_config=TorchConfig(backend="gloo") if run.train.device == "cpu" else None,
         run_config=TrainRunConfig(name=name, storage_path=storage, callbacks=callbacks,
                                   failure_config=FailureConfig(max_failures=max_failures),
                                   checkpoint_config=CheckpointConfig(num_to_keep=1)),

@@ -136,7 +136,10 @@ def _placement(t: Any, distributed: bool) -> tuple[int, int, torch.device]:
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+    # train.device: cpu pins CPU even on a GPU worker (the trainer then uses gloo): what lets a
+    # GPU-scheduled trial run where the GPU is only logical (tests, a driver-less node)
+    device = torch.device("cpu") if t.device == "cpu" else ray.train.torch.get_device()
+    return ctx.get_world_rank(), ctx.get_world_size(), device
 
 
 def _source(run: RunConfig, data: TrainingData, model: Any, split_at: int, device: torch.device) -> np.ndarray:

@@ -135,10 +135,12 @@ class LocalCluster:
         self.wait_nodes(1)
         return head
 
-    def add_worker(self, num_cpus: int, home: Path, name: str | None = None, wait: bool = True) -> Node:
+    def add_worker(self, num_cpus: int, home: Path, name: str | None = None, wait: bool = True,
+                   num_gpus: int = 0) -> Node:
+        """``num_gpus`` > 0: logical GPUs (``ray start --num-gpus``), to test GPU scheduling on CPUs."""
         n_before = len(self.alive_nodes())
         node = self._start(name or f"worker{len(self.nodes)}", home,
-                           [f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"])
+                           [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"])
         if wait:
             self.wait_nodes(n_before + 1)
         return node

@@ -1,0 +1,151 @@
+"""``raysearch experiment`` on the sweep's engine, tested as it runs: nested tuning end to end, a
+unit killed mid-run resuming from its checkpoint, and GPU units scheduled on a real multi-node
+cluster with logical GPUs (``ray start --num-gpus 1``)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalCluster
+
+pytestmark = [pytest.mark.slow]
+
+RAYSEARCH = str(Path(sys.executable).with_name("raysearch"))
+TINY = {"dataset": "synthetic-tiny",
+        "train": {"backbone": "tiny_cnn", "weights": "none", "image_size": 16, "epochs": 2, "batch_size": 32,
+                  "patience": 20, "device": "cpu"},
+        "cf": {"model": "bpr", "epochs": 3, "dim": 8}}
+SPACE = {"base": {k: v for k, v in TINY.items() if k != "dataset"},
+         "params": {"train.weighting": {"type": "categorical", "choices": ["uniform", "interaction"]},
+                    "train.alpha": {"type": "float", "low": 0.1, "high": 3.0},
+                    "train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
+         "asha": {"grace_period": 1, "reduction_factor": 2}}
+
+
+def _yaml(tmp_path: Path, name: str, data: dict) -> str:
+    data = {k: v for k, v in data.items() if v is not None}
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+@pytest.mark.timeout(500)
+def test_nested_tuning_inner_trials_see_only_the_outer_train_and_val(tmp_path, ray_session):
+    """--tune 3: one inner sweep per (fold, arm); every inner trial's split is the fold's inner view
+    (no outer test item in any role), the same trial budget for every arm, and each unit runs the
+    configuration its fold's inner search chose."""
+    from typer.testing import CliRunner
+
+    from raysearch.cli import app
+    from raysearch.config import RunConfig, from_dict
+    from raysearch.data import load_dataset
+    from raysearch.data.splits import make_split
+
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(app, [
+        "experiment", "--dataset", "synthetic-tiny", "--tune", "3", "--tune-space", _yaml(tmp_path, "space.yaml", SPACE),
+        "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "0.5",
+        "--n-boot", "100", "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    ds = load_dataset("synthetic-tiny")
+    meta = json.loads((out / "experiment.json").read_text())
+    assert set(meta["tuned"]) == {f"r0.5-f{f}-{v}" for f in (0, 1) for v in ("image_only", "mtl-uniform")}
+    units = pd.read_parquet(out / "experiment.parquet")
+    for key, t in meta["tuned"].items():
+        inner = pd.read_parquet(out / "tuning" / key / "results.parquet")
+        assert len(inner) == 3, key  # the same budget for every arm
+        outer_test = make_split(ds, from_dict(RunConfig, json.loads(
+            units[(units["fold"] == t["fold"])]["config"].iloc[0])).split).test
+        for cfg in inner["config"]:
+            run = from_dict(RunConfig, json.loads(cfg))
+            assert run.split.inner and run.split.fold == t["fold"]
+            sp = make_split(ds, run.split)
+            assert not np.isin(np.concatenate([sp.train, sp.val, sp.test]), outer_test).any()
+            assert run.train.weighting == ("uniform" if t["variant"] != "image_only" else run.train.weighting)
+        # the unit trained the chosen configuration (its own seed and the outer split aside)
+        unit = from_dict(RunConfig, json.loads(units[(units["fold"] == t["fold"]) & (units["variant"] == t["variant"])]
+                                               ["config"].iloc[0]))
+        chosen = from_dict(RunConfig, t["run"])
+        assert (unit.train.alpha, unit.train.lr) == (chosen.train.alpha, chosen.train.lr)
+        assert not unit.split.inner and unit.split.fold == t["fold"]
+    assert (out / "tuning.parquet").is_file()
+    assert "Configuration chosen by each inner search" in (out / "summary.md").read_text()
+
+
+@pytest.mark.timeout(400)
+def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
+    """SIGKILL a unit's worker process after a per-epoch checkpoint: --max-failures restarts it from
+    that checkpoint (resumed_from_epoch > 0), and the experiment completes every unit."""
+    from typer.testing import CliRunner
+
+    from raysearch.cli import app
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(epochs=40, image_size=32)
+    out = tmp_path / "exp"
+    killed: dict[str, int] = {}
+
+    def kill_after_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            for state in (out / "trials").glob("*/checkpoint_*/train_state.pt"):
+                trial = state.parent.parent
+                lines = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()] \
+                    if (trial / "result.json").is_file() else []
+                if lines and not lines[-1].get("final"):
+                    killed["pid"], killed["epoch"] = int(lines[-1]["pid"]), int(lines[-1]["epoch"])
+                    os.kill(killed["pid"], signal.SIGKILL)
+                    return
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_after_checkpoint, daemon=True).start()
+    r = CliRunner().invoke(app, [
+        "experiment", "--dataset", "synthetic-tiny", "--config", _yaml(tmp_path, "c.yaml", cfg), "--variants",
+        "image_only", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0", "--max-failures", "2",
+        "--n-boot", "100", "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"])
+    assert killed, "no unit reached a checkpoint to kill"
+    assert r.exit_code == 0, r.output
+    units = pd.read_parquet(out / "experiment.parquet")
+    assert (units["stop_reason"].isin(["completed", "early_stopped"])).all(), units
+    assert (units["resumed_from_epoch"] > 0).any(), units[["fold", "resumed_from_epoch"]]
+    retries = json.loads((out / "retries.ids").read_text())
+    assert sum(retries.values()) >= 1
+
+
+@pytest.mark.timeout(600)
+def test_gpu_units_are_scheduled_on_the_gpu_node(tmp_path):
+    """--gpus-per-trial 1 on a cluster whose only GPU is a logical one on one worker node: every unit
+    runs through the TorchTrainer path on that node with GPU 0 assigned (train.device cpu, so it can
+    train there), one at a time; the CPU-only node runs none."""
+    cluster = LocalCluster(root=tmp_path)
+    try:
+        head_home = tmp_path / "head"
+        cluster.start_head(num_cpus=0, home=head_home, dashboard=True)
+        cluster.add_worker(2, tmp_path / "cpu-node")
+        gpu = cluster.add_worker(2, tmp_path / "gpu-node", name="gpu", num_gpus=1)
+        out = tmp_path / "exp"
+        cmd = [RAYSEARCH, "experiment", "--dataset", "synthetic-tiny", "--config", _yaml(tmp_path, "c.yaml", TINY),
+               "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0",
+               "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--address", cluster.address, "--n-boot", "100",
+               "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"]
+        env = cluster._env(head_home)
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{cluster.dashboard_port}"
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500)
+        assert p.returncode == 0, p.stderr[-3000:]
+        units = pd.read_parquet(out / "experiment.parquet")
+        assert len(units) == 4 and units["stop_reason"].isin(["completed", "early_stopped"]).all(), units
+        assert (units["gpu_ids"] == "0").all(), units[["variant", "fold", "gpu_ids"]]
+        assert set(units["node"]) == {cluster.node_id(gpu)}
+    finally:
+        cluster.shutdown()

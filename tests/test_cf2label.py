@@ -82,3 +82,5 @@ def test_cli_cf2label_json(tmp_path):
     out = json.loads(r.stdout)
     assert out["folds"] == 3 and 0 < out["popularity_map"] < 1 and 0 < out["cf2label_map"] <= 1
     assert "out-of-fold" in out["evaluated_on"]
+    lw = out["loss_weights"]  # what the loss weighting makes of the vectors on this split
+    assert 0 <= lw["fallback_share"] <= 1 and 0.1 - 1e-6 <= lw["min"] <= lw["max"] <= 10 + 1e-6

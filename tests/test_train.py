@@ -240,6 +240,25 @@ def test_cf_targets_are_standardised_over_train_items_by_default():
     assert raw.cf_targets[raw.has_cf].std(0).mean() < 0.5  # raw VAECF means are small
 
 
+def test_reconstruction_targets_are_standardised_under_the_loss_weights():
+    """Interaction weights: the targets the loss reads have weighted mean 0 and sd 1 under
+    min(w, Omega); uniform weights leave them bit-identical (the plain z-score)."""
+    from raysearch.train.data import loss_standardized
+
+    run = real_run("mtl", weighting="interaction", omega=3.0)
+    data = prepare_training_data(run)
+    has = data.has_cf
+    z = loss_standardized(data.cf_targets, has, data.weights, 3.0)
+    w = np.minimum(data.weights[has], 3.0)
+    assert np.ptp(w) > 0
+    assert np.allclose(np.average(z[has], axis=0, weights=w), 0, atol=1e-4)
+    assert np.allclose(np.sqrt(np.average(z[has] ** 2, axis=0, weights=w)), 1, atol=1e-3)
+    assert (z[~has] == 0).all()
+    ones = np.where(has, 1.0, 0.0)
+    assert loss_standardized(data.cf_targets, has, ones, 3.0) is data.cf_targets or \
+        np.array_equal(loss_standardized(data.cf_targets, has, ones, 3.0), data.cf_targets)
+
+
 # ----------------------------------------------------------------------------- real pipeline
 
 TINY_CF = CFConfig(dim=8, hidden=(32,), epochs=20)
@@ -288,6 +307,12 @@ def test_cli_train_json_and_config(tmp_path):
 
     saved = load_run_config(out / "config.yaml")
     assert saved.train.alpha == 0.5 and saved.train.epochs == 2 and saved.cf.dim == 8
+    # one outcome: the JSON, result.json and model.json carry the same val mAP under one key
+    assert res["best_val_map"] > 0 and "val_map" not in res
+    info = json.loads((out / "model.json").read_text())
+    kept = json.loads((out / "result.json").read_text())
+    assert info["val_map"] == pytest.approx(res["best_val_map"]) and info["test_map"] == pytest.approx(res["test_map"])
+    assert kept["best_val_map"] == pytest.approx(res["best_val_map"])
     bad = CliRunner().invoke(app, ["train", "--dataset", "synthetic-tiny", "--method", "mlt"])
     assert bad.exit_code == 2 and "unknown method 'mlt'" in bad.output
     bad = CliRunner().invoke(app, ["train", "--dataset", "synthetic-tiny", "--trainable-blocks", "x"])

@@ -63,6 +63,22 @@ def test_loss_weights_finite_positive_with_documented_fallback(world, caplog):
     assert "hidden labels" in caplog.text
 
 
+def test_loss_weights_relative_to_the_median_and_clipped(world):
+    """No item weighs more than LOSS_RANGE^2 times another; the median scored item weighs 1.0 (the
+    fallback's weight); weight_stats reports the fallback share and the range a report shows."""
+    from raysearch.cf.weights import LOSS_RANGE, weight_stats
+
+    ds, split, iv = world
+    w = item_weights("loss", ds, split, iv, seed=0, cf2label=MLP, use_cache=False)
+    scored = split.train_labelled[iv.has_vector[split.train_labelled] & (ds.label_matrix[split.train_labelled].sum(1) > 0)]
+    assert np.median(w[scored]) == pytest.approx(1.0, rel=1e-3)
+    tr = split.train[iv.has_vector[split.train]]
+    assert w[tr].min() >= 1 / LOSS_RANGE - 1e-6 and w[tr].max() <= LOSS_RANGE + 1e-6
+    st = weight_stats("loss", split, iv.has_vector, w, ds.label_matrix)
+    assert st["fallback_share"] == pytest.approx(1 - len(scored) / len(tr))
+    assert st["min"] == pytest.approx(w[tr].min()) and st["max"] == pytest.approx(w[tr].max())
+
+
 def test_rescale_authors_clips_percentiles_and_maps_to_1_3():
     from raysearch.cf.weights import rescale_authors
 

@@ -157,12 +157,22 @@ def cf2label(
         res = guarded(lambda: cf2label_study(ds, split, iv, mcfg))
     res["cache"] = cache
     res["config"] = _cfg_dict(cfg)
+    # what the loss weighting makes of it on this split: the share falling back to 1.0 and the range
+    from raysearch.cf.weights import item_weights, weight_stats
+
+    w = guarded(lambda: item_weights("loss", ds, split, iv, cf2label=mcfg, use_cache=use_cache))
+    res["loss_weights"] = weight_stats("loss", split, iv.has_vector, w, ds.label_matrix)
     if json_out:
         return emit_json(res)
     print_table(f"CF2Label on {ds.name} (mAP, {res['folds']}-fold out-of-fold over {res['items']:,} labelled "
                 f"train items)", ("approach", "mAP"), [("Popularity based", f"{res['popularity_map']:.4f}"),
                                                         (f"CF2Label {cfg.model}", f"{res['cf2label_map']:.4f}")],
                 left=1)
+    lw = res["loss_weights"]
+    console.print(f"loss weights over {int(lw['items']):,} train items with a CF vector: {lw.get('fallback_share', 0):.1%} "
+                  f"fall back to 1.0 (hidden or no positive label); range {lw.get('min', 0):.3g} to {lw.get('max', 0):.3g}, "
+                  f"{lw.get('clipped_share', 0):.1%} of the scored at a clip bound (1/BCE relative to the median, "
+                  "clipped to [0.1, 10])")
 
 
 def register(app: typer.Typer) -> None:

@@ -153,10 +153,7 @@ def _train_local(run, out: Optional[str], json_out: bool) -> None:
         fail(str(e))
     result = {
         "dataset": data.dataset, "method": run.train.method, "weighting": run.train.weighting,
-        "backbone": run.train.backbone, "val_map": res.best_val_map, "test_map": res.test_map,
-        "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "stop_reason": res.stop_reason,
-        "wall_time_s": res.wall_time_s, "train_time_s": res.train_time_s,
-        "checkpoint": res.checkpoint_path, "history": res.history,
+        "backbone": run.train.backbone, **res.outcome(), "checkpoint": res.checkpoint_path, "history": res.history,
     }
     if out:  # the same model directory a sweep trial saves (raysearch predict/export read it)
         from raysearch.model.io import save_model
@@ -183,14 +180,14 @@ def _train_ddp(run, workers: int, out: Optional[str], json_out: bool) -> None:
         metrics, model_dir = guarded(lambda: fit_distributed(run, workers))
     if out and model_dir:
         shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    from raysearch.train.loop import OUTCOME_KEYS
+
     result = {"dataset": run.dataset, "method": run.train.method, "workers": workers,
-              "val_map": metrics.get("best_val_map"), "test_map": metrics.get("test_map"),
-              "epochs_run": metrics.get("epochs_run"), "stop_reason": metrics.get("stop_reason"),
-              "model_dir": out or model_dir}
+              **{k: metrics.get(k) for k in OUTCOME_KEYS}, "model_dir": out or model_dir}
     if json_out:
         return emit_json(result)
     print_table(f"{run.dataset}: {run.train.method} (DDP x{workers})", ("val mAP", "test mAP", "epochs", "stop"),
-                [(f"{result['val_map']:.4f}", f"{result['test_map']:.4f}", result["epochs_run"],
+                [(f"{result['best_val_map']:.4f}", f"{result['test_map']:.4f}", result["epochs_run"],
                   result["stop_reason"])])
 
 

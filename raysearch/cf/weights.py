@@ -199,7 +199,9 @@ def item_weights(scheme: str, ds: "Dataset", split: "Split", iv: ItemVectors, se
 
 def _weights_path(scheme: str, split: "Split", iv: ItemVectors, seed: int, cf2label: "CF2LabelConfig | None") -> Path:
     h = hashlib.sha256(json.dumps({
-        "scheme": scheme, "version": 2 if scheme == "loss" else 1,  # 2: relative + clipped (LOSS_RANGE) "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
+        # version 2 of loss: relative to the median scored item and clipped (LOSS_RANGE)
+        "scheme": scheme, "version": 2 if scheme == "loss" else 1,
+        "seed": seed, "cf2label": asdict(cf2label) if scheme.startswith("loss") else None,
         "labelled": hashlib.sha256(np.packbits(split.labelled).tobytes()).hexdigest() if scheme.startswith("loss") else None,
     }, sort_keys=True).encode()).hexdigest()[:12]
     return iv.path.with_name(f"{iv.key}.weights-{scheme}-{h}.parquet")

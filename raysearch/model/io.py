@@ -261,6 +261,8 @@ def _metrics(result: Any) -> dict[str, Any]:
         return {}
     if isinstance(result, Mapping):
         return dict(result)
+    if hasattr(result, "outcome"):  # a TrainResult: its one outcome, the keys every writer uses
+        return result.outcome()
     keys = ("best_val_map", "test_map", "best_epoch", "epochs_run", "stop_reason", "wall_time_s", "train_time_s")
     return {k: getattr(result, k) for k in keys if hasattr(result, k)}
 

@@ -79,13 +79,10 @@ def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def final_metrics(res: Any) -> dict[str, Any]:
-    return {
-        "final": 1, "best_val_map": float(res.best_val_map), METRIC: float(res.best_val_map),
-        "test_map": float(res.test_map) if res.test_map is not None else float("nan"),
-        "epochs_run": int(res.epochs_run), "stop_reason": str(res.stop_reason),
-        "fit_wall_time_s": float(res.wall_time_s), "train_time_s": float(res.train_time_s),
-        TIME_ATTR: int(res.epochs_run), ASHA_ATTR: int(res.epochs_run),
-    }
+    """A trial's final report: ``TrainResult.outcome()`` plus what Tune and ASHA key on."""
+    out = res.outcome()
+    return {"final": 1, **out, METRIC: out["best_val_map"], "fit_wall_time_s": out["wall_time_s"],
+            TIME_ATTR: out["epochs_run"], ASHA_ATTR: out["epochs_run"]}
 
 
 def weight_report(run: RunConfig, data: Any) -> dict[str, float]:

@@ -37,6 +37,11 @@ from raysearch.train.inputs import Inputs, Items
 from raysearch.train.methods import METHODS, Stage
 
 
+#: the one trial outcome: what ``fit`` returns, a sweep trial's / experiment unit's final report,
+#: ``raysearch train --json`` and a model directory's ``result.json`` / ``model.json`` all use these keys
+OUTCOME_KEYS = ("best_val_map", "test_map", "best_epoch", "epochs_run", "stop_reason", "wall_time_s", "train_time_s")
+
+
 @dataclass
 class TrainResult:
     best_val_map: float
@@ -50,6 +55,13 @@ class TrainResult:
     checkpoint_path: str | None = None
     best_epoch: int = 0
     test_scores: np.ndarray | None = field(default=None, repr=False)  # (n_test, L) sigmoid scores
+
+    def outcome(self) -> dict[str, Any]:
+        """The typed outcome as plain values (``OUTCOME_KEYS``; a NaN test mAP when none was computed)."""
+        out = {k: getattr(self, k) for k in OUTCOME_KEYS}
+        out["test_map"] = float("nan") if self.test_map is None else float(self.test_map)
+        return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer))
+                    else str(v)) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--variants", default="image_only,mtl:uniform", help="method[:weighting],...")
-    ap.add_argument("--shuffle-control", action="store_true", help="add mtl with CF vectors shuffled across items")
+    ap.add_argument("--shuffle-control", nargs="?", const="first", default="none", choices=["none", "first", "all"],
+                    help="shuffled-CF control arms: first (the first mtl arm; the bare flag) or all (one per mtl arm)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--label-ratios", default="1.0")
@@ -61,7 +62,7 @@ def main() -> None:
         yaml.safe_dump(run, f)
     cmd = [sys.executable, "-m", "raysearch.cli", "experiment", "--dataset", a.dataset, "--config", f.name,
            "--variants", a.variants, "--folds", str(a.folds), "--seeds", str(a.seeds), "--label-ratios", a.label_ratios,
-           *(["--shuffle-control"] if a.shuffle_control else []), *(["--out", a.out] if a.out else []),
+           "--shuffle-control", a.shuffle_control, *(["--out", a.out] if a.out else []),
            *(["--data-root", a.data_root] if a.data_root else []), *(["--json"] if a.json else []), *rest]
     print("$ raysearch " + " ".join(cmd[3:]), file=sys.stderr, flush=True)
     try:

@@ -149,8 +149,8 @@ def _experiment_dashboard(run_dir: Path) -> dict[str, Any]:
     png = er.fig_bars(summary, run_dir / DASHBOARD_PNG)
     md = run_dir / DASHBOARD_TABLE
     write_text(md, "Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
-                  "items); p-values over units, Holm-corrected in brackets:\n\n"
-                  + er.markdown_table(er.summary_records(summary)) + "\n"
+                  f"items); verdict: {er.VERDICT_TEST}; Holm-corrected p in brackets:\n\n"
+                  + er.markdown_table(er.summary_records(summary)) + f"\n{er.UNIT_NOTE}\n\n"
                   + "".join(f"- {s}\n" for s in er.verdict_lines(summary) + er.control_lines(summary)))
     return {"kind": "experiment", "png": str(png), "table": str(md),
             "summary": json.loads(summary.to_json(orient="records"))}

@@ -41,7 +41,7 @@ def _yaml(tmp_path: Path, name: str, data: dict) -> str:
 
 
 @pytest.mark.timeout(500)
-def test_nested_tuning_inner_trials_see_only_the_outer_train_and_val(tmp_path, ray_session):
+def test_nested_tuning_inner_trials_see_only_the_outer_train_and_val(tmp_path, ray_session, monkeypatch):
     """--tune 3: one inner sweep per (fold, arm); every inner trial's split is the fold's inner view
     (no outer test item in any role), the same trial budget for every arm, and each unit runs the
     configuration its fold's inner search chose."""
@@ -52,12 +52,24 @@ def test_nested_tuning_inner_trials_see_only_the_outer_train_and_val(tmp_path, r
     from raysearch.data import load_dataset
     from raysearch.data.splits import make_split
 
+    import raysearch.search.trainables as trainables
+    from raysearch.experiment.protocol import UnitGrid
+
+    built = []
+    real = trainables.with_resources
+
+    def spy(ctx):  # one trial engine: the inner sweeps' trials and the units come from the same builder
+        built.append(type(ctx.space).__name__)
+        return real(ctx)
+
+    monkeypatch.setattr(trainables, "with_resources", spy)
     out = tmp_path / "exp"
     r = CliRunner().invoke(app, [
         "experiment", "--dataset", "synthetic-tiny", "--tune", "3", "--tune-space", _yaml(tmp_path, "space.yaml", SPACE),
         "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "0.5",
         "--n-boot", "100", "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
+    assert built.count("SearchSpace") == 4 and built.count(UnitGrid.__name__) == 1, built
     ds = load_dataset("synthetic-tiny")
     meta = json.loads((out / "experiment.json").read_text())
     assert set(meta["tuned"]) == {f"r0.5-f{f}-{v}" for f in (0, 1) for v in ("image_only", "mtl-uniform")}

@@ -126,6 +126,44 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
     return df, per_class
 
 
+def controlled_records(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Sequence[Variant],
+                       same_config: str | None, n_boot: int = 1000) -> list[dict[str, Any]]:
+    """With ``--same-config V``: every other arm at V's configuration against V itself, paired per
+    unit (corrected resampled t, fold-level t) and per item (bootstrap CI of the pooled difference):
+    the weighting-only comparison (e.g. interaction vs uniform at one shared configuration)."""
+    from raysearch.experiment.protocol import config_owner
+
+    if not same_config:
+        return []
+    cfg = ExperimentConfig(same_config=same_config)
+    arms = [v.name for v in variants if v.name != same_config and not v.shuffled_from
+            and config_owner(cfg, v, variants) == same_config]
+    y, out = preds["y_true"], []
+    for ratio in sorted(units["label_ratio"].unique(), reverse=True):
+        u = units[(units["label_ratio"] == ratio) & units["stop_reason"].isin(["completed", "early_stopped"])]
+        wide = u.pivot_table(index=["fold", "seed"], columns="variant", values="test_map").dropna()
+        if same_config not in wide:
+            continue
+        names = [same_config, *[a for a in arms if a in wide]]
+        seeds = sorted(int(s) for s in u["seed"].unique() if all(pred_key(ratio, n, int(s)) in preds for n in names))
+        covered = np.ones(len(y), dtype=bool)
+        for n in names:
+            for sd in seeds:
+                covered &= ~np.isnan(preds[pred_key(ratio, n, sd)]).any(1)
+        boot = (paired_item_bootstrap(y[covered], {n: [preds[pred_key(ratio, n, sd)][covered] for sd in seeds] for n in names},
+                                      same_config, n_boot=n_boot) if seeds and covered.sum() >= 10 else None)
+        folds = wide.index.get_level_values("fold").to_numpy()
+        for a in names[1:]:
+            d = wide[a].to_numpy() - wide[same_config].to_numpy()
+            out.append({"label ratio": f"{ratio:g}", "arm": a, "vs": same_config, "units": int(len(d)),
+                        "mean diff": _f(float(d.mean()), "diff"),
+                        "pooled diff [95% CI]": "-" if boot is None else
+                        f"{_f(boot.diff[a], 'diff')} [{_f(boot.diff_low[a], 'diff')}, {_f(boot.diff_high[a], 'diff')}]",
+                        "p corrected t": _f(corrected_resampled_ttest(d, _test_train_ratio(u))[1], "p"),
+                        "p fold-level t": _f(fold_level_ttest(d, folds)[1], "p")})
+    return out
+
+
 def _test_train_ratio(u: pd.DataFrame) -> float:
     """n_test / n_train of the folds (train = the items the model is fitted and early-stopped on)."""
     if {"n_test", "n_train"} <= set(u.columns) and (u["n_train"] > 0).any():
@@ -462,8 +500,12 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     verdict, control = verdict_lines(df), control_lines(df)
     text = protocol_text(meta)
     configs, tuning, weights = config_records(meta), tuning_records(out), weight_records(units)
+    controlled = controlled_records(units, preds, variants, meta["config"].get("same_config"), n_boot=cfg.n_boot)
     md = [f"# {out.name}\n\n{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
           "".join(f"- {s}\n" for s in verdict + control)]
+    if controlled:
+        md += [f"\n## Weighting only: each arm vs {meta['config']['same_config']} at its configuration\n\n",
+               markdown_table(controlled)]
     md += ["\n## Configurations (key fields and every field that differs between arms)\n\n", markdown_table(
         [{k: str(v) for k, v in r.items() if k != "source"} for r in configs])]
     md += ["\n## Configuration chosen by each inner search\n\n",
@@ -489,6 +531,8 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
         if cf["auc"] or cf["cf2label"]:
             figs.append(fig_cf(cf, out / FIG_CF))
     sections = [
+        ("Weighting only: arms vs the --same-config arm at its configuration",
+         controlled or "skipped: no --same-config (arms may differ in their configuration too)"),
         ("Configurations (key fields and every field that differs between arms)", configs),
         ("Configuration chosen by each inner search", tuning or "skipped: the experiment ran without --tune"),
         ("CF weights per fold", weights or "none: no weighted arm in this experiment"),

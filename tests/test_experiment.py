@@ -52,6 +52,9 @@ def test_parse_variants_reference_first_and_control():
         parse_variants(["mtl:sqrt"])
     with pytest.raises(Exception, match="no weighting"):
         parse_variants(["image_only:loss"])
+    for nothing in ([], [""], ["image_only"]):  # image_only alone would run and compare nothing
+        with pytest.raises(Exception, match="no arm to compare"):
+            parse_variants(nothing)
 
 
 def test_units_are_paired_and_cf_never_sees_the_test_fold(tmp_path):

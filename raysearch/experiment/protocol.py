@@ -107,6 +107,9 @@ def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -
         if any(v.name == name for v in out):
             raise ConfigError(f"--variants lists {name!r} twice")
         out.append(Variant(name, method, weighting))
+    if not any(v.name != REF for v in out):  # image_only alone compares nothing: say so, do not run it
+        raise ConfigError(f"--variants {','.join(specs)!r} lists no arm to compare with {REF}; "
+                          f"give e.g. {','.join(DEFAULT_VARIANTS)}")
     if not any(v.name == REF for v in out):
         out.insert(0, Variant(REF, REF, "uniform"))
     out.sort(key=lambda v: v.name != REF)

@@ -297,3 +297,27 @@ def test_summarize_partial_run_uses_only_complete_pairs():
     m = df.set_index("variant").loc["mtl:uniform"]
     assert m["units"] == 5 and m["boot_items"] == 40 and m["seeds_pooled"] == 2
     assert m["diff_ci_low"] > 0 and 1.0 in per_class
+
+
+def test_controlled_records_compare_each_arm_with_the_shared_config_arm():
+    """--same-config mtl:loss: interaction and uniform are compared with mtl:loss itself, paired per
+    unit and per item; an arm equal to the reference has difference 0 and p = 1."""
+    from raysearch.experiment.protocol import pred_key
+    from raysearch.experiment.report import controlled_records
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 3)) < 0.3).astype(np.int8)
+    vs = parse_variants(["image_only", "mtl:uniform", "mtl:interaction", "mtl:loss"])
+    rows, preds = [], {"y_true": y}
+    base = {s: rng.random((60, 3)) for s in (0, 1)}
+    for v in vs:
+        for seed in (0, 1):
+            preds[pred_key(1.0, v.name, seed)] = (base[seed] + (0.6 * y if v.name == "mtl:uniform" else 0)).astype(np.float32)
+            for fold in (0, 1, 2):
+                bump = 0.05 if v.name == "mtl:uniform" else 0.0
+                rows.append({"variant": v.name, "label_ratio": 1.0, "fold": fold, "seed": seed, "stop_reason": "completed",
+                             "test_map": 0.3 + 0.01 * fold + 0.002 * seed + bump, "n_test": 20, "n_train": 40})
+    recs = {r["arm"]: r for r in controlled_records(pd.DataFrame(rows), preds, vs, "mtl:loss", n_boot=200)}
+    assert set(recs) == {"mtl:uniform", "mtl:interaction"} and all(r["vs"] == "mtl:loss" for r in recs.values())
+    assert recs["mtl:interaction"]["mean diff"] == "+0.0000" and recs["mtl:interaction"]["p corrected t"] == "1.000"
+    assert recs["mtl:uniform"]["mean diff"] == "+0.0500" and recs["mtl:uniform"]["pooled diff [95% CI]"].startswith("+")

@@ -5,6 +5,9 @@ a sweep tracks to W&B."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,26 @@ from raysearch.search.tracking import WandbSettings, used_config
 from raysearch.train.methods import METHODS
 
 
+def write_key_file(key: str) -> str:
+    """``key`` in a 0600 file inside a fresh 0700 folder (``mkdtemp``): the logging actors read it
+    on this node, so the key never enters a ``runtime_env`` (Ray's runtime-env agent logs every
+    ``env_vars`` it creates, in clear, in a world-readable file) nor an actor's arguments."""
+    path = os.path.join(tempfile.mkdtemp(prefix="raysearch-wandb-"), "key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return path
+
+
 class _Actor(_WandbLoggingActor):
     """Ray's logging actor plus a summary item (stop reason, final metrics) and an exit code."""
+
+    def __init__(self, *args: Any, key_file: str | None = None, **kwargs: Any) -> None:
+        # the actor runs on the driver's node (_force_on_current_node), where the key file is; the
+        # key goes into this process's environment only, which dies with the actor
+        if key_file:
+            os.environ[WANDB_ENV_VAR] = Path(key_file).read_text()
+        super().__init__(*args, **kwargs)
 
     def run(self):
         os.environ["WANDB_START_METHOD"] = "thread"
@@ -47,7 +68,8 @@ class SweepWandbCallback(WandbLoggerCallback):
 
     _logger_actor_cls = _Actor
     _exclude_results = WandbLoggerCallback._exclude_results + [
-        "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "node_id", "done",
+        "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "node_id", "node_host", "node_address",
+        "done",
         "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore"]
 
     def __init__(self, settings: WandbSettings, space: Any, stop_reason: Any) -> None:
@@ -59,6 +81,21 @@ class SweepWandbCallback(WandbLoggerCallback):
                          settings=wandb.Settings(console="off", save_code=False, disable_git=True))
         self._space = space
         self._stop_reason = stop_reason  # (trial, failed) -> str, owned by the sweep
+        self._key_file: str | None = None
+        self._key_cleanup: Any = None
+
+    def __getstate__(self) -> dict:
+        # a copy (Tune pickles its callbacks with the tuner) neither owns nor removes the key file
+        return {k: v for k, v in self.__dict__.items() if k not in ("_key_file", "_key_cleanup")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _key_file=None, _key_cleanup=None)
+
+    def _remove_key_file(self) -> None:
+        cleanup = getattr(self, "_key_cleanup", None)  # absent when __init__ failed
+        if cleanup is not None:
+            cleanup()  # idempotent; also runs at exit if the sweep never ends cleanly
+            self._key_file = self._key_cleanup = None
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         # Ray's setup demands an API key unless WANDB_MODE says offline: without a key we are
@@ -87,11 +124,13 @@ class SweepWandbCallback(WandbLoggerCallback):
             # Ray's options but max_restarts=0: Ray restarts its logging actor without limit although
             # the actor's constructor arguments live in the object store, and says so in an
             # error-level log line on every sweep (ray#53727).  A crashed logging actor ends that
-            # trial's W&B run; the trial itself goes on.
-            env = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
-            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
-                                                   runtime_env={"env_vars": env})(self._logger_actor_cls)
-        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+            # trial's W&B run; the trial itself goes on.  No runtime_env: the key travels as a file
+            # path (write_key_file), never as env_vars.
+            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node())(self._logger_actor_cls)
+        if os.environ.get(WANDB_ENV_VAR) and self._key_file is None:
+            self._key_file = write_key_file(os.environ[WANDB_ENV_VAR])
+            self._key_cleanup = weakref.finalize(self, shutil.rmtree, os.path.dirname(self._key_file), True)
+        super()._start_logging_actor(trial, exclude_results, key_file=self._key_file, **wandb_init_kwargs)
 
     def _send(self, trial: Any, item: Any) -> None:
         """Queue an item without waiting: Ray's ``Queue.put`` blocks the driver (every trial of the
@@ -115,3 +154,17 @@ class SweepWandbCallback(WandbLoggerCallback):
             summary["stop_reason"] = self._stop_reason(trial, failed)
             self._send(trial, (_QueueItem.RESULT, {"__summary__": summary}))
         super().log_trial_end(trial, failed)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Ray's wait for the actors' ``wandb.finish``, then the key file goes: every actor read it
+        in its constructor, and a resumed sweep writes a new one."""
+        try:
+            super().on_experiment_end(trials, **info)
+        finally:
+            self._remove_key_file()
+
+    def __del__(self) -> None:
+        try:
+            super().__del__()
+        finally:
+            self._remove_key_file()

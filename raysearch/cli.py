@@ -5,6 +5,7 @@ stay independent and the entry point stays small.
 from __future__ import annotations
 
 import importlib
+import signal
 
 import typer
 from typer.core import TyperGroup
@@ -32,6 +33,18 @@ app = typer.Typer(
 
 
 
+def ignore_file_size_signal() -> None:
+    """Under a file-size limit (``ulimit -f``) a write past it raises SIGXFSZ, whose default action
+    kills the process with a core dump (C++ writers, child processes started without Python's own
+    ignore).  Ignored, the write fails with ``EFBIG`` instead, which every writer turns into one line
+    naming the file and the limit (:mod:`raysearch._io`).  Inherited by child processes."""
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread (an embedding program): leave it as it is
+            pass
+
+
 def _print_version(value: bool) -> None:
     if value:
         from raysearch import __version__
@@ -49,6 +62,7 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     """Ray-distributed hyperparameter search for collaborative image understanding."""
+    ignore_file_size_signal()
     STATE.debug = debug
     ctx.call_on_close(configure_logging(verbose, quiet))
     ctx.call_on_close(lambda: setattr(STATE, "debug", False))
@@ -60,6 +74,7 @@ for _stage in _STAGES:  # every stage is built: a module that fails to import is
 
 
 def main() -> None:
+    ignore_file_size_signal()
     app()
 
 

@@ -143,8 +143,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
-        if self.alpha < 0 or self.omega <= 0:
-            raise ConfigError("train.alpha must be >= 0 and train.omega > 0")
+        if self.alpha < 0:
+            raise ConfigError(f"train.alpha must be >= 0, got {self.alpha}")
+        if self.omega <= 0:
+            raise ConfigError(f"train.omega must be > 0, got {self.omega}")
         if self.aux_norm not in ("weight_sum", "mean"):
             raise ConfigError(f"train.aux_norm must be 'weight_sum' or 'mean', got {self.aux_norm!r}")
         _check_positive(self, "train", ("lr", "epochs", "batch_size", "image_size"))
@@ -274,32 +276,112 @@ def load_run_config(path: str | Path) -> RunConfig:
     return from_dict(RunConfig, data, where=str(path))
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``SafeLoader`` refusing anchors and aliases: config files need neither, and a chain of
-    aliases expands exponentially (a 400-byte file becomes gigabytes: a "billion laughs" bomb)."""
+class _RefusedYAML(yaml.YAMLError):
+    """A construct the loader refuses on purpose (not a syntax error): said as it is."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` for every YAML text raysearch reads (config files, search spaces, model
+    directories' ``config.yaml``, ``--set``/``--also`` values):
+
+    * no anchors or aliases: nothing needs them, and a chain of aliases expands exponentially
+      (a 400-byte file becomes gigabytes: a "billion laughs" bomb);
+    * ``1e-4`` is a float (YAML 1.1 wants a dot and a signed exponent, ``1.0e-4``, and reads
+      ``1e-4`` as a string); every other scalar reads as with ``SafeLoader``.
+
+    Duplicate keys are refused by :func:`parse_yaml` (it needs the key's path for the message).
+    """
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name, <<: *name) are not allowed in raysearch "
-                "config files; write the values out", event.start_mark)
+            raise _RefusedYAML(f"anchors and aliases (&name, *name, <<: *name) are not allowed; write the values "
+                               f"out (line {event.start_mark.line + 1}, column {event.start_mark.column + 1})")
         return super().compose_node(parent, index)
 
 
+# YAML 1.2's exponent forms without a dot and/or an exponent sign (1e-4, 1E5, 2.5e3, .5e1), which
+# YAML 1.1 leaves as strings; forms YAML 1.1 already reads as floats keep matching its own resolver.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?\.[0-9][0-9_]*[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."),
+)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_duplicate_keys(loader: yaml.SafeLoader, root: yaml.Node, where: str) -> None:
+    """Refuse a mapping with the same key twice (YAML would keep the last one silently).
+
+    Keys are compared as parsed, so ``1``/``0x1`` and ``true``/``yes`` are the same key, as they
+    would be in the loaded dict.  Iterative: a deep document must not overflow the stack here.
+    """
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                sub = path
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                    key = loader.construct_object(key_node)
+                    sub = f"{path}.{key}" if path else str(key)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # unhashable: the constructor refuses it with its own message
+                        first = None
+                    else:
+                        seen.setdefault(key, line)
+                    if first is not None:
+                        lines = f"both on line {line}" if first == line else f"lines {first} and {line}"
+                        raise ConfigError(f"{where}: key {short(sub)} is defined twice ({lines}); "
+                                          f"YAML would silently keep only the second: remove one")
+                stack.append((value_node, sub))
+
+
+def parse_yaml(text: str, where: str, *, syntax_error: str | None = None) -> Any:
+    """Parse YAML ``text`` from ``where`` (a file name, ``--set KEY=VALUE``...) with
+    :class:`_StrictLoader`; every error is one :class:`ConfigError` line starting ``where:``.
+
+    Refused: anchors/aliases, a key defined twice in one mapping (naming the key and both lines),
+    tags (``!!python/...``), nesting deep enough to overflow the parser.  ``syntax_error``
+    replaces the parser's own description of a syntax error (a short value on a command line).
+    """
+    loader = None
+    try:
+        loader = _StrictLoader(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(loader, node, where)
+        return loader.construct_document(node)
+    except _RefusedYAML as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {syntax_error or 'not valid YAML: ' + ' '.join(str(e).split())[:400]}") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, OverflowError) as e:  # a scalar its tag refuses: 'x: 2024-13-45', '!!int abc'
+        raise ConfigError(f"{where}: {syntax_error or 'not valid YAML: ' + ' '.join(str(e).split())[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config file") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML config file safely (no tags, no aliases); every error is one line naming the file."""
+    """Parse a YAML config file with :func:`parse_yaml`; every error is one line naming the file."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); is this a YAML file?") from None
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:400]}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
+    return parse_yaml(text, str(path))
 
 
 def dump_run_config(cfg: RunConfig, path: str | Path) -> None:

@@ -22,6 +22,10 @@ class InputError(RaysearchError, ValueError):
     """A bad value given by the user (a flag, a config key, a file's content)."""
 
 
+class RayStartError(RaysearchError, RuntimeError):
+    """Ray could not be started or joined (a loaded machine, a wrong ``--address``): the cause in one line."""
+
+
 def short(value: Any, limit: int = MAX_ECHO) -> str:
     """``repr(value)`` capped to ``limit`` characters (with the full length said)."""
     try:

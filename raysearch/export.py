@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from raysearch.errors import InputError
-from raysearch.model.io import LoadedModel, ModelError, ModelInfo
+from raysearch.model.io import LoadedModel, ModelError, ModelInfo, load_failure, zip_problem
 
 FORMATS = ("torchscript", "onnx")
 META_KEY = "raysearch.json"      # TorchScript extra file
@@ -57,43 +57,46 @@ def _example(info: ModelInfo, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def export_model(model: LoadedModel, fmt: str, out: str | os.PathLike, atol: float = ATOL) -> ExportReport:
-    """Write ``model`` as ``fmt`` (torchscript | onnx) to ``out`` (atomically), verified within ``atol``."""
+    """Write ``model`` as ``fmt`` (torchscript | onnx) to ``out`` (atomically), verified within ``atol``.
+
+    The file is built in memory, checked, then written through :func:`raysearch._io.write_bytes`:
+    torch's own file writer aborts the process when a write fails (``ulimit -f``, a full disk),
+    here that is one line naming ``out`` and nothing is left beside it."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module = model.module.cpu().eval()
     meta = json.dumps(model.info.to_json())
-    from raysearch._io import atomic_path
+    from raysearch._io import write_bytes
 
-    with atomic_path(out) as tmp:  # replaces ``out`` only once the scores check passed
-        if fmt == "torchscript":
-            _to_torchscript(module, model.info, meta, tmp)
-        else:
-            _to_onnx(module, model.info, meta, tmp)
-        exported = ExportedPredictor(fmt, Path(tmp).read_bytes(), source=str(out))
-        diff = 0.0
-        for n, seed in ((3, 1), (8, 2)):  # another batch size than the trace's: the batch axis is dynamic
-            x = _example(model.info, n, seed)
-            with torch.inference_mode():
-                ref = module(x).numpy()
-            diff = max(diff, float(np.abs(exported.scores(x.numpy()) - ref).max()))
-        if not diff <= atol:
-            raise ExportError(f"exported {fmt} scores differ from PyTorch by {diff:.2e} (> {atol:g}); file not written")
-    return ExportReport(out, fmt, diff, out.stat().st_size)
+    data = _to_torchscript(module, model.info, meta) if fmt == "torchscript" else _to_onnx(module, model.info, meta)
+    exported = ExportedPredictor(fmt, data, source=str(out))
+    diff = 0.0
+    for n, seed in ((3, 1), (8, 2)):  # another batch size than the trace's: the batch axis is dynamic
+        x = _example(model.info, n, seed)
+        with torch.inference_mode():
+            ref = module(x).numpy()
+        diff = max(diff, float(np.abs(exported.scores(x.numpy()) - ref).max()))
+    if not diff <= atol:
+        raise ExportError(f"exported {fmt} scores differ from PyTorch by {diff:.2e} (> {atol:g}); file not written")
+    write_bytes(out, data)  # replaces ``out`` only now that the scores check passed
+    return ExportReport(out, fmt, diff, len(data))
 
 
-def _to_torchscript(module: torch.nn.Module, info: ModelInfo, meta: str, path: str) -> None:
+def _to_torchscript(module: torch.nn.Module, info: ModelInfo, meta: str) -> bytes:
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but is the asked format
         # shape-derived constants (image size, SAME padding) are fixed by design; the batch axis
         # stays free, which export_model checks numerically at two other batch sizes
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, _example(info, 2), check_trace=False)
-        torch.jit.save(traced, path, _extra_files={META_KEY: meta})
+        buf = io.BytesIO()  # never a path: torch.jit.save aborts the process when a file write fails
+        torch.jit.save(traced, buf, _extra_files={META_KEY: meta})
+    return buf.getvalue()
 
 
-def _to_onnx(module: torch.nn.Module, info: ModelInfo, meta: str, path: str) -> None:
+def _to_onnx(module: torch.nn.Module, info: ModelInfo, meta: str) -> bytes:
     try:
         import onnx
     except ImportError:
@@ -110,21 +113,32 @@ def _to_onnx(module: torch.nn.Module, info: ModelInfo, meta: str, path: str) -> 
     proto = prog.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, meta
-    onnx.save_model(proto, path)
+    buf = io.BytesIO()
+    onnx.save_model(proto, buf)
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- loading exported files
 
 class ExportedPredictor:
-    """Scores uint8 images with an exported file; ``info`` comes from the embedded JSON."""
+    """Scores uint8 images with an exported file; ``info`` comes from the embedded JSON.
+
+    A file torch.jit / onnxruntime cannot read is one :class:`ModelError` naming ``source`` and what
+    is wrong with it (truncated, not a model...), never the library's traceback or advice."""
 
     def __init__(self, kind: str, data: bytes, source: str = "") -> None:
         self.kind, self._data = kind, data
         if kind == "torchscript":
             extra = {META_KEY: ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
-                self._module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra).eval()
+            problem = zip_problem(data)  # truncated, or damaged (torch.jit.load checks no CRC)
+            if problem is not None:
+                raise ModelError(f"{source}: not a loadable TorchScript file: {problem}")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+                    self._module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra).eval()
+            except Exception as e:  # noqa: BLE001 - any reader error means a bad file
+                raise ModelError(f"{source}: not a loadable TorchScript file: {load_failure(e)}") from None
             meta = extra[META_KEY]
         elif kind == "onnx":
             try:
@@ -133,14 +147,23 @@ class ExportedPredictor:
                 raise ExportError(f"{source}: reading ONNX models needs onnxruntime: pip install 'raysearch[export]'") from None
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = torch.get_num_threads()
-            self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            try:
+                self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail...: a bad file
+                raise ModelError(f"{source}: not a loadable ONNX model: {load_failure(e)}") from None
             meta = self._session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "")
         else:
             raise ModelError(f"unknown exported model kind {kind!r}")
         if not meta:
             raise ModelError(f"{source}: exported {kind} model has no raysearch metadata "
                              f"(vocabulary, image size, thresholds); export it with `raysearch export`")
-        self.info = ModelInfo.from_json(json.loads(meta), where=source)
+        try:
+            d = json.loads(meta)
+        except ValueError as e:
+            raise ModelError(f"{source}: the embedded raysearch metadata is not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ModelError(f"{source}: the embedded raysearch metadata is not a JSON object")
+        self.info = ModelInfo.from_json(d, where=source)
         self.info.source = source
 
     def scores(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -164,10 +187,12 @@ def exported_kind(path: str | os.PathLike) -> str | None:
     if not p.is_file():
         return None
     if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            if any(n.endswith(f"extra/{META_KEY}") for n in z.namelist()):
-                return "torchscript"
-        return None
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None  # load_model names what is wrong with it
+        return "torchscript" if any(n.endswith(f"extra/{META_KEY}") for n in names) else None
     if p.suffix.lower() == ".onnx":
         return "onnx"
     return None
@@ -177,4 +202,7 @@ def load_exported(path: str | os.PathLike) -> ExportedPredictor:
     kind = exported_kind(path)
     if kind is None:
         raise ModelError(f"{path}: not an exported raysearch model (.onnx, or TorchScript with {META_KEY})")
-    return ExportedPredictor(kind, Path(path).read_bytes(), source=str(path))
+    data = Path(path).read_bytes()
+    if not data:
+        raise ModelError(f"{path}: empty file, not an exported model")
+    return ExportedPredictor(kind, data, source=str(path))

@@ -16,7 +16,7 @@ import pandas as pd
 
 # one definition of stop reasons and columns, shared with the sweep that writes them
 from raysearch._io import write_text
-from raysearch.search.results import COMPLETE, best_row, load_results, param_columns
+from raysearch.search.results import COMPLETE, best_row, load_results, node_labels, param_columns
 
 DASHBOARD_PNG = "dashboard.png"
 DASHBOARD_TABLE = "dashboard.md"
@@ -31,26 +31,36 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
-    """A rich Table of the ``top`` trials by val mAP (searched parameters included, compactly named)."""
+    """A rich Table of the ``top`` trials by val mAP (searched parameters included, compactly named).
+
+    ``node`` (host name, or host/IP, or host#node-id where one host runs several Ray nodes: see
+    ``node_labels``) when any trial recorded one; ``retries`` when any trial was restarted."""
     from rich.table import Table
 
     params = [c for c in param_columns(df) if c not in ("train.method", "train.weighting")]
     short = {c: c.split(".", 1)[1].replace("weight_decay", "wd") for c in params}
     if len(set(short.values())) < len(short):  # e.g. train.lr and cf.lr both searched
         short = {c: c.replace("train.", "").replace("weight_decay", "wd") for c in params}
+    df = df.reset_index(drop=True)  # labels below are looked up by row
     multi_method = df["method"].nunique() > 1
+    retries = df["retries"].fillna(0).astype(int) if "retries" in df else pd.Series(0, index=df.index)
+    show_retries = bool((retries > 0).any())
+    nodes = node_labels(df)
+    show_node = bool((nodes != "-").any())
     t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)")
     cols = ["#", "trial", *(["method"] if multi_method else []), "weighting", *short.values(),
-            "val mAP", "test mAP", "epochs", "stop", "wall s"]
+            "val mAP", "test mAP", "epochs", "stop", "wall s", *(["retries"] if show_retries else []),
+            *(["node"] if show_node else [])]
     for col in cols:
-        t.add_column(col, justify="left" if col in ("trial", "method", "weighting", "stop") else "right",
+        t.add_column(col, justify="left" if col in ("trial", "method", "weighting", "stop", "node") else "right",
                      no_wrap=True)
     ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
-    for i, (_, r) in enumerate(ranked.iterrows(), 1):
+    for i, (idx, r) in enumerate(ranked.iterrows(), 1):
         t.add_row(str(i), str(r["trial_id"]), *([str(r["method"])] if multi_method else []), str(r["weighting"]),
                   *[_fmt(r[c], 3) for c in params],
                   _fmt(r["best_val_map"]), _fmt(r["test_map"]), _fmt(r["epochs_run"]),
-                  str(r["stop_reason"]), f"{float(r['wall_time_s']):.1f}")
+                  str(r["stop_reason"]), f"{float(r['wall_time_s']):.1f}",
+                  *([str(retries[idx])] if show_retries else []), *([nodes[idx]] if show_node else []))
     return t
 
 

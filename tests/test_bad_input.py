@@ -117,6 +117,50 @@ def _pickled_object(tmp: Path) -> str:
     return str(p)
 
 
+class _Payload:
+    """Unpickling it would run a shell command: a ``model.pt`` replaced by an attack."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch PAYLOAD_RAN",)
+
+
+def _model_dir_with(tmp: Path, weights: bytes | None = None, payload: bool = False) -> str:
+    """A model directory (model.json + config.yaml) whose model.pt is ``weights`` or a pickle payload."""
+    import torch
+
+    d = tmp / "model"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.json").write_text(json.dumps({
+        "format": "raysearch-model", "version": 1, "dataset": "x", "fingerprint": None, "label_names": ["a"],
+        "backbone": "tiny_cnn", "image_size": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "thresholds": [0.5], "threshold_source": "default"}))
+    if payload:
+        torch.save({"x": _Payload()}, d / "model.pt")
+    else:
+        (d / "model.pt").write_bytes(weights or b"")
+    return str(d)
+
+
+def _dup_key_model_json(tmp: Path) -> str:
+    """A model directory whose model.json names label_names twice (JSON would keep the second)."""
+    d = Path(_model_dir_with(tmp, b"x"))
+    text = (d / "model.json").read_text()
+    (d / "model.json").write_text(text[:-1] + ', "label_names": ["b", "c"]}')
+    return str(d)
+
+
+def _truncated_state_dict(tmp: Path) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2000)}, buf)
+    return buf.getvalue()[:3000]  # the zip's start, without its central directory
+
+
 CASES = [
     # --- prepare: raw dumps
     Case("prepare-raw-missing", lambda t: ["prepare", "-d", "movielens", "--raw", str(t / "nope")], needles=("nope",)),
@@ -211,6 +255,40 @@ CASES = [
          needles=("w.pt", "not a plain state dict")),
     Case("train-weights-plain-pickle", lambda t: ["train", "--weights", _write(t / "w.pt", pickle.dumps({"a": 1})),
                                                   "--backbone", "tiny_cnn"], needles=("w.pt",)),
+    # --- issue 19: flawed errors, memory estimates, user-supplied model files
+    Case("prepare-raw-is-a-file", lambda t: ["prepare", "-d", "movielens", "--raw", _write(t / "dump.zip", "x")],
+         needles=("dump.zip: is a file, not a folder", "--raw")),
+    Case("prepare-images-is-a-file", lambda t: _prep(t) + ["--images", _write(t / "posters.txt", "x")],
+         needles=("posters.txt", "is a file")),
+    Case("dataset-meta-deleted", lambda t: _stats(t, lambda f: (f / "meta.json").unlink()),
+         needles=("meta.json is missing", "items.parquet")),
+    Case("dataset-folder-empty", lambda t: ["stats", "--dataset", str((t / "e").mkdir() or t / "e")],
+         needles=("not a prepared dataset folder", "no meta.json")),
+    Case("dataset-is-a-file", lambda t: ["stats", "--dataset", _write(t / "ds.parquet", "x")],
+         needles=("ds.parquet: is a file, not a dataset folder",)),
+    Case("dataset-path-missing", lambda t: ["stats", "--dataset", str(t / "nope")],
+         needles=("nope: no such dataset folder",)),
+    Case("train-image-size-1e9", lambda t: ["train", "--set", "train.image_size=1000000000", "--backbone", "tiny_cnn",
+                                            "--weights", "none"], needles=("train.image_size", "1000000000")),
+    Case("train-batch-beyond-memory", lambda t: ["train", "--image-size", "512", "--batch-size", "100000000",
+                                                 "--backbone", "tiny_cnn", "--weights", "none"],
+         needles=("train.batch_size=100000000", "memory")),
+    Case("predict-model-garbage-onnx", lambda t: ["predict", "--model", _write(t / "m.onnx", b"\x08\x07garbage"),
+                                                  str(t / "x.jpg")], needles=("m.onnx", "ONNX")),
+    Case("predict-model-truncated-pt", lambda t: ["predict", "--model", _write(t / "best.pt", _truncated_state_dict(t)),
+                                                  str(t / "x.jpg")], needles=("best.pt", "truncated or corrupt")),
+    Case("predict-model-truncated-ts", lambda t: ["predict", "--model", _write(t / "m.ts", _truncated_state_dict(t)),
+                                                  str(t / "x.jpg")], needles=("m.ts", "truncated or corrupt")),
+    Case("predict-model-dir-empty-weights", lambda t: ["predict", "--model", _model_dir_with(t, b""), str(t / "x.jpg")],
+         needles=("model.pt", "empty file")),
+    Case("export-model-dir-truncated-weights", lambda t: ["export", "--model", _model_dir_with(t, _truncated_state_dict(t)),
+                                                          "--format", "torchscript", "--out", str(t / "out.ts")],
+         needles=("model.pt", "truncated or corrupt")),
+    Case("export-model-dir-pickle-payload", lambda t: ["export", "--model", _model_dir_with(t, payload=True),
+                                                       "--format", "torchscript", "--out", str(t / "out.ts")],
+         needles=("model.pt", "holds pickled Python objects", "never runs")),
+    Case("predict-model-json-duplicate-key", lambda t: ["predict", "--model", _dup_key_model_json(t), str(t / "x.jpg")],
+         needles=("model.json", "'label_names' is given twice")),
     # --- cf / download flags
     Case("cf-unknown-model", lambda t: ["cf", "--model", "svdpp"], needles=("unknown CF model 'svdpp'",)),
     Case("cf-lr-nan", lambda t: ["cf", "--lr", "nan"], needles=("cf.lr", "finite")),
@@ -255,6 +333,9 @@ def test_bad_input(case: Case, tmp_path):
         line = error_line(res)
         for n in case.needles:
             assert n in line, line
+        for advice in ("weights_only", "If you are seeing this error", "miniz", "[ONNXRuntimeError]"):
+            assert advice not in line, line  # what is wrong with the file, never a library's advice
+        assert not Path("PAYLOAD_RAN").exists() and not (tmp_path / "PAYLOAD_RAN").exists()
         assert snapshot(home) == before, "an error must write nothing under the data root"
         after_inputs = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("home/")}
         assert after_inputs == {k: v for k, v in before_inputs.items() if not k.startswith("home/")}, \

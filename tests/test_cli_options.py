@@ -141,3 +141,60 @@ def test_tune_method_typo_names_the_method_not_the_space_file():
     with pytest.raises(UnknownNameError, match="unknown method 'mlt'; choose one of: .*image_only") as e:
         build_space(SweepConfig(dataset="synthetic-tiny", method="mlt"))
     assert ".yaml" not in str(e.value)
+
+
+@pytest.mark.parametrize("item", ["train.lr=&a 0.1", "train.lr=*a", "cf.hidden=[&a 1, *a]"])
+def test_set_refuses_anchors_as_config_files_do(item):
+    with pytest.raises(ConfigError) as e:
+        build_run_config(None, {}, [item])
+    msg = str(e.value)
+    assert msg.startswith(f"--set {item}: ") and "anchors and aliases" in msg and "\n" not in msg, msg
+
+
+def test_cli_set_anchor_is_one_line():
+    r = runner.invoke(app, ["train", "--dataset", "synthetic-tiny", "--set", "train.lr=&a 0.1"])
+    assert r.exit_code == 2, r.output
+    assert "anchors and aliases" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_set_reads_exponents_and_keeps_other_scalars():
+    run = build_run_config(None, {}, ["train.lr=2e-3", "train.weight_decay=1E-5", "cf.model=bpr",
+                                      "train.trainable_blocks=2", "train.aux_epochs=~"])
+    assert (run.train.lr, run.train.weight_decay, run.cf.model) == (2e-3, 1e-5, "bpr")
+    assert (run.train.trainable_blocks, run.train.aux_epochs) == (2, None)
+
+
+def test_set_deeply_nested_value_is_one_line():
+    with pytest.raises(ConfigError, match=r"^--set cf\.hidden=\[\[\[") as e:
+        build_run_config(None, {}, ["cf.hidden=" + "[" * 5000 + "]" * 5000])
+    assert "\n" not in str(e.value) and len(str(e.value)) < 800
+
+
+def test_cf_also_refuses_anchors_and_reads_exponents():
+    from raysearch._cli.cf import _also
+    from raysearch.config import CFConfig
+
+    assert _also("bpr:lr=1e-4,dim=8", CFConfig()).lr == 1e-4
+    with pytest.raises(typer.Exit):
+        _also("bpr:lr=&a 0.1", CFConfig())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--alpha", "-1"], "train.alpha must be >= 0, got -1.0"),
+    (["--omega", "0"], "train.omega must be > 0, got 0.0"),
+])
+def test_cli_alpha_omega_error_names_the_wrong_one(flags, message):
+    r = runner.invoke(app, ["train", "--dataset", "synthetic-tiny", *flags])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_cli_config_with_a_duplicate_key_is_one_line(tmp_path):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("train:\n  lr: 0.5\ntrain:\n  epochs: 1\n")
+    r = runner.invoke(app, ["train", "--dataset", "synthetic-tiny", "--config", str(cfg)])
+    assert r.exit_code == 2, r.output
+    assert f"{cfg}: key 'train' is defined twice (lines 1 and 3)" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output

@@ -3,7 +3,9 @@
 
 Beyond "it parses", each test pins a property whose absence made a real sweep hang or fail:
 trials on the head, GPU workers the autoscaler cannot plan from zero, workers without bucket
-credentials, raysearch missing on autoscaled nodes.  Pure YAML/schema work: no Ray cluster.
+credentials, raysearch missing on autoscaled nodes, a torch CUDA build the GPU nodes' driver
+cannot run (torch silently on the CPU), pods that pip-install torch at every start, a head whose
+home volume it cannot write.  Pure YAML/schema/text work: no Ray cluster, no Docker.
 """
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import copy
 import functools
 import re
 import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +25,13 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from raysearch import cluster_cuda as cc
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 CRDS = Path(__file__).resolve().parents[2] / "shared" / "kuberay-crds"   # read there, never copied
-IMAGE = f"rayproject/ray:{ray.__version__}-py311-gpu"                     # the installed Ray's image
+IMAGE = f"rayproject/ray:{ray.__version__}-{cc.PYTHON}-{cc.CUDA}"         # the installed Ray's image, the rule's CUDA
+RAYSEARCH_IMAGE = re.compile(rf"[\w.:-]+/raysearch:[\w.]+-{cc.CUDA}")     # cluster/Dockerfile's, pushed
 CLOUDS = ["aws-gpu.yaml", "gcp-gpu.yaml"]
 # AWS instance types used by aws-gpu.yaml -> (vCPUs, GPUs), from the EC2 instance-type pages
 AWS_HARDWARE = {"g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4)}
@@ -255,8 +263,10 @@ def test_kuberay_manifests_match_the_crd_schemas():
     (lambda m: m["spec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "is not of type 'string'"),
     (lambda m: m["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
      .update(cpu="8 cores"), "does not match"),
-    (lambda m: m["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "RAYSEARCH_REF", "value": "other"}), "duplicate"),
+    (lambda m: m["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
+        env=[{"name": "RAYSEARCH_HOME", "value": "/a"}, {"name": "RAYSEARCH_HOME", "value": "/b"}]), "duplicate"),
+    (lambda m: m["spec"]["headGroupSpec"]["template"]["spec"]["securityContext"].update(fsGroup="100"),
+     "is not of type 'integer'"),
     (lambda m: m["spec"]["autoscalerOptions"].update(upscalingMode="Fast"), "is not one of"),
     (lambda m: m["spec"]["workerGroupSpecs"][0].pop("groupName"), "'groupName' is a required property"),
     (lambda m: m["spec"].update(managedBy="ray.io/kuberay-operator"), "CEL rules"),
@@ -296,20 +306,39 @@ def test_raycluster_autoscales_gpu_workers_from_zero_with_a_trial_free_head():
     assert "persistentVolumeClaim" in vols[mounts["/home/ray/.raysearch"]]
 
 
-def test_raycluster_pods_install_raysearch_and_start_ray():
+def _script(c: dict[str, Any]) -> str:
+    return " ".join(c.get("command", []) + c.get("args", []))
+
+
+def test_raycluster_pods_run_the_prebuilt_image_and_start_ray_without_installing():
+    """Pods start Ray from the image (cluster/Dockerfile): no clone, no pip, no torch download per
+    scale-up; the CUDA check runs first (GPU pods: --require-gpu), KubeRay's `ray start` last."""
     rc = _raycluster()
     assert rc["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true", \
-        "without it KubeRay replaces our command and raysearch is never installed"
+        "without it KubeRay replaces our command and the CUDA check never runs"
     spec = rc["spec"]
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
         (c,) = _containers(group)
-        assert c["image"] == IMAGE
-        script = " ".join(c.get("command", []) + c.get("args", []))
-        assert 'import raysearch' in script and re.search(r"pip install .*-e /home/ray/raysearch", script)
-        assert "ray[default" in script, "Ray without the dashboard extra (State API)"
+        assert RAYSEARCH_IMAGE.fullmatch(c["image"]), f"{c['image']}: not cluster/Dockerfile's image (-{cc.CUDA} tag)"
+        script = _script(c)
+        assert not re.search(r"\bpip3? install|\bgit clone|\bconda install|uv pip", script), \
+            f"{c['name']} installs at start: {script!r}"
+        gpu = int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1
+        check = re.search(r"python -m raysearch\.cluster_cuda check( --require-gpu)?", script)
+        assert check, f"{c['name']}: no CUDA check before ray start"
+        assert bool(check.group(1)) == gpu, f"{c['name']}: --require-gpu exactly on GPU pods"
         assert script.rstrip().endswith("$KUBERAY_GEN_RAY_START_CMD"), "Ray must be started last"
-        env = {e["name"]: e["value"] for e in c["env"]}
-        assert env["RAYSEARCH_REPO"] and env["RAYSEARCH_REF"]
+        assert "set -e" in script, "a failed check must stop the pod"
+
+
+def test_raycluster_head_can_write_its_home_volume():
+    """Ray images run as uid 1000 / gid 100; a CSI volume's root is root-owned: fsGroup 100 makes
+    the raysearch-home volume group-writable for the ray user."""
+    head = _raycluster()["spec"]["headGroupSpec"]["template"]["spec"]
+    sc = head.get("securityContext", {})
+    assert sc.get("fsGroup") == 100, "raysearch-home would stay root-owned: prepare and the runs fail"
+    assert sc.get("runAsUser", 1000) == 1000 and sc.get("runAsGroup", 100) in (100, None)
+    assert sc.get("fsGroupChangePolicy") in (None, "OnRootMismatch", "Always")
 
 
 def test_rayjob_runs_a_tune_sweep_on_the_same_cluster_and_cleans_up():
@@ -338,3 +367,340 @@ def test_rayjob_runs_a_tune_sweep_on_the_same_cluster_and_cleans_up():
     gpu = rc["spec"]["workerGroupSpecs"][0]
     assert float(opt["--cpus-per-trial"]) <= float(_containers(gpu)[0]["resources"]["limits"]["cpu"]), \
         "a trial must fit in one GPU pod"
+
+
+# ---------------------------------------------------------------- CUDA build vs NVIDIA driver
+
+DOCKERFILE = CLUSTER / "Dockerfile"
+
+
+@dataclass
+class GpuNode:
+    """One GPU node type of one config, as the CUDA rule sees it."""
+
+    where: str            # "aws-gpu.yaml:gpu_1x"
+    node_image: str       # AMI / boot image; "" for a Kubernetes node pool
+    platform: str         # aws | gcp | kuberay
+    container_image: str
+    build: str | None     # the torch CUDA build its install puts there (None: nothing installs torch)
+
+
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction: comments dropped, ``\\`` continuations joined."""
+    out, buf = [], ""
+    for line in text.splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def _dockerfile_build(text: str) -> str | None:
+    runs = "\n".join(a for i, a in _dockerfile_instructions(text) if i == "RUN")
+    return cc.install_build(runs)
+
+
+def _cloud_gpu_nodes(name: str, cfg: dict[str, Any]) -> list[GpuNode]:
+    platform = cfg["provider"]["type"]
+    nodes = []
+    for node_type, t in _workers(cfg).items():
+        if t.get("resources", {}).get("GPU", 0) < 1:
+            continue
+        nc = t["node_config"]
+        image = nc["ImageId"] if platform == "aws" else nc["disks"][0]["initializeParams"]["sourceImage"]
+        docker = {**cfg.get("docker", {}), **t.get("docker", {})}
+        container = docker.get("worker_image") or docker["image"]
+        cmds = cfg.get("initialization_commands", []) + t.get("worker_setup_commands", cfg["worker_setup_commands"])
+        build = cc.install_build("\n".join(cmds))
+        if build is None and "raysearch:" in container:
+            build = cc.container_image_cuda(container)  # the prebuilt image, nothing reinstalled
+        nodes.append(GpuNode(f"{name}:{node_type}", image, platform, container, build))
+    return nodes
+
+
+def _kuberay_gpu_nodes(name: str, manifest: dict[str, Any], dockerfile_build: str | None) -> list[GpuNode]:
+    spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
+    nodes = []
+    for g in spec.get("workerGroupSpecs", []):
+        for c in _containers(g):
+            if int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) < 1:
+                continue
+            build = cc.install_build(_script(c))
+            if build is None and "raysearch:" in c["image"]:
+                tag = cc.container_image_cuda(c["image"])
+                # the image is cluster/Dockerfile's: its tag and the Dockerfile's torch build must agree
+                build = tag if tag == dockerfile_build else f"tag {tag} vs Dockerfile {dockerfile_build}"
+            nodes.append(GpuNode(f"{name}:{g['groupName']}", "", "kuberay", c["image"], build))
+    return nodes
+
+
+def _all_gpu_nodes(configs: dict[str, dict[str, Any]], dockerfile: str) -> list[GpuNode]:
+    nodes: list[GpuNode] = []
+    build = _dockerfile_build(dockerfile)
+    for name, cfg in configs.items():
+        if cfg.get("kind") in ("RayCluster", "RayJob", "RayService"):
+            nodes += _kuberay_gpu_nodes(name, cfg, build)
+        elif cfg.get("provider", {}).get("type") in ("aws", "gcp"):
+            nodes += _cloud_gpu_nodes(name, prepare_config(cfg))
+    return nodes
+
+
+def cuda_errors(nodes: list[GpuNode]) -> list[str]:
+    """Every disagreement between a GPU node's driver, its torch build, its container image's CUDA
+    and the rule (raysearch/cluster_cuda.py)."""
+    errors = []
+    kuberay_pool = next(n for n in cc.NODE_IMAGES if n.platform == "kuberay")
+    for n in nodes:
+        driver = kuberay_pool.driver if n.platform == "kuberay" else cc.image_driver(n.node_image)
+        if n.platform != "kuberay" and driver is None:
+            errors.append(f"{n.where}: image {n.node_image!r}: its NVIDIA driver is not known "
+                          f"(add it to raysearch.cluster_cuda.NODE_IMAGES)")
+            continue
+        if n.build is None:
+            errors.append(f"{n.where}: nothing installs torch on this GPU node type")
+        elif n.build.startswith(("missing-index:", "tag ")):
+            errors.append(f"{n.where}: torch build {n.build}: pinned without PyTorch's index for it / "
+                          f"image tag and Dockerfile disagree")
+        else:
+            if n.build != cc.CUDA:
+                errors.append(f"{n.where}: installs torch +{n.build}, the rule's build is +{cc.CUDA}")
+            err = cc.pairing_error(driver, n.build)
+            if err:
+                errors.append(f"{n.where}: {err}")
+        image_cuda = cc.container_image_cuda(n.container_image)
+        if image_cuda is None:
+            errors.append(f"{n.where}: container image {n.container_image!r} hides its CUDA version "
+                          f"(use an explicit -cuXXX tag, e.g. {cc.ray_image()})")
+        else:
+            err = cc.pairing_error(driver, image_cuda)
+            if err:
+                errors.append(f"{n.where}: container image {n.container_image}: {err}")
+    return errors
+
+
+def _every_config() -> dict[str, dict[str, Any]]:
+    names = sorted(str(f.relative_to(CLUSTER)) for f in CLUSTER.rglob("*.yaml"))
+    return {n: _load(n) for n in names}
+
+
+def test_every_gpu_node_type_runs_a_torch_build_its_driver_supports():
+    configs = _every_config()
+    assert set(configs) >= {*CLOUDS, "kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "local-autoscale.yaml"}
+    nodes = _all_gpu_nodes(configs, DOCKERFILE.read_text())
+    covered = {n.where.split(":")[0] for n in nodes}
+    # a config without GPU node types is named here, so a new GPU config cannot slip past unread
+    assert set(configs) - covered == {"local-autoscale.yaml"}, sorted(set(configs) - covered)
+    assert len(nodes) == 6, [n.where for n in nodes]   # aws 2 + gcp 2 + 1 GPU group in each manifest
+    assert cuda_errors(nodes) == []
+    assert {n.build for n in nodes} == {cc.CUDA}
+
+
+def _aws(m):
+    return m["aws-gpu.yaml"]
+
+
+def _gcp(m):
+    return m["gcp-gpu.yaml"]
+
+
+def _set_gcp_image(m, image):
+    for t in _gcp(m)["available_node_types"].values():
+        t["node_config"]["disks"][0]["initializeParams"]["sourceImage"] = image
+
+
+def _set_setup(m, cmd):
+    _aws(m)["setup_commands"] = [cmd]
+
+
+def _set_worker_image(m, name, image):
+    spec = m[name]["spec"].get("rayClusterSpec", m[name]["spec"])
+    spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"] = image
+
+
+_OLD = "projects/deeplearning-platform-release/global/images/family/common-cu124-ubuntu-2204-nvidia-550"
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    # a GPU image whose driver is older than the build needs
+    (lambda m, d: (_set_gcp_image(m, _OLD), d), "needs NVIDIA driver >= 570, not 550"),
+    # the issue's failure: no CUDA index, so PyPI's default +cu130 (driver >= 580) on driver-570 images
+    (lambda m, d: (_set_setup(m, 'pip install -q "ray[default,tune,train]==2.60.0" -e /home/ray/raysearch'), d),
+     "needs NVIDIA driver >= 580"),
+    # pinned +cu128 but the index given is cu126's: pip would not find it
+    (lambda m, d: (_set_setup(m, "pip install --extra-index-url https://download.pytorch.org/whl/cu126 "
+                                 "torch==2.14.1+cu128 -e /home/ray/raysearch"), d), "missing-index:cu128"),
+    # a build the images could run but that is not the rule's one
+    (lambda m, d: (_set_setup(m, "pip install --extra-index-url https://download.pytorch.org/whl/cu126 "
+                                 "torch==2.14.1+cu126 -e /home/ray/raysearch"), d), "the rule's build is +cu128"),
+    # Ray's -gpu alias: which CUDA (and which driver) it needs is invisible
+    (lambda m, d: (_aws(m)["docker"].update(image="rayproject/ray:2.60.0-py311-gpu"), d), "hides its CUDA version"),
+    (lambda m, d: (_gcp(m)["docker"].update(image="rayproject/ray:2.60.0-py311-cu130"), d),
+     "container image rayproject/ray:2.60.0-py311-cu130: torch +cu130 needs NVIDIA driver >= 580"),
+    # an AMI the table does not know
+    (lambda m, d: (_aws(m)["available_node_types"]["gpu_1x"]["node_config"].update(ImageId="ami-0123456789abcdef0"), d),
+     "its NVIDIA driver is not known"),
+    # KubeRay: an image tag of another build than the Dockerfile's / the node pools' driver
+    (lambda m, d: (_set_worker_image(m, "kuberay/raycluster.yaml", "YOUR-REGISTRY/raysearch:0.1.0-cu130"), d),
+     "image tag and Dockerfile disagree"),
+    # the Dockerfile on cu130 (PyPI's default torch) under the manifests' -cu128 tag
+    (lambda m, d: (None, d.replace('"torch==2.14.1+cu128" "torchvision==0.29.1+cu128"', '"torch==2.14.1"')),
+     "tag cu128 vs Dockerfile cu130"),
+])
+def test_cuda_check_catches_mismatches(mutate, expect):
+    """Controls: each breaks one link between a GPU node's driver and its torch build."""
+    configs = copy.deepcopy(_every_config())
+    _, dockerfile = mutate(configs, DOCKERFILE.read_text())
+    errors = cuda_errors(_all_gpu_nodes(configs, dockerfile))
+    assert any(expect in e for e in errors), errors
+
+
+def test_cuda_check_follows_the_rule_not_the_configs(monkeypatch):
+    """The rule is the one place: change it (cu130 on images with driver >= 580) and every config
+    that still installs cu128 on driver-570 images is reported."""
+    monkeypatch.setattr(cc, "CUDA", "cu130")
+    errors = cuda_errors(_all_gpu_nodes(_every_config(), DOCKERFILE.read_text()))
+    wrong = {e.split(":")[0] for e in errors if "the rule's build is +cu130" in e}
+    assert wrong == {*CLOUDS, "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"}, errors
+
+
+def test_the_rules_tables_in_the_readme_match_the_module():
+    """cluster/README.md shows the rule; these are its tables, compared with raysearch/cluster_cuda.py."""
+    text = (CLUSTER / "README.md").read_text()
+    section = text[text.index("## CUDA and NVIDIA drivers"):text.index("## The image")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    drivers = {r[0]: int(r[1]) for r in rows if re.fullmatch(r"cu\d+", r[0])}
+    assert drivers == cc.MIN_DRIVER
+    images = [r for r in rows if len(r) == 4 and r[0] != "platform"]
+    assert [(r[1], int(re.search(r"\d{3}", r[2]).group())) for r in images] == \
+        [(n.name, n.driver) for n in cc.NODE_IMAGES]
+    assert {r[3] for r in images} == {cc.CUDA}
+    assert f"torch **{cc.TORCH}+{cc.CUDA}**" in section and f">= {cc.MIN_DRIVER[cc.CUDA]}**" in section
+
+
+def test_node_images_table_matches_the_images_the_configs_boot():
+    for n in _all_gpu_nodes(_every_config(), DOCKERFILE.read_text()):
+        if n.platform != "kuberay":
+            entry = cc.node_image(n.node_image)
+            assert entry is not None and entry.platform == n.platform, n
+            assert cc.image_driver(n.node_image) >= entry.driver
+
+
+@pytest.mark.parametrize("cmd, build", [
+    ('pip install -q "ray[default,tune,train]==2.60.0" -e /home/ray/raysearch', "cu130"),       # PyPI's default
+    ("pip install torch==2.14.1", "cu130"),
+    ("pip install --index-url https://download.pytorch.org/whl/cu126 torch==2.14.1", "cu126"),  # replaces PyPI
+    ("python -m pip install --extra-index-url=https://download.pytorch.org/whl/cu128 'torch==2.14.1+cu128' .", "cu128"),
+    ("pip install torch==2.14.1+cu128", "missing-index:cu128"),
+    ("pip install wandb && python -m raysearch.cluster_cuda check", None),                     # no torch
+    ("echo hi", None),
+])
+def test_install_build_reads_pip_commands(cmd, build):
+    assert cc.install_build(cmd) == build
+
+
+# ---------------------------------------------------------------- the node-side check
+
+_WANT = f"{cc.TORCH}+{cc.CUDA}"
+
+
+@pytest.mark.parametrize("facts, ok, expect", [
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=0, driver=None, cuda_available=False,
+          require_gpu=False), True, "no NVIDIA GPU on this node"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=1, driver="570.133.20", cuda_available=True,
+          require_gpu=True), True, "ok"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=4, driver="595.91.07", cuda_available=True,
+          require_gpu=True), True, "4 GPU(s): ok"),
+    # the issue's case: PyPI's torch on a driver-570 image
+    (dict(torch_version=f"{cc.TORCH}+cu130", torch_cuda="13.0", gpu_devices=1, driver="570.133.20",
+          cuda_available=False, require_gpu=True), False, f"the cluster's build is {_WANT}"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=1, driver="550.163.01", cuda_available=False,
+          require_gpu=True), False, "needs NVIDIA driver >= 570, not 550"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=0, driver=None, cuda_available=False,
+          require_gpu=True), False, "no NVIDIA GPU in this container"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=1, driver="575.51.03", cuda_available=False,
+          require_gpu=True), False, "torch.cuda.is_available() is False"),
+    (dict(torch_version=_WANT, torch_cuda="12.8", gpu_devices=1, driver="580.95.05", cuda_available=True,
+          require_gpu=True, torchvision_version="0.29.1+cu130"), False, "torchvision 0.29.1+cu130"),
+])
+def test_node_check_diagnoses(facts, ok, expect):
+    got_ok, line = cc.diagnose(**facts)
+    assert got_ok is ok and expect in line and "\n" not in line, line
+
+
+def test_node_check_runs_here_and_names_the_mismatch():
+    """The real command (as the pods run it) on this machine's torch: one line, exit 0 only when the
+    installed torch is the cluster's build."""
+    import torch
+
+    r = subprocess.run([sys.executable, "-m", "raysearch.cluster_cuda", "check"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    out = (r.stdout + r.stderr).strip()
+    assert out.startswith("raysearch cluster_cuda: ") and len(out.splitlines()) == 1, out
+    if torch.__version__ == _WANT:
+        assert r.returncode == 0, out
+    else:
+        assert r.returncode == 1 and f"torch {torch.__version__} is installed" in out and _WANT in out, out
+    r = subprocess.run([sys.executable, "-m", "raysearch.cluster_cuda", "pip-args"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and cc.install_build("pip install " + r.stdout) == cc.CUDA
+
+
+# ---------------------------------------------------------------- cluster/Dockerfile (lint: no Docker here)
+
+def dockerfile_errors(text: str) -> list[str]:
+    ins = _dockerfile_instructions(text)
+    errors = []
+    froms = [a for i, a in ins if i == "FROM"]
+    if froms != [cc.ray_image()]:
+        errors.append(f"FROM {froms}: expected the one base {cc.ray_image()} (Ray {cc.RAY}, explicit CUDA tag)")
+    runs = [a for i, a in ins if i == "RUN"]
+    build = _dockerfile_build(text)
+    if build != cc.CUDA:
+        errors.append(f"torch build {build}, the rule's is {cc.CUDA}")
+    if not any(f"torch=={cc.TORCH}+{cc.CUDA}" in r and f"torchvision=={cc.TORCHVISION}+{cc.CUDA}" in r
+               and cc.index_url(cc.CUDA) in r for r in runs):
+        errors.append(f"torch/torchvision not pinned to +{cc.CUDA} with {cc.index_url(cc.CUDA)}")
+    copies = [a for i, a in ins if i == "COPY"]
+    if not any(re.fullmatch(r"--chown=(ray|1000):(users|100) \. /home/ray/raysearch/?", a) for a in copies):
+        errors.append("the repository is not copied to /home/ray/raysearch owned by ray:users (1000:100)")
+    if not any(re.search(r"pip install .*\"ray\[default[^\"]*\]==" + re.escape(cc.RAY) + r"\".*-e /home/ray/raysearch", r)
+               for r in runs):
+        errors.append("raysearch is not installed (-e /home/ray/raysearch) with ray[default]==" + cc.RAY)
+    if not any("python -m raysearch.cluster_cuda check" in r for r in runs):
+        errors.append("no build-time check of the installed torch build")
+    env = " ".join(a for i, a in ins if i == "ENV")
+    m = re.search(r'NVIDIA_REQUIRE_CUDA="?cuda>=(\d+)\.(\d+)"?', env)
+    if not m or f"cu{m.group(1)}{m.group(2)}" != cc.CUDA:
+        errors.append(f"NVIDIA_REQUIRE_CUDA does not require the build's CUDA ({cc.CUDA})")
+    users = [a for i, a in ins if i == "USER"]
+    if users and users[-1] not in ("ray", "1000"):
+        errors.append(f"runs as USER {users[-1]}, not the Ray image's ray (1000)")
+    return errors
+
+
+def test_dockerfile_builds_the_rules_image():
+    assert dockerfile_errors(DOCKERFILE.read_text()) == []
+    ignore = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
+    assert {".git", ".venv"} <= set(ignore), "the build context would carry .venv and .git"
+
+
+@pytest.mark.parametrize("old, new, expect", [
+    (f"FROM {IMAGE}", f"FROM rayproject/ray:{ray.__version__}-py311-gpu", "expected the one base"),
+    ('"torch==2.14.1+cu128" "torchvision==0.29.1+cu128"', '"torch==2.14.1" "torchvision==0.29.1"',
+     "torch build cu130"),
+    ("COPY --chown=ray:users .", "COPY .", "owned by ray:users"),
+    ('cuda>=12.8', 'cuda>=13.0', "NVIDIA_REQUIRE_CUDA"),
+    ("&& python -m raysearch.cluster_cuda check", "", "no build-time check"),
+])
+def test_dockerfile_lint_catches_mistakes(old, new, expect):
+    text = DOCKERFILE.read_text()
+    assert old in text
+    errors = dockerfile_errors(text.replace(old, new))
+    assert any(expect in e for e in errors), errors

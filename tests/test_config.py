@@ -73,3 +73,93 @@ def test_non_positive_fields_are_each_named():
         TrainConfig(lr=-1.0, batch_size=0)
     with pytest.raises(ConfigError, match=r"^cf.dim=0: must be positive$"):
         CFConfig(dim=0)
+
+
+# ----------------------------------------------------------------------------- the YAML loader (issue 19)
+
+
+def test_duplicate_top_level_key_is_refused_naming_file_key_and_lines(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("train:\n  lr: 0.5\ncf:\n  dim: 8\ntrain:\n  alpha: 1.0\n")  # the first 'train' would be dropped
+    with pytest.raises(ConfigError) as e:
+        load_run_config(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and "'train'" in msg and "lines 1 and 5" in msg, msg
+    assert "\n" not in msg
+
+
+def test_duplicate_nested_key_is_refused_with_its_path(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("train:\n  lr: 0.1\n  alpha: 1.0\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"key 'train\.lr' .*lines 2 and 4"):
+        load_run_config(p)
+    p.write_text("train: {lr: 0.1, lr: 0.2}\n")  # flow style, one line
+    with pytest.raises(ConfigError, match=r"key 'train\.lr' .*both on line 1"):
+        load_run_config(p)
+
+
+def test_keys_equal_after_parsing_are_duplicates():
+    from raysearch.config import parse_yaml
+
+    for text in ("a: 1\n'a': 2\n", "1: x\n0x1: y\n", "true: x\nyes: y\n"):
+        with pytest.raises(ConfigError, match="twice"):
+            parse_yaml(text, "t.yaml")
+    # the same key in two different mappings is fine
+    assert parse_yaml("a: {x: 1}\nb: {x: 1}\n", "t.yaml") == {"a": {"x": 1}, "b": {"x": 1}}
+    assert parse_yaml("- {x: 1}\n- {x: 2}\n", "t.yaml") == [{"x": 1}, {"x": 2}]
+
+
+def test_duplicate_key_message_caps_a_huge_key():
+    from raysearch.config import parse_yaml
+
+    key = "k" * 100_000  # a long key is an explicit one ('? key'): plain keys stop at 1024 characters
+    with pytest.raises(ConfigError) as e:
+        parse_yaml(f"? {key}\n: 1\n? {key}\n: 2\n", "t.yaml")
+    assert len(str(e.value)) < 600 and "characters" in str(e.value)
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    from raysearch.config import parse_yaml
+
+    p = tmp_path / "run.yaml"
+    p.write_text("train:\n  weight_decay: 1e-4\n  lr: 2E-3\n  tau: 1.5e0\ncf:\n  lr: 5e+1\n")
+    cfg = load_run_config(p)
+    assert (cfg.train.weight_decay, cfg.train.lr, cfg.train.tau, cfg.cf.lr) == (1e-4, 2e-3, 1.5, 50.0)
+    got = parse_yaml("a: 1e-4\nb: -1e4\nc: .5e1\nd: 1_0e1\n", "t.yaml")
+    assert got == {"a": 1e-4, "b": -1e4, "c": 5.0, "d": 100.0} and all(isinstance(v, float) for v in got.values())
+
+
+def test_other_scalars_read_as_before():
+    import yaml
+
+    from raysearch.config import parse_yaml
+
+    text = ("i: 10\nh: 0x1F\no: 017\ns: 1:30\nf: 1.5\ng: 1.0e-3\nn: .nan\ninf: -.inf\nb: yes\nz: ~\n"
+            "w: e4\nx: 1e\ny: 1e-\nq: '1e-4'\nd: 2024-01-02\nv: 1.2.3\nt: abc\n")
+    ours, theirs = parse_yaml(text, "t.yaml"), yaml.safe_load(text)
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        if k == "n":
+            assert ours[k] != ours[k] and theirs[k] != theirs[k]  # NaN
+        else:
+            assert ours[k] == theirs[k] and type(ours[k]) is type(theirs[k]), k
+    assert yaml.safe_load("1e-4") == "1e-4"  # PyYAML's own SafeLoader is left alone
+
+
+def test_anchor_is_refused_in_one_line(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("train:\n  lr: &a 0.1\n")
+    with pytest.raises(ConfigError, match="anchors and aliases") as e:
+        load_run_config(p)
+    assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"alpha": -1.0}, "train.alpha must be >= 0, got -1.0"),
+    ({"omega": 0.0}, "train.omega must be > 0, got 0.0"),
+    ({"omega": -2.5}, "train.omega must be > 0, got -2.5"),
+])
+def test_alpha_and_omega_errors_name_the_wrong_one(kw, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**kw)
+    assert str(e.value) == message

@@ -321,3 +321,19 @@ def test_controlled_records_compare_each_arm_with_the_shared_config_arm():
     assert set(recs) == {"mtl:uniform", "mtl:interaction"} and all(r["vs"] == "mtl:loss" for r in recs.values())
     assert recs["mtl:interaction"]["mean diff"] == "+0.0000" and recs["mtl:interaction"]["p corrected t"] == "1.000"
     assert recs["mtl:uniform"]["mean diff"] == "+0.0500" and recs["mtl:uniform"]["pooled diff [95% CI]"].startswith("+")
+
+
+def test_a_second_command_on_the_same_experiment_folder_is_refused(tmp_path):
+    """Two `experiment --out same` racing: the one holding the folder's lock wins, the other gets a
+    one-line refusal before anything is read or written."""
+    from typer.testing import CliRunner
+
+    from raysearch._io import run_lock
+    from raysearch.cli import app
+
+    out = tmp_path / "exp"
+    with run_lock(out, what="held by the test"):
+        r = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--variants", "mtl:uniform",
+                                     "--out", str(out), "--no-wandb"])
+    assert r.exit_code != 0 and "is being run by another process" in r.output and "Traceback" not in r.output
+    assert not out.exists()

@@ -308,3 +308,116 @@ def test_next_run_removes_what_a_killed_cache_build_left(tmp_path):
     os.utime(legacy, (time.time() - 2 * 3600,) * 2)
     load_image_cache(ds, 16, home, progress=False)  # a cache hit still cleans
     assert not killed.exists() and not legacy.exists()
+
+
+# ----------------------------------------------------------------------------- issue 19: file-size limits, quotas, memory
+
+
+def _under_limit(blocks: int, argv: list[str], cwd=None):
+    """``argv`` in a shell with ``ulimit -f BLOCKS`` (1 KiB blocks), bounded by a timeout."""
+    import shlex
+    import subprocess
+
+    cmd = " ".join(shlex.quote(a) for a in argv)
+    return subprocess.run(["bash", "-c", f"ulimit -f {blocks}; exec {cmd}"], capture_output=True, text=True,
+                          timeout=240, cwd=cwd)
+
+
+_LIMITED_WRITES = r"""
+import json, sys
+from pathlib import Path
+import numpy as np, pyarrow as pa, torch
+from raysearch import _io
+from raysearch.data import load_folder
+from raysearch.data.images import load_image_cache
+tmp, out = Path(sys.argv[1]), {}
+def run(name, fn):
+    try:
+        fn()
+        out[name] = ["ok", ""]
+    except Exception as e:
+        out[name] = [type(e).__name__, str(e)]
+run("cache", lambda: load_image_cache(load_folder(sys.argv[2]), 64, tmp / "home", progress=False))
+run("parquet", lambda: _io.write_parquet_atomic(pa.table({"v": np.random.default_rng(0).random(20000)}),
+                                                 tmp / "cf" / "v.parquet"))
+run("torch", lambda: _io.torch_save({"w": torch.zeros(20000)}, tmp / "model" / "model.pt"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_writes_under_a_file_size_limit_name_the_file_being_written_and_the_limit(tmp_path):
+    """Under `ulimit -f` the image cache, CF vectors and model.pt were "File too large" / "Error writing
+    bytes ... [errno 27]" naming no file (torch.save: "unexpected pos"): now one line naming the file
+    being written and the limit, and no temp file left."""
+    import sys
+
+    folder = make_folder(tmp_path / "ds")
+    r = _under_limit(20, [sys.executable, "-c", _LIMITED_WRITES, str(tmp_path), str(folder)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    cache = image_cache_path(load_folder(folder), 64, tmp_path / "home")
+    for name, target in (("cache", cache), ("parquet", tmp_path / "cf" / "v.parquet"),
+                         ("torch", tmp_path / "model" / "model.pt")):
+        kind, msg = got[name]
+        assert kind == "FileTooLargeError", (name, kind, msg)
+        assert msg.startswith(f"{target}: file too large") and "ulimit -f 20" in msg and "\n" not in msg, msg
+        assert not any(p.name.endswith(".tmp") for p in target.parent.iterdir()), list(target.parent.iterdir())
+        assert not target.exists()
+    assert "train.image_size=64" in got["cache"][1]  # the cache names the flag that sized it
+
+
+@pytest.mark.timeout(300)
+def test_prepare_under_a_file_size_limit_names_the_dataset_file_not_the_source(tmp_path):
+    import sys
+
+    from test_bad_input import make_ml
+
+    raw = make_ml(tmp_path / "raw")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(raw / "posters" / "2.jpg")
+    home = tmp_path / "home"
+    r = _under_limit(8, [sys.executable, "-m", "raysearch.cli", "prepare", "-d", "movielens", "--raw", str(raw),
+                         "--data-root", str(home)])
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = lines[0]
+    assert f"{home / 'datasets' / 'movielens' / 'images'}/" in line and "ulimit -f 8" in line, line
+    assert str(raw) not in line and ".tmp" not in line, line  # not the source file, not the temp folder
+    assert [p.name for p in (home / "datasets").iterdir()] == [".movielens.lock"]
+
+
+def test_quota_and_file_system_limits_are_one_line_naming_the_destination(tmp_path, monkeypatch):
+    def fail(code, text):
+        def write(*_a, **_k):
+            raise OSError(code, text)
+        return write
+
+    target = tmp_path / "out" / "x.parquet"
+    monkeypatch.setattr(pq, "write_table", fail(errno.EDQUOT, "Disk quota exceeded"))
+    with pytest.raises(_io.DiskFullError, match=rf"^{target}: disk quota exceeded"):
+        _io.write_parquet_atomic(pa.table({"a": [1]}), target)
+    monkeypatch.setattr(_io, "fsize_limit", lambda: None)  # EFBIG with no ulimit: the file system's maximum
+    monkeypatch.setattr(pq, "write_table", fail(errno.EFBIG, "File too large"))
+    with pytest.raises(_io.FileTooLargeError, match=rf"^{target}: file too large for its file system"):
+        _io.write_parquet_atomic(pa.table({"a": [1]}), target)
+    assert list(target.parent.iterdir()) == []
+    assert issubclass(_io.FileTooLargeError, _io.WriteError) and issubclass(_io.DiskFullError, _io.WriteError)
+
+
+def test_image_size_and_batch_are_checked_against_memory_before_allocating(tmp_path, monkeypatch):
+    """`train --set train.image_size=1000000000` was numpy's "Unable to allocate 2.60 EiB"."""
+    from raysearch.data.images import ResourceError, check_memory
+
+    ds, home = load_folder(make_folder(tmp_path / "ds")), tmp_path / "home"
+    with pytest.raises(ResourceError, match=r"^train\.image_size=1000000000: .* needs about [\d.e+]+ EB of memory"):
+        load_image_cache(ds, 1_000_000_000, home, progress=False)
+    monkeypatch.setattr(_io, "available_memory", lambda: 1 << 30)  # 1 GB
+    check_memory(512, batch_size=64)  # 0.45 GB: fits
+    with pytest.raises(ResourceError, match=r"^train\.image_size=20000: .*1\.0 GB available; lower train\.image_size"):
+        check_memory(20000)
+    with pytest.raises(ResourceError, match=r"^train\.batch_size=1024 at train\.image_size=512: .*lower train\.batch_size"):
+        check_memory(512, batch_size=1024)
+    assert not image_cache_path(ds, 1_000_000_000, home).parent.exists() or \
+        not any(image_cache_path(ds, 1_000_000_000, home).parent.glob("*.tmp"))
+    assert _io.human(3e18) == "2.6 EB" and _io.human(3e15) == "2.7 PB"

@@ -149,3 +149,49 @@ def test_load_space_by_shipped_name():
     assert load_space("synthetic").path == str(spaces_dir() / "synthetic.yaml")
     with pytest.raises(ConfigError, match=r"not found: nope \(shipped spaces: .*synthetic"):
         load_space("nope")
+
+
+# ----------------------------------------------------------------------------- issue 19
+
+
+def test_parameter_defined_twice_is_refused(tmp_path):
+    p = tmp_path / "space.yaml"
+    p.write_text("params:\n"
+                 "  train.alpha: {type: float, low: 0.0, high: 5.0}\n"
+                 "  train.lr: {type: float, low: 0.001, high: 0.01, log: true}\n"
+                 "  train.alpha: {type: float, low: 2.0, high: 3.0}\n")  # would silently win
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and "train.alpha" in msg and "lines 2 and 4" in msg, msg
+    assert "\n" not in msg
+
+
+def test_duplicate_section_in_a_space_is_refused(tmp_path):
+    p = tmp_path / "space.yaml"
+    p.write_text("params:\n  train.alpha: {type: float, low: 0.0, high: 5.0}\n"
+                 "base:\n  train: {epochs: 3}\n"
+                 "params:\n  train.lr: {type: float, low: 0.001, high: 0.01}\n")
+    with pytest.raises(ConfigError, match=r"key 'params' .*lines 1 and 5"):
+        load_space(p)
+
+
+def test_exponent_bounds_are_floats(tmp_path):
+    p = tmp_path / "space.yaml"
+    p.write_text("params:\n  train.lr: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+                 "  train.weight_decay: {type: categorical, choices: [0, 1e-5, 1e-4]}\n")
+    space = load_space(p)
+    lr, wd = space.params
+    assert (lr.low, lr.high) == (1e-4, 1e-2)
+    assert wd.choices == (0.0, 1e-5, 1e-4) and all(isinstance(c, float) for c in wd.choices)
+
+
+def test_keys_of_mixed_types_are_an_error_not_a_crash(tmp_path):
+    # sorting the unknown keys for the message compared str with bool: a TypeError traceback
+    for text, needle in (("asha:\n  base: null\n  false: null\n", "asha"), ("1: x\nbase: {}\n", "top-level"),
+                         ("params:\n  train.alpha: {type: float, low: 0, high: 1, 2: x, z: y}\n", "unknown option")):
+        p = tmp_path / "space.yaml"
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=needle) as e:
+            load_space(p)
+        assert str(e.value).startswith(f"{p}: ")

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     # results.parquet + best.yaml (a config `raysearch train --config` reads), chosen on val mAP
     disk = pd.read_parquet(res.run_dir / "results.parquet")
     assert len(disk) == 4
+    # where each trial ran, readable (issue 18): the host name and IP its training reported
+    assert disk["node"].notna().all() and disk["node_ip"].notna().all()
+    assert (disk["host"] == socket.gethostname()).all(), disk[["trial_id", "host", "node_ip"]]
     best = load_run_config(res.best_yaml)
     top = df.loc[df["best_val_map"].idxmax()]
     assert best.train.lr == pytest.approx(top["train.lr"]) and best.train.backbone == "tiny_cnn"
@@ -88,6 +92,10 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     r = CliRunner().invoke(app, ["results", str(res.run_dir), "--json"])
     assert r.exit_code == 0, r.output
     assert {x["trial_id"] for x in json.loads(r.output)} == set(df["trial_id"])
+    assert {x["host"] for x in json.loads(r.output)} == {socket.gethostname()}
+    r = CliRunner().invoke(app, ["results", str(res.run_dir)])
+    header = next(ln for ln in r.output.splitlines() if "┃ #" in ln)
+    assert r.exit_code == 0 and "node" in header and socket.gethostname() in r.output, r.output
 
 
 @pytest.mark.timeout(240)
@@ -223,6 +231,33 @@ def test_ctrl_c_with_fifo_writes_results_and_resume_hint(ray_session, tmp_path):
     again = run_sweep(dataclasses.replace(cfg, resume=True))
     assert len(again.results) == 4 and not again.interrupted
     assert set(again.results["stop_reason"]) <= {"completed", "early_stopped"}
+
+
+class _InterruptAtStart(Callback):
+    """Ctrl+C as the k-th trial starts: it is interrupted before its first report."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.started = k, 0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started += 1
+        if self.started == self.k:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.timeout(240)
+def test_interrupted_trial_without_a_report_keeps_its_parameters(ray_session, tmp_path):
+    """Issue 18: a trial the sweep left before it ever ran (pending: the session's 2 CPUs hold the
+    data owner and one trial) showed '-' for every parameter, as its Result has no metrics, hence
+    no config; its Trial's config is known and is what results.parquet keeps."""
+    res = run_sweep(_cfg(tmp_path, "cut", trials=2, max_concurrent=2, epochs=1, scheduler="none", wandb=False),
+                    callbacks=[_InterruptAtStart(1)])
+    df = pd.read_parquet(res.run_dir / "results.parquet")
+    cut = df[(df["stop_reason"] == "interrupted") & (df["epochs_run"] == 0)]
+    assert res.interrupted and len(cut) == 2, df[["trial_id", "stop_reason", "epochs_run"]]
+    assert cut[["train.weighting", "train.alpha", "train.lr"]].notna().all(axis=None), cut
+    for _, r in cut.iterrows():
+        assert json.loads(r["config"])["train"]["lr"] == pytest.approx(r["train.lr"])
 
 
 def test_name_with_path_separators_or_existing_sweep_writes_nothing(ray_session, tmp_path):

@@ -28,9 +28,7 @@ def _cf_config(**given: Any):
 
 def _also(spec: str, base_cfg):
     """``MODEL[:key=value,...]`` -> a CFConfig for the AUC table, other fields from ``base_cfg``."""
-    import yaml
-
-    from raysearch.config import CFConfig, from_dict, to_dict
+    from raysearch.config import CFConfig, ConfigError, from_dict, parse_yaml, to_dict
 
     name, _, rest = spec.partition(":")
     data = to_dict(base_cfg)
@@ -39,15 +37,11 @@ def _also(spec: str, base_cfg):
         k, eq, v = kv.partition("=")
         if not eq:
             fail(f"--also {spec!r}: expected MODEL[:key=value,...], got {kv!r}")
-        try:
-            val = yaml.safe_load(v)
-        except yaml.YAMLError:
-            fail(f"--also {spec!r}: value {v!r} of {k.strip()!r} is not a number, word or list")
-        if isinstance(val, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                val = float(val)
-            except ValueError:
-                pass
+        try:  # read as config files are: no anchors, no duplicate keys, "1e-3" a float
+            val = parse_yaml(v, f"--also {spec!r}",
+                             syntax_error=f"value {v!r} of {k.strip()!r} is not a number, word or list")
+        except ConfigError as e:
+            fail(str(e))
         data[k.strip()] = val
     if isinstance(data.get("hidden"), int):
         data["hidden"] = [data["hidden"]]

@@ -139,7 +139,20 @@ WorkersPerTrial = Annotated[int, typer.Option("--workers-per-trial", help="> 1 r
 MaxFailures = Annotated[int, typer.Option(
     "--max-failures", help="Restarts per trial after a failure (node loss), each from its last checkpoint.")]
 CheckpointEvery = Annotated[int, typer.Option(
-    "--checkpoint-every", help="Epochs between fault-tolerance checkpoints (0: none).")]
+    "--checkpoint-every",
+    help="Epochs between fault-tolerance checkpoints (0: none). Saves are spaced by cost: a due save is "
+         "skipped until the training since the last save is at least 10x what a save costs (checkpoints "
+         "take <= ~10% of training time), so short epochs are saved every few epochs, not every N "
+         "(tune: --checkpoint-overhead 0 saves every N epochs; DDP trials always save every N).")]
+CheckpointOverhead = Annotated[float, typer.Option(
+    "--checkpoint-overhead",
+    help="Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
+         "the training since the last save is >= its measured cost / this (0.1: ~10%). 0: no spacing, save "
+         "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")]
+StatusEvery = Annotated[float, typer.Option(
+    "--status-every",
+    help="Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "
+         "this many seconds (0: none). On a terminal the status line is redrawn in place.")]
 MaxConcurrent = Annotated[Optional[int], typer.Option(
     "--max-concurrent", help="Trials running at once (default: what the resources allow).")]
 WandbProject = Annotated[str, typer.Option("--wandb-project", help="W&B project (offline without an API key).")]
@@ -185,17 +198,16 @@ def _field_type(section_cls: Any, name: str) -> Any:
 
 
 def _scalar(item: str, raw: str, tp: Any) -> Any:
-    """The YAML scalar of ``raw``; a float field also takes ``1e-4`` (a string to YAML 1.1)."""
+    """The YAML value of ``raw``, read as config files are (:func:`~raysearch.config.parse_yaml`: no
+    anchors, no duplicate keys, ``1e-4`` a float); a float field also takes the words Python reads
+    as floats (``nan``, ``inf``), so the finite check refuses them by name."""
     import typing
 
-    import yaml
+    from raysearch.config import parse_yaml
+    from raysearch.errors import MAX_ECHO, short
 
-    from raysearch.config import ConfigError
-
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item}: value {raw!r} is not a YAML scalar or list") from None
+    shown = item if len(item) <= MAX_ECHO else f"{item[:MAX_ECHO]}... ({len(item):,} characters)"
+    value = parse_yaml(raw, f"--set {shown}", syntax_error=f"value {short(raw)} is not a YAML scalar or list")
     if isinstance(value, str) and float in (tp, *typing.get_args(tp)):
         try:
             return float(value)

@@ -11,7 +11,7 @@ from rich.console import Console
 from raysearch._cli import emit_json, fail, guarded
 from raysearch._cli.options import (
     Address, CpusPerTrial, DataRoot, Dataset, Epochs, JsonOut, MaxConcurrent, Method, NoWandb, RunDir, Top,
-    WandbProject, add, CheckpointEvery, GpusPerTrial, MaxFailures, WorkersPerTrial,
+    WandbProject, add, CheckpointEvery, CheckpointOverhead, GpusPerTrial, MaxFailures, StatusEvery, WorkersPerTrial,
 )
 
 _I = Optional[int]
@@ -50,7 +50,7 @@ def tune(
     grace_period: GracePeriod = None, reduction_factor: ReductionFactor = None, epochs: Epochs = None,
     cpus_per_trial: CpusPerTrial = 1.0, gpus_per_trial: GpusPerTrial = 0.0, workers_per_trial: WorkersPerTrial = 1,
     torch_trainer: TorchTrainer = False, max_failures: MaxFailures = 2, checkpoint_every: CheckpointEvery = 1,
-    storage: Storage = None, name: Name = None, resume: Resume = False, address: Address = None,
+    checkpoint_overhead: CheckpointOverhead = 0.1, status_every: StatusEvery = 60.0, storage: Storage = None, name: Name = None, resume: Resume = False, address: Address = None,
     wandb_project: WandbProject = "raysearch", no_wandb: NoWandb = False, seed: Seed = 0,
     data_root: DataRoot = None, top: Top = 10, json_out: JsonOut = False,
 ) -> None:
@@ -59,20 +59,23 @@ def tune(
 
     if resume and not name:
         fail("--resume needs the --name of the sweep to continue")
+    if not status_every >= 0:
+        fail(f"--status-every must be >= 0 seconds, got {status_every}")
     cfg = guarded(lambda: SweepConfig(
         dataset=dataset, data_root=data_root, space=space, method=method, trials=trials,
         max_concurrent=max_concurrent, scheduler=scheduler, search=search, grace_period=grace_period,
         reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         workers_per_trial=workers_per_trial, storage=storage, name=name, resume=resume, address=address,
         wandb=not no_wandb, wandb_project=wandb_project, seed=seed, epochs=epochs, torch_trainer=torch_trainer,
-        max_failures=max_failures, checkpoint_every=checkpoint_every,
+        max_failures=max_failures, checkpoint_every=checkpoint_every, checkpoint_overhead=checkpoint_overhead,
+        status_every=status_every,
     ))
-    # --resume rebuilds the space from the sweep's own sweep.json (the flags given now don't count)
+    # --resume rebuilds the space from the sweep's own sweep.json (a flag contradicting it is refused)
     sp = None if resume else guarded(lambda: build_space(cfg))
     if json_out:  # stdout is the JSON alone: whatever Ray or Tune print goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             res = guarded(lambda: run_sweep(cfg, sp, progress=False))
-        return _emit_sweep(res, top)
+        return _emit_sweep(res, cfg, top)
     _print_sweep(guarded(lambda: run_sweep(cfg, sp)), cfg, top)
 
 
@@ -80,12 +83,27 @@ def _all_failed(df) -> bool:
     return len(df) > 0 and bool((df["stop_reason"] == "error").all())
 
 
-def _emit_sweep(res, top: int) -> None:
+def resume_hint(cfg, name: str) -> str:
+    """The command that continues sweep ``name``: it repeats where the sweep runs and is kept
+    (``--address``, ``--storage``, ``--data-root``), else a copy run on a cluster's head would start a
+    local Ray there and look for the sweep in the default runs folder.  Shell-quoted, one line."""
+    import shlex
+
+    args = ["raysearch", "tune", "--dataset", cfg.dataset, "--name", name, "--resume"]
+    for flag, value in (("--address", cfg.address), ("--storage", cfg.storage), ("--data-root", cfg.data_root)):
+        if value:
+            args += [flag, str(value)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _emit_sweep(res, cfg, top: int) -> None:
     from raysearch.report import results_records
 
     emit_json({"run_dir": str(res.run_dir), "best_yaml": str(res.best_yaml) if res.best_yaml else None,
                "wall_time_s": res.wall_time_s, "shared": res.shared_stats,
-               "interrupted": res.interrupted, "trials": results_records(res.results, top)})
+               "interrupted": res.interrupted,
+               "resume_command": resume_hint(cfg, res.run_dir.name) if res.interrupted else None,
+               "trials": results_records(res.results, top)})
     if _all_failed(res.results):
         for line in _distinct_errors(res.results):
             typer.echo(f"error: {line}", err=True)
@@ -95,16 +113,20 @@ def _emit_sweep(res, top: int) -> None:
 def _print_sweep(res, cfg, top: int) -> None:
     from raysearch.report import results_table
 
+    from rich.markup import escape
+
     df, con = res.results, _console()
     con.print(results_table(df, top=top, title=res.run_dir.name))
-    con.print(f"run directory: {res.run_dir}  (results.parquet, best.yaml)   wall time {res.wall_time_s:.0f} s")
+    files = "results.parquet, best.yaml" if res.best_yaml else "results.parquet; no best.yaml: no trial finished"
+    con.print(f"run directory: {escape(str(res.run_dir))}  ({files})   wall time {res.wall_time_s:.0f} s",
+              soft_wrap=True)
     if res.best_yaml:
         # soft_wrap: the command stays on one line, so it can be copied
-        con.print(f"best config: {res.best_yaml}  ->  raysearch train --config {res.best_yaml}", soft_wrap=True)
+        con.print(f"best config: {res.best_yaml}  ->  raysearch train --config {res.best_yaml}", soft_wrap=True,
+                  markup=False)
     if res.interrupted:
         con.print(f"[yellow]interrupted after {len(df)} of {cfg.trials} trials; continue with "
-                  f"`raysearch tune --dataset {cfg.dataset} --name {res.run_dir.name} --resume`"
-                  f"{' --storage ' + cfg.storage if cfg.storage else ''}[/yellow]")
+                  f"`{escape(resume_hint(cfg, res.run_dir.name))}`[/yellow]", soft_wrap=True)
     if (df["retries"] > 0).any() if "retries" in df else False:
         con.print(f"{int((df['retries'] > 0).sum())} trial(s) restarted after a failure "
                   f"({int(df['retries'].sum())} restarts; see the retries column)")

@@ -126,13 +126,18 @@ def _check_out(out: Optional[str]) -> None:
 
 
 def _check_run(run) -> None:
-    """Before any data work: the method's stage plan, the device and the backbone's weights."""
+    """Before any data work: the method's stage plan, the device, the memory the image and batch sizes
+    need, and the backbone's weights."""
     from raysearch.model.backbones import create_backbone
     from raysearch.train.methods import METHODS
 
     method = guarded(lambda: METHODS.get(run.train.method))
     checked(lambda: method.stages(run.train))  # e.g. sequential with 1 epoch
     _check_device(run.train.device)
+    from raysearch.data.images import check_memory
+
+    # image size x batch size against the memory, before any allocation (a typo of 1e9 px is one line)
+    guarded(lambda: check_memory(run.train.image_size, batch_size=run.train.batch_size))
     guarded(lambda: create_backbone(run.train.backbone, run.train.weights))  # fail fast on weights
 
 

@@ -99,8 +99,8 @@ def _download_one(urls: list[str], dest: Path, cfg: DownloadConfig) -> tuple[str
             except _Permanent as e:
                 reason = str(e)
                 break  # next URL
-            except _io.DiskFullError:
-                raise  # no retry fills a full disk: stop the whole download with one line
+            except _io.WriteError:
+                raise  # no retry fills a full disk or lifts a file-size limit: stop the whole download, one line
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 reason = f"{getattr(e, 'reason', None) or e} (after {attempt + 1} attempts)"
     return "failed", last, reason

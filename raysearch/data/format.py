@@ -189,14 +189,14 @@ def write_dataset(
         counts = pd.Series([l for ls in items["labels"] for l in ls]).value_counts()
         labels = sorted(counts.index, key=lambda l: (-counts[l], l))
     labels = list(labels)
-    pq.write_table(pa.Table.from_pandas(items, schema=ITEMS_SCHEMA, preserve_index=False), root / ITEMS_FILE)
+    _write_table(pa.Table.from_pandas(items, schema=ITEMS_SCHEMA, preserve_index=False), root / ITEMS_FILE)
     fields = [("user_id", pa.string()), ("item_id", pa.string())]
     if "rating" in inter.columns:
         fields.append(("rating", pa.float64()))
     if "timestamp" in inter.columns:
         fields.append(("timestamp", pa.int64()))
     inter = inter[[f for f, _ in fields]]
-    pq.write_table(pa.Table.from_pandas(inter, schema=pa.schema(fields), preserve_index=False), root / INTERACTIONS_FILE)
+    _write_table(pa.Table.from_pandas(inter, schema=pa.schema(fields), preserve_index=False), root / INTERACTIONS_FILE)
     meta = {
         "name": name,
         "source": source,
@@ -209,6 +209,18 @@ def write_dataset(
     _io.write_json(root / META_FILE, meta)
     write_manifest(root, items, meta["fingerprint"])
     return root
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    """``pq.write_table``; a full disk, quota or file-size limit is one line naming ``path`` (pyarrow's
+    own message names no file)."""
+    try:
+        pq.write_table(table, path)
+    except OSError as e:
+        err = _io.write_error(path, e)
+        if err is None:
+            raise
+        raise err from None
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -9,7 +9,9 @@ under a lock so concurrent trials build it once) and opened with
 page-cache pages.  It is written sequentially, never through a memory map: a
 memory-mapped sparse file on a full disk kills the process with SIGBUS, while a
 plain write fails with ENOSPC, which becomes one line (the free space is also
-checked before the first image, since the size is known).  The fingerprint hashes
+checked before the first image, since the size is known, and so are the memory the
+decode buffers need and the file-size limit: :func:`check_memory`, :func:`check_cache_space`,
+one line naming ``train.image_size``).  The fingerprint hashes
 the image bytes and item order, so a changed dataset gets a new cache file.  Normalisation and augmentation happen per batch on torch
 tensors, where they are cheap and vectorised.
 
@@ -33,6 +35,7 @@ from PIL import Image, ImageOps
 
 from raysearch import _io, paths
 from raysearch.data.format import Dataset, DatasetError
+from raysearch.errors import InputError
 from raysearch.progress import bar
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ImageError(DatasetError):
     """An item's image is missing, corrupt or undecodable; the message names the file."""
+
+
+class ResourceError(InputError):
+    """A setting (image size, batch size) whose buffers cannot fit in memory or on disk; the message
+    names the flag, its value and what it needs."""
 
 
 class BadImage(NamedTuple):
@@ -102,6 +110,54 @@ def scan_images(ds: Dataset, *, workers: int | None = None, progress: bool = Fal
     return bad
 
 
+# ----------------------------------------------------------------------------- resource estimates
+
+#: bytes per pixel of one image being decoded: PIL's RGB(X) image and its resized copy (4 + 4), the uint8 array (3)
+DECODE_BYTES_PER_PX = 11
+#: bytes per pixel of one training image: the uint8 batch (3), its float32 normalised copy (12) and the
+#: first layer's input gradient-free copy (12): a lower bound, activations come on top
+BATCH_BYTES_PER_PX = 27
+
+
+def check_memory(size: int, *, workers: int = 1, batch_size: int | None = None,
+                 size_flag: str = "train.image_size", batch_flag: str = "train.batch_size") -> None:
+    """Refuse, before any allocation, an image size (and batch size) whose buffers cannot fit in the
+    available memory: one line naming the flag and what it needs (a lower bound: when this passes,
+    training may still need more)."""
+    avail = _io.available_memory()
+    if avail is None or size <= 0:
+        return
+    px = size * size
+    decode = px * (DECODE_BYTES_PER_PX * max(1, workers) + 3)  # + the zero image of unreadable files
+    if decode > avail:
+        raise ResourceError(
+            f"{size_flag}={size}: decoding images at {size}x{size}px needs about {_io.human(decode)} of memory "
+            f"({max(1, workers)} at a time), {_io.human(avail)} available; lower {size_flag}")
+    if batch_size is not None and batch_size > 0:
+        batch = batch_size * px * BATCH_BYTES_PER_PX
+        if batch > avail:
+            raise ResourceError(
+                f"{batch_flag}={batch_size} at {size_flag}={size}: one batch of {size}x{size}px images needs "
+                f"at least {_io.human(batch)} of memory, {_io.human(avail)} available; lower {batch_flag} or "
+                f"{size_flag}")
+
+
+def check_cache_space(ds: Dataset, size: int, data_root: str | os.PathLike | None = None, *,
+                      size_flag: str = "train.image_size") -> None:
+    """Refuse, before writing, an image cache (``n_items x size x size x 3`` bytes) that does not fit on
+    its disk or under the file-size limit: the one-line error names the cache, the flag and the count."""
+    path = image_cache_path(ds, size, data_root)
+    try:
+        _io.check_free_space(path, _cache_bytes(ds.n_items, size))
+    except _io.WriteError as e:
+        raise type(e)(e.errno, f"{e.strerror} ({ds.n_items} images at {size_flag}={size}: lower {size_flag})",
+                      e.filename) from None
+
+
+def _cache_bytes(n: int, size: int) -> int:
+    return n * size * size * 3 + 4096  # + the .npy header (at most this)
+
+
 # ----------------------------------------------------------------------------- the cache
 
 def image_cache_path(ds: Dataset, size: int, data_root: str | os.PathLike | None = None) -> Path:
@@ -141,6 +197,8 @@ def load_image_cache(
     _io.clean_stale(path.parent)  # temp files of killed builds (up to the cache's size each)
     arr = _open(path, ds.n_items, size)
     if arr is None:
+        check_memory(size, workers=_workers(workers))  # before the decode buffers are allocated
+        check_cache_space(ds, size, data_root)
         with _lock(path):
             arr = _open(path, ds.n_items, size)  # another process may have built it meanwhile
             if arr is None:
@@ -201,7 +259,7 @@ def _build(ds: Dataset, size: int, path: Path, *, workers: int | None, progress:
     bad: list[BadImage] = []
     pths = [ds.image_path(i) for i in range(ds.n_items)]
     blank = np.zeros((size, size, 3), dtype=np.uint8)
-    with _io.atomic_path(path, needed=int(np.prod(shape)) + 4096, clean=True) as tmp, open(tmp, "wb") as f, \
+    with _io.atomic_path(path, needed=_cache_bytes(ds.n_items, size), clean=True) as tmp, open(tmp, "wb") as f, \
             bar(progress, f"caching {ds.name} images at {size}px", ds.n_items) as b, \
             ThreadPoolExecutor(_workers(workers)) as ex:
         np.lib.format.write_array_header_1_0(f, header)

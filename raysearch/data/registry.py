@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raysearch import _io, paths
-from raysearch.data.format import META_FILE, Dataset, DatasetError, load_folder
+from raysearch.data.format import (INTERACTIONS_FILE, ITEMS_FILE, MANIFEST_FILE, META_FILE, Dataset, DatasetError,
+                                   load_folder)
 from raysearch.registry import Registry
 
 
@@ -72,15 +73,51 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, rehas
         _recover(folder)
     if (folder / META_FILE).is_file() and not _stale_synthetic(name, folder):
         return load_folder(folder, rehash=rehash)
+    if name not in DATASETS:
+        _not_a_dataset(name, p, folder)  # say what is missing when it is a folder, or a file
     src = DATASETS.get(name)
     if src.kind == "synthetic":
         build_synthetic(src, folder)
         return load_folder(folder, rehash=rehash)
     hint = f" or try the built-in look-alike '{src.lookalike}'" if src.lookalike else ""
+    left = _dataset_files(folder)
+    if left:
+        raise DatasetError(
+            f"dataset {name!r}: {folder / META_FILE} is missing ({', '.join(left)} are there: deleted, or a "
+            f"prepare was interrupted); prepare it again with `raysearch prepare --dataset {name} --raw DIR "
+            f"--overwrite`{hint}.")
     raise DatasetError(
         f"dataset {name!r} is not prepared (no {folder / META_FILE}). Prepare it from the public dump with "
         f"`raysearch prepare --dataset {name} --raw DIR`{hint}."
     )
+
+
+def _dataset_files(folder: Path) -> list[str]:
+    """The parts of a prepared dataset folder that ``folder`` holds (none when it is not a folder)."""
+    if not folder.is_dir():
+        return []
+    return [f for f in (ITEMS_FILE, INTERACTIONS_FILE, MANIFEST_FILE, "images/") if (folder / f.rstrip("/")).exists()]
+
+
+def _not_a_dataset(name: str, given: Path, folder: Path) -> None:
+    """For a name that is no registered dataset: raise the error saying what ``given`` (or the folder of
+    that name under the data root) is missing; return when it is neither (the caller lists the names)."""
+    for cand in dict.fromkeys((given, folder)):
+        if cand.is_dir():
+            left = _dataset_files(cand)
+            if left:
+                raise DatasetError(f"{cand}: not a complete dataset folder: {META_FILE} is missing ({', '.join(left)} "
+                                   f"are there: it was deleted, or the folder was not fully written); write it again "
+                                   f"(`raysearch prepare ... --overwrite`, or write_dataset)")
+            raise DatasetError(f"{cand}: not a prepared dataset folder (no {META_FILE}, {ITEMS_FILE}, "
+                               f"{INTERACTIONS_FILE}); give a dataset name ({', '.join(DATASETS.names())}) or "
+                               f"a prepared folder")
+        if cand.exists():
+            raise DatasetError(f"{cand}: is a file, not a dataset folder; give a dataset name "
+                               f"({', '.join(DATASETS.names())}) or a prepared folder")
+    if os.sep in name or name.startswith("."):  # meant as a path
+        raise DatasetError(f"{name}: no such dataset folder; give a dataset name ({', '.join(DATASETS.names())}) "
+                           f"or a prepared folder")
 
 
 def _stale_synthetic(name: str, folder: Path) -> bool:
@@ -133,10 +170,11 @@ def _build_into(folder: Path, build: Callable[[Path], Any]) -> Any:
         result = build(tmp)
         _io.replace_dir(tmp, folder)
         return result
-    except OSError as e:
-        if _io.is_enospc(e) and not isinstance(e, _io.DiskFullError):
-            raise _io.disk_full(getattr(e, "filename", None) or tmp) from None
-        raise
+    except OSError as e:  # a full disk, quota or file-size limit: one line naming the file as it would be named
+        err = _io.write_error(getattr(e, "filename", None) or folder, e)
+        if err is None:
+            raise
+        raise _io.relocate(err, tmp, folder) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -481,11 +481,19 @@ def _saved_meta(out: Path) -> dict[str, Any]:
 
 def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
     """Run (or ``resume``) nested tuning and the grid of units, then write every output (see :mod:`.report`)."""
-    from raysearch.data.registry import load_dataset
-    from raysearch.experiment.report import write_outputs
+    from raysearch._io import run_lock
 
     t0 = time.perf_counter()
     out = _out_dir(cfg)
+    # two commands on one folder: the second is refused in one line (the lock sits beside the folder)
+    with run_lock(out, what=f"experiment folder {out}"):
+        return _run_experiment(cfg, out, t0)
+
+
+def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float) -> ExperimentResult:
+    from raysearch.data.registry import load_dataset
+    from raysearch.experiment.report import write_outputs
+
     meta = _saved_meta(out) if cfg.resume else None
     if meta is not None:
         cfg = resumed_config(cfg, meta, out / META_FILE)
@@ -560,7 +568,8 @@ class _Engine:
     def _start(self, base: RunConfig) -> Any:
         from raysearch.search import cluster
         from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
-        from raysearch.search.trainables import TrialContext, with_resources
+        from raysearch.search import trainables
+        from raysearch.search.trainables import TrialContext
 
         cfg = self.cfg
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to experiment.parquet, one line each
@@ -581,7 +590,7 @@ class _Engine:
             gpus_per_trial=cfg.gpus_per_trial, workers_per_trial=cfg.workers_per_trial,
             storage=str(self.out / TRIALS_DIR / "train"), max_t=0, checkpoint_every=cfg.checkpoint_every,
             max_failures=cfg.max_failures, save_weights=cfg.keep_models)
-        return with_resources(ctx)
+        return trainables.with_resources(ctx)  # the sweep's own trainable
 
     def _callbacks(self) -> list[Any]:
         from raysearch.search.results import classify

@@ -288,5 +288,6 @@ def _load_weights_file(path: Path) -> object:
             what = f" (it holds {blocked.group(1)})" if blocked else ""
             raise InputError(f"{path}: not a plain state dict{what}; raysearch loads tensors only, never "
                              f"pickled code. Re-save it with torch.save(model.state_dict(), PATH)") from None
-        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
-        raise InputError(f"{path}: not a loadable weights file ({short(first)})") from None
+        from raysearch.model.io import load_failure  # its reason in a few words, never torch's advice
+
+        raise InputError(f"{path}: not a loadable weights file ({load_failure(e)})") from None

@@ -25,6 +25,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,6 +53,97 @@ class ModelError(InputError):
 
 class ModelMismatchError(ModelError):
     """A model does not fit what it is asked to do (other dataset, vocabulary, backbone...)."""
+
+
+#: where a library's message turns into advice (torch: "If you are seeing this error...", "Re-running
+#: torch.load with weights_only set to False will likely succeed" - an unsafe option): cut there
+_ADVICE = re.compile(r"\s*(?:This is an internal miniz error|If you are seeing this error|Re-running `?torch\.load"
+                     r"|\(1\) In PyTorch|Please file an issue|Check the documentation|Check the recorded"
+                     r"|You can (?:use|file)|To fix this|Please (?:see|check|make sure)|Did you mean).*", re.S)
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*")
+TRUNCATED_ZIP = "truncated or corrupt (an incomplete zip archive: was the copy or download cut short?)"
+
+
+def load_failure(e: BaseException) -> str:
+    """What is wrong with a file that torch / TorchScript / onnxruntime refused, in a few words:
+    never the library's advice (torch suggests ``weights_only=False``, which would run the file's code)."""
+    msg = str(e).strip()
+    truncated = ("central directory", "failed reading zip archive", "Ran out of input", "unexpected EOF",
+                 "invalid header or archive is corrupted")
+    if isinstance(e, (EOFError, zipfile.BadZipFile)) or any(t in msg for t in truncated):
+        return TRUNCATED_ZIP
+    if "INVALID_PROTOBUF" in msg or "protobuf parsing failed" in msg:
+        return "truncated or corrupt (not a valid ONNX protobuf: was the copy or download cut short?)"
+    if "Weights only load failed" in msg or "Unsupported global" in msg:
+        g = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", msg)
+        return (f"holds pickled Python objects{f' ({g.group(1)})' if g else ''}, not plain tensors; refused: "
+                f"raysearch loads tensors only and never runs a file's code")
+    first = _ORT_PREFIX.sub("", msg.splitlines()[0].strip() if msg else "")
+    first = _ADVICE.sub("", first).strip().rstrip(".:;,") or type(e).__name__
+    return first if len(first) <= 200 else f"{first[:200]}..."
+
+
+def _zip_magic(p: Path) -> bool:
+    """Starts like a zip archive (torch.save / torch.jit.save files), complete or not."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+
+def zip_problem(src: Path | bytes) -> str | None:
+    """What is wrong with a torch / TorchScript zip archive (a path or its bytes), None when it is whole.
+
+    Truncated (starts as a zip, has no end: torch's readers fail with "miniz" advice or a bare
+    ``[Errno 22]``), or damaged (an entry fails its CRC: torch does not check them and would load
+    silently wrong weights)."""
+    import io
+    import zlib
+
+    head = src[:4] if isinstance(src, (bytes, bytearray)) else None
+    if head is None:
+        if not _zip_magic(src):
+            return None
+    elif head != b"PK\x03\x04":
+        return None
+    f = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
+    if not zipfile.is_zipfile(f):
+        return TRUNCATED_ZIP
+    try:
+        with zipfile.ZipFile(f) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as e:
+        return f"corrupt (its zip archive is damaged: {str(e)[:120]})"
+    if bad is not None:
+        return f"corrupt: its entry {bad[:120]} fails its CRC check (the file was damaged after it was written)"
+    return None
+
+
+def _check_zip(p: Path, what: str) -> None:
+    """A truncated or damaged zip archive: one line saying so (see :func:`zip_problem`)."""
+    problem = zip_problem(p)
+    if problem is not None:
+        raise ModelError(f"{p}: not a loadable {what}: {problem}")
+
+
+def torch_load(p: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a user-supplied file, its failures as one :class:`ModelError`
+    naming the file and what is wrong with it."""
+    try:
+        if p.stat().st_size == 0:
+            raise ModelError(f"{p}: empty file, not a weights file")
+    except OSError as e:
+        raise ModelError(f"{p}: unreadable ({e.strerror or e})") from None
+    _check_zip(p, "weights file")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors of any type: the file is bad
+        if "TorchScript" in str(e):
+            raise ModelError(f"{p}: a TorchScript file without raysearch's metadata (vocabulary, image size, "
+                             f"thresholds); export models with `raysearch export`") from None
+        raise ModelError(f"{p}: not a loadable weights file: {load_failure(e)}") from None
 
 
 @dataclass
@@ -249,7 +342,9 @@ def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor
         thresholds=[float(t) for t in thresholds], threshold_source=source, val_f1=f1s, val_positives=positives,
         val_map=_num(metrics.get("best_val_map")), test_map=_num(metrics.get("test_map")),
     )
-    _atomic(out / MODEL_FILE, lambda p: torch.save(sd, p))
+    from raysearch import _io
+
+    _io.torch_save(sd, out / MODEL_FILE)  # in memory first: torch's file writer loses EFBIG/ENOSPC
     _atomic(out / CONFIG_FILE, lambda p: dump_run_config(run, p))
     _atomic(out / RESULT_FILE, lambda p: Path(p).write_text(json.dumps(metrics, indent=2, default=str)))
     _atomic(out / META_FILE, lambda p: Path(p).write_text(json.dumps(info.to_json(), indent=1)))
@@ -314,9 +409,18 @@ def load_model(path: str | os.PathLike, data_root: str | os.PathLike | None = No
 
 
 def _read_json(p: Path) -> dict[str, Any]:
+    """A model directory's JSON; a key given twice is refused (json keeps the last one silently)."""
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:
+                raise ModelError(f"{p}: key {k[:80]!r} is given twice; JSON would silently keep only the second")
+            seen[k] = v
+        return seen
+
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads(p.read_text(), object_pairs_hook=no_duplicates)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"{p}: unreadable ({e})") from None
 
 
@@ -332,10 +436,7 @@ def _config(p: Path) -> RunConfig:
 def _load_state(p: Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise FileNotFoundError(f"model weights not found: {p}")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt file, or one that needs unpickling
-        raise ModelError(f"{p}: not a loadable weights file (weights_only=True): {str(e).splitlines()[0][:200]}") from None
+    sd = torch_load(p)  # a corrupt file, or one that needs unpickling: one line naming it
     if isinstance(sd, dict) and isinstance(sd.get("model"), dict):  # fit's best.pt
         sd = sd["model"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -365,7 +466,9 @@ def _best_trial_checkpoint(run_dir: Path) -> tuple[Path, str]:
 def _legacy(p: Path) -> tuple[dict[str, torch.Tensor], RunConfig]:
     """(state dict, RunConfig) of a checkpoint directory without model.json, or of a best.pt file."""
     if p.is_file():
-        ck = torch.load(p, map_location="cpu", weights_only=True) if p.suffix == ".pt" else None
+        # a truncated TorchScript/.pt file is still a zip by its first bytes: say it is cut short
+        _check_zip(p, "model file" if p.suffix.lower() in (".pt", ".pth") else "TorchScript/model file")
+        ck = torch_load(p) if p.suffix.lower() in (".pt", ".pth") or _zip_magic(p) else None
         if isinstance(ck, dict) and isinstance(ck.get("model"), dict) and isinstance(ck.get("config"), dict):
             return _load_state(p), from_dict(RunConfig, ck["config"], where=f"{p}: config")
         raise ModelError(f"{p}: not a raysearch model (expected a model directory, a sweep run directory, "

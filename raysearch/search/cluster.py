@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 from raysearch.config import ConfigError
+from raysearch.errors import RaysearchError, RayStartError
 from raysearch.search.shared import DATA_CPUS, NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -50,20 +51,69 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        url = _api_server_url(address) if "://" not in address else None
-        env = {"RAY_API_SERVER_ADDRESS": url} if url else {}
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 runtime_env={"env_vars": env} if env else None)
-    else:
-        kw: dict[str, Any] = {"include_dashboard": dashboard}
-        env = {}
-        if dashboard:
-            kw["dashboard_port"] = _free_port()
-            env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kw['dashboard_port']}"
-        ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPUS, namespace=NAMESPACE, log_to_driver=False,
-                 runtime_env={"env_vars": env} if env else None, **kw)
+    try:
+        if address:
+            url = _api_server_url(address) if "://" not in address else None
+            env = {"RAY_API_SERVER_ADDRESS": url} if url else {}
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
+        else:
+            kw: dict[str, Any] = {"include_dashboard": dashboard}
+            env = {}
+            if dashboard:
+                kw["dashboard_port"] = _free_port()
+                env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kw['dashboard_port']}"
+            # the W&B key stays in this process: a local Ray's raylet and every worker would inherit
+            # it in their environment (the logging actor reads it from a private file instead)
+            key = os.environ.pop("WANDB_API_KEY", None)
+            try:
+                ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPUS, namespace=NAMESPACE, log_to_driver=False,
+                         runtime_env={"env_vars": env} if env else None, **kw)
+            finally:
+                if key is not None:
+                    os.environ["WANDB_API_KEY"] = key
+    except (RaysearchError, TypeError, AttributeError, NameError, ImportError):
+        raise  # ours, or a bug in the call: keep the traceback
+    except Exception as e:  # Ray raises bare Exception/RuntimeError/ConnectionError for start-up failures
+        raise ray_start_error(e, address) from e
     os.environ.update(env)
+
+
+#: Ray's setting for how long a starting node waits for its GCS (seconds; Ray's default 30)
+GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
+
+
+def _load() -> str:
+    try:
+        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count() or 1} CPUs"
+    except OSError:
+        return "load unknown"
+
+
+def ray_start_error(e: BaseException, address: str | None) -> RayStartError:
+    """One line for a failed ``ray.init``: what failed, Ray's own first line, and what to do.
+
+    A timed-out start (a loaded machine: "The current node timed out during startup") names the
+    machine's load and the settings: the GCS wait is ``RAY_gcs_server_port_wait_time_s``; the
+    raylet's 30 s registration wait is fixed in Ray's code (``ray/_private/node.py``), so the way
+    around it is a Ray started once, outside the command, and joined with ``--address auto``.
+    """
+    first = " ".join(str(e).split())[:300].rstrip(".") or "(no message)"
+    cause = f"{type(e).__name__}: {first}"
+    what = f"could not join Ray at {address!r}" if address else "could not start a local Ray instance"
+    low = first.lower()
+    if isinstance(e, TimeoutError) or "timed out" in low or "timeout" in low:
+        hint = (f"Ray's start-up wait ran out ({_load()}): retry when the machine is less busy, or start Ray once "
+                f"with `ray start --head` and pass --address auto; {GCS_WAIT_ENV}=SECONDS raises Ray's wait for its "
+                "GCS (default 30), the raylet's 30 s registration wait is fixed in Ray")
+    elif "gcs" in low:
+        hint = (f"Ray's GCS did not answer ({_load()}); raise its wait with {GCS_WAIT_ENV}=SECONDS (default 30)"
+                + ("" if address else f", or see the logs under {os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs"))
+    elif address:
+        hint = "is a Ray cluster running there (`ray status --address ADDRESS`), and reachable from this machine?"
+    else:
+        hint = f"see Ray's logs under {os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs"
+    return RayStartError(f"{what}: {cause}. {hint}")
 
 
 def state_api_available(timeout: float = 10.0) -> bool:

@@ -45,13 +45,48 @@ FINISHED = (*COMPLETE, StopReason.ASHA_STOPPED.value)
 #: columns every results.parquet has, in order; searched parameters follow as ``section.field``
 CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
                 "stop_reason", "wall_time_s", "train_time_s"]
-EXTRA_COLUMNS = ["data_s", "retries", "resumed_from_epoch", "node", "checkpoint", "error", "config"]
+#: ``node`` is the Ray node id (56 hex digits); ``host`` / ``node_ip`` say where that is (the node
+#: that ran the training: for a DDP trial, its rank-0 worker's node)
+EXTRA_COLUMNS = ["data_s", "retries", "resumed_from_epoch", "node", "host", "node_ip", "checkpoint", "error",
+                 "config"]
 
 
 def check_stop_reasons(values: Any) -> None:
     bad = set(map(str, values)) - set(STOP_REASONS)
     if bad:
         raise ValueError(f"unknown stop_reason(s) {sorted(bad)}; expected {STOP_REASONS}")
+
+
+def node_location() -> dict[str, str]:
+    """Where the calling Ray worker runs, as a trial reports it (metrics ``node_host``/``node_address``).
+
+    Not Tune's own ``hostname``/``node_ip`` metrics: Tune overwrites those with the trial actor's
+    node, which for a DDP trial is not where its workers train.
+    """
+    import socket
+
+    import ray
+
+    try:
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # not in a Ray worker (a unit test): the host name still says where
+        ip = ""
+    return {"node_host": socket.gethostname(), "node_address": ip}
+
+
+def trial_failure(trial: Any) -> str:
+    """One line on a failed trial for the restart warning: the error's last line and the full
+    path of its trace (never cut: it is what an operator opens)."""
+    err = None
+    try:
+        err = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # the error file may not be readable from the driver (remote storage)
+        pass
+    where = getattr(trial, "error_file", None)
+    if err is None and not where:
+        return "node lost"
+    msg = last_line(err) if err is not None else "error"
+    return f"{msg}; trace: {where}" if where else msg
 
 
 def last_line(err: BaseException | str) -> str:
@@ -83,15 +118,19 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
     retries = retries or {}
     rows = []
     epochs_planned = space.base.train.epochs
-    for r in grid:
+    results = list(grid)
+    for r, trial in zip(results, _grid_trials(grid, len(results))):
         m = dict(r.metrics or {})
-        params = {k: v for k, v in (r.config or {}).items() if k in space.names}
+        # a trial that never reported has no metrics, hence no config in its Result: its Trial knows it
+        config = r.config or (getattr(trial, "config", None) if trial is not None else None) or {}
+        params = {k: v for k, v in config.items() if k in space.names}
         try:
             run = space.apply(params, space.base)
         except ConfigError:
             run = space.base
         found = re.search(r"_([0-9a-f]{5,})_\d+_", Path(r.path).name) if r.path else None
-        trial_id = str(m.get("trial_id") or (found.group(1) if found else r.path))
+        trial_id = str(m.get("trial_id") or getattr(trial, "trial_id", None)
+                       or (found.group(1) if found else r.path))
         if trial_id in asha_stopped and not m.get("final"):
             m["asha_stopped"] = True
         final = bool(m.get("final"))
@@ -112,6 +151,9 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             "retries": int(retries.get(trial_id, 0)),
             "resumed_from_epoch": int(m.get("resumed_from_epoch", 0) or 0),
             "node": m.get("node_id"),
+            # older trials (or a resumed one's first run) lack node_host: Tune's auto metrics
+            "host": m.get("node_host") or m.get("hostname"),
+            "node_ip": m.get("node_address") or m.get("node_ip"),
             "checkpoint": r.checkpoint.path if r.checkpoint else m.get("checkpoint_path"),
             "error": None if r.error is None else last_line(r.error),
             "config": json.dumps(to_dict(run)),
@@ -122,6 +164,38 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             df[n] = None
     check_stop_reasons(df["stop_reason"])
     return df
+
+
+def _grid_trials(grid: Any, n: int) -> list[Any]:
+    """The Tune ``Trial`` behind each of the ``n`` ``Result``s (same order: ``ResultGrid`` builds one
+    per trial of its experiment analysis); ``None`` each where unavailable (a hand-built grid)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
+    if trials is None or len(trials) != n:
+        return [None] * n
+    return list(trials)
+
+
+def node_labels(df: pd.DataFrame) -> pd.Series:
+    """A short readable node per row for printed tables: the host name; with its IP where one
+    host name has several IPs; with a node-id prefix where one host/IP runs several Ray nodes
+    (``ray start`` nodes on one machine, containers sharing a host name).  ``-`` when unknown;
+    results written before ``host``/``node_ip`` existed show the node id's first 8 digits."""
+    def col(name: str) -> pd.Series:
+        if name not in df:
+            return pd.Series([None] * len(df), index=df.index, dtype=object)
+        return df[name].astype(object).where(df[name].notna(), None)
+
+    host, ip, node = col("host"), col("node_ip"), col("node")
+    label = host.where(host.notna(), ip)
+    label = label.where(label.notna(), node.map(lambda n: None if n is None else str(n)[:8]))
+    known = label.notna()
+    ips = pd.DataFrame({"label": label, "ip": ip})[known & ip.notna()].groupby("label")["ip"].nunique()
+    many_ips = label.isin(ips[ips > 1].index) & ip.notna() & host.notna()
+    label = label.where(~many_ips, host.astype(str) + "/" + ip.astype(str))
+    ids = pd.DataFrame({"label": label, "node": node})[known & node.notna()].groupby("label")["node"].nunique()
+    shared = label.isin(ids[ids > 1].index) & node.notna() & host.notna()
+    label = label.where(~shared, label.astype(str) + "#" + node.map(lambda n: str(n)[:6]))
+    return label.where(label.notna(), "-").astype(str)
 
 
 # ------------------------------------------------------------------ the results files

@@ -231,7 +231,7 @@ def _parse_param(file: str, name: str, spec: Any, earlier: dict[str, Param]) -> 
     kind = spec.get("type")
     if kind not in PARAM_KEYS:
         raise ConfigError(f"{file}: key '{name}.type' must be one of {sorted(PARAM_KEYS)}, got {kind!r}")
-    unknown = sorted(set(spec) - PARAM_KEYS[kind])
+    unknown = sorted(set(spec) - PARAM_KEYS[kind], key=str)  # keys may be of mixed types (YAML: false, 1)
     if unknown:
         raise ConfigError(f"{file}: key {name!r}: unknown option(s) {unknown} for type {kind}; valid: {sorted(PARAM_KEYS[kind])}")
     when: list[tuple[str, tuple[Any, ...]]] = []
@@ -293,7 +293,7 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     """Validate a loaded YAML mapping (see module docstring for the schema)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: top level must be a mapping with keys {list(TOP_KEYS)}")
-    unknown = sorted(set(data) - set(TOP_KEYS))
+    unknown = sorted(set(data) - set(TOP_KEYS), key=str)
     if unknown:
         raise ConfigError(f"{file}: unknown top-level key(s) {unknown}; valid: {list(TOP_KEYS)}")
     base_map = data.get("base") or {}
@@ -309,7 +309,7 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     asha = data.get("asha") or {}
     if not isinstance(asha, Mapping):
         raise ConfigError(f"{file}: key 'asha' must be a mapping with {sorted(ASHA_KEYS)}")
-    bad = sorted(set(asha) - set(ASHA_KEYS))
+    bad = sorted(set(asha) - set(ASHA_KEYS), key=str)
     if bad:
         raise ConfigError(f"{file}: unknown key(s) {bad} in 'asha'; valid: {sorted(ASHA_KEYS)}")
     for k, v in asha.items():
@@ -340,7 +340,7 @@ def _check_extremes(space: SearchSpace) -> None:
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file, or a shipped space by name (``"synthetic"``);
     every error names the file."""
-    from raysearch.config import load_yaml  # no aliases (YAML bombs), errors name the file
+    from raysearch.config import load_yaml  # no aliases (YAML bombs), no duplicate keys, errors name the file
 
     path = Path(path)
     shipped = spaces_dir() / f"{path.name}.yaml"

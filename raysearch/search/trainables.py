@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raysearch.config import RunConfig, from_dict, to_dict
-from raysearch.search.results import TIME_ATTR
+from raysearch.search.results import TIME_ATTR, node_location
 from raysearch.search.shared import get_training_data
 
 METRIC = "val_map"
@@ -192,7 +192,9 @@ class EpochReporter:
         with tempfile.TemporaryDirectory(prefix="raysearch-state-") as tmp:
             ckpt = None
             if self.write_state:
-                torch.save(state_fn(), os.path.join(tmp, STATE_FILE))
+                from raysearch._io import torch_save  # a full disk names the file, never "unexpected pos"
+
+                torch_save(state_fn(), os.path.join(tmp, STATE_FILE))
                 ckpt = self.make_checkpoint(tmp)
             self.report(out, checkpoint=ckpt)
         self.last_cost, self.since = max(0.0, time.perf_counter() - t0 - self.plain_s), 0.0
@@ -224,7 +226,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
-             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
+             **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
                              max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
@@ -250,7 +252,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     data = get_training_data(config["shared_actor"], run)
     rt = ray.get_runtime_context()
     extra = {"node_id": rt.get_node_id(), "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
-             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
+             **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],

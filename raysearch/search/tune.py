@@ -36,14 +36,15 @@ from typing import Any, Sequence
 import pandas as pd
 
 from raysearch import paths
-from raysearch._io import write_json
+from raysearch._io import run_lock, write_json
 from raysearch.config import ConfigError
 from raysearch.search import cluster
-from raysearch.search.results import StopReason, classify, results_frame, write_results
+from raysearch.search.results import StopReason, classify, results_frame, trial_failure, write_results
 from raysearch.search.shared import SHARED_ACTOR_PREFIX, prefetch_runs, start_shared_actor
 from raysearch.search.space import SearchSpace, default_space_path, load_space
 from raysearch.search.tracking import WandbSettings, sweep_wandb_callback, wandb_mode
-from raysearch.search.trainables import ASHA_ATTR, METRIC, TrialContext, with_resources
+from raysearch.search import trainables
+from raysearch.search.trainables import ASHA_ATTR, METRIC, TrialContext
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class SweepConfig:
     checkpoint_every: int = 1             # epochs between fault-tolerance checkpoints (0: none)
     checkpoint_overhead: float = 0.1      # skip a due checkpoint until training since the last one is
                                           # >= its cost / this (0: every checkpoint_every epochs)
+    status_every: float = 60.0            # off a terminal: a plain status line every this many s (0: none)
     seed_defaults: bool = True            # TPE's first trial is the space's base config (enqueued)
     prefetch_cf: bool = True              # the data owner fits the space's CF models ahead of requests
     train_poll_s: float = 0.25            # Ray Train controller poll interval for DDP trials (Ray: 2 s)
@@ -129,24 +131,83 @@ def _storage_and_dir(cfg: SweepConfig, name: str) -> tuple[str, Path]:
     return storage, Path(storage) / name
 
 
+#: the run directory's record of the sweep's settings (read back by --resume, results, dashboard)
+SWEEP_FILE = "sweep.json"
+#: settings a resumed sweep takes from the new command (where to run now and how to show it, not
+#: what); ``wandb`` can only be turned off (``--no-wandb``): the restored Tuner keeps the rest
+RESUME_RUNTIME_FIELDS = ("resume", "address", "name", "storage", "status_every")
+#: sweep.json keys every version wrote: a record without one of them is incomplete
+_SAVED_REQUIRED = ("dataset", "trials", "scheduler", "search", "seed", "cpus_per_trial", "workers_per_trial")
+
+
+def saved_sweep(run_dir: Path) -> dict[str, Any]:
+    """``sweep.json`` of ``run_dir``, readable and complete, or a one-line error naming it."""
+    p = run_dir / SWEEP_FILE
+    if not p.is_file():
+        raise ConfigError(f"--resume: no restorable sweep at {run_dir} (no {SWEEP_FILE}; was it started with this "
+                          "--storage/--name?)")
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{p}: unreadable or truncated ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                          "the sweep cannot be resumed from it") from None
+    sweep = meta.get("sweep") if isinstance(meta, dict) else None
+    missing = ["sweep"] if not isinstance(sweep, dict) else [k for k in _SAVED_REQUIRED if k not in sweep]
+    if missing:
+        raise ConfigError(f"{p}: incomplete sweep record (missing {', '.join(missing)}); cannot resume")
+    return meta
+
+
 def original_sweep_config(cfg: SweepConfig) -> SweepConfig:
     """The settings a sweep was started with (``sweep.json``), for ``--resume``.
 
     The restored Tuner keeps its searcher and scheduler; the trials' space, epochs, method and
-    resources must match them, so only ``--address`` (where to run now) comes from the new command.
+    resources must match them, so only where to run (``--address``, ``--storage``) comes from the
+    new command, and ``--no-wandb`` may turn W&B off.  A flag of the new command that contradicts
+    the saved settings is refused with the list of differences (a flag left at its default is not
+    a contradiction: ``--resume --name N`` alone continues the sweep as it was).
     """
     if not cfg.name:
         raise ConfigError("--resume needs the --name of the sweep to continue")
     _, run_dir = _storage_and_dir(cfg, cfg.name)
-    p = run_dir / "sweep.json"
-    if not p.is_file():
-        raise ConfigError(f"--resume: no restorable sweep at {run_dir} (no sweep.json; was it started with this --storage/--name?)")
-    orig = json.loads(p.read_text())["sweep"]
-    orig.update(resume=True, address=cfg.address)
+    p = run_dir / SWEEP_FILE
+    orig = dict(saved_sweep(run_dir)["sweep"])
+    known = {f.name for f in dataclasses.fields(SweepConfig)}
+    unknown = sorted(set(orig) - known)
+    if unknown:
+        raise ConfigError(f"{p}: not a sweep.json written by this version (unknown settings: "
+                          f"{', '.join(unknown)[:200]}); cannot resume")
     try:
-        return SweepConfig(**orig)
-    except TypeError as e:
-        raise ConfigError(f"{p}: not a sweep.json written by this version: {e}") from None
+        saved = SweepConfig(**{**orig, "resume": False, "address": None})
+    except (TypeError, ValueError) as e:  # ConfigError included: a saved value this version refuses
+        raise ConfigError(f"{p}: not a sweep record this version can resume ({' '.join(str(e).split())[:200]})") from None
+    default = SweepConfig()
+    diffs = []
+    for f in dataclasses.fields(SweepConfig):
+        if f.name in RESUME_RUNTIME_FIELDS or f.name == "wandb":
+            continue
+        new, old = getattr(cfg, f.name), getattr(saved, f.name)
+        if new != old and new != getattr(default, f.name):
+            diffs.append(f"{f.name}: saved {old!r}, given {new!r}")
+    if diffs:
+        raise ConfigError(f"--resume: the command contradicts the saved sweep ({p}): " + "; ".join(diffs)
+                          + ". Drop those flags to continue it, or start a new sweep with another --name")
+    runtime = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SweepConfig) if f.name in RESUME_RUNTIME_FIELDS}
+    if cfg.storage is None:
+        runtime["storage"] = saved.storage
+    return dataclasses.replace(saved, **runtime, wandb=saved.wandb and cfg.wandb)
+
+
+def check_same_dataset(meta: dict[str, Any], fingerprint: str, where: Path) -> None:
+    """A resumed sweep must see the content its finished trials saw (``sweep.json``'s fingerprint)."""
+    old = meta.get("dataset_fingerprint")
+    if old is None:
+        log.warning("%s predates dataset fingerprints: cannot check that the dataset is unchanged since the "
+                    "sweep began (recorded now)", where)
+    elif old != fingerprint:
+        raise ConfigError(f"--resume: dataset {meta['sweep'].get('dataset')!r} changed since the sweep began "
+                          f"(fingerprint {str(old)[:12]} -> {fingerprint[:12]}, {where}); its finished trials would be "
+                          "compared with trials on other content. Start a new sweep with another --name")
 
 
 def build_space(cfg: SweepConfig) -> SearchSpace:
@@ -207,7 +268,7 @@ def _retry_counter(run_dir: Path) -> Any:
         def on_trial_recover(self, iteration, trials, trial, **info):
             self.counts[trial.trial_id] = self.counts.get(trial.trial_id, 0) + 1
             log.warning("trial %s failed (%s); restart %d from its last checkpoint", trial.trial_id,
-                        str(trial.error_file or "node lost")[-80:], self.counts[trial.trial_id])
+                        trial_failure(trial), self.counts[trial.trial_id])
             write_json(path, self.counts)
 
     return RetryCounter()
@@ -305,31 +366,50 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     """Run (or ``--resume``) a sweep and write ``results.parquet`` / ``best.yaml`` in the run directory.
 
     Everything that can be refused (name, dataset, resources, State API) is checked before a file
-    is written or a trial starts; an interrupted sweep still writes its results.
+    is written or a trial starts; an interrupted sweep still writes its results.  A ``--resume`` is
+    checked against ``sweep.json`` (readable and complete, the same dataset content, no contradicting
+    flag), and the sweep's name is locked for the whole run: a second command on it is refused.
     """
+    t0 = time.perf_counter()
+    if cfg.resume and not cfg.name:
+        raise ConfigError("--resume needs the --name of the sweep to continue")
+    name = cfg.name or f"{Path(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # one command per sweep name: a second one started meanwhile is refused before anything starts
+    with run_lock(_storage_and_dir(cfg, name)[1], what=f"sweep {name!r}"):
+        return _run_sweep(cfg, name, space, callbacks, progress, t0)
+
+
+def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks: Sequence[Any],
+               progress: bool | None, t0: float) -> SweepResult:
     from ray import tune
 
+    from raysearch.data import load_dataset
     from raysearch.search.live import sweep_progress
 
-    t0 = time.perf_counter()
+    meta, saved_at = None, _storage_and_dir(cfg, name)[1] / SWEEP_FILE
     if cfg.resume:
+        meta = saved_sweep(saved_at.parent)  # readable and complete, or one line naming it
         cfg = original_sweep_config(cfg)
     space = space or build_space(cfg)
-    name = cfg.name or f"{Path(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage, run_dir = _storage_and_dir(cfg, name)
     exp_path = f"{storage.rstrip('/')}/{name}"
+    # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
+    ds = load_dataset(space.base.dataset, cfg.data_root)
+    if meta is not None:
+        check_same_dataset(meta, ds.fingerprint, saved_at)
     _check_new_run(cfg, name, exp_path, run_dir)
     actor_name = f"{SHARED_ACTOR_PREFIX}{name}"
     actor = _start_cluster(cfg, space, actor_name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_meta(run_dir, cfg, space, name)
-    trainable = with_resources(_trial_context(cfg, space, actor_name, storage))
+    _write_meta(run_dir, cfg, space, name, ds.fingerprint)
+    trainable = trainables.with_resources(_trial_context(cfg, space, actor_name, storage))  # the one trial engine
     retries = _retry_counter(run_dir)
-    total = json.loads((run_dir / "sweep.json").read_text())["sweep"]["trials"]
+    total = json.loads((run_dir / SWEEP_FILE).read_text())["sweep"]["trials"]
     wb = sweep_wandb_callback(WandbSettings(enabled=cfg.wandb, project=cfg.wandb_project, group=name,
                                             dir=str(run_dir), mode=wandb_mode() if cfg.wandb else "disabled"),
                               space, functools.partial(_stop_reason, cfg, space, run_dir))
-    cbs = _auto_loggers([retries, sweep_progress(total, enabled=progress), *([wb] if wb else []), *callbacks])
+    status = sweep_progress(total, enabled=progress, interval_s=cfg.status_every)
+    cbs = _auto_loggers([retries, status, *([wb] if wb else []), *callbacks])
     if cfg.resume:
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
         # the restored scheduler keeps its memory of stopped trials; callbacks are ours again
@@ -351,14 +431,10 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
 
 
 def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:
-    """Ray up, resources and the dataset checked, the data owner started: the last refusals
-    before the sweep writes anything."""
+    """Ray up and resources checked, the data owner started: the last refusals before the sweep
+    writes anything (the dataset was loaded by the caller)."""
     import ray
 
-    from raysearch.data import load_dataset
-
-    # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials
-    load_dataset(space.base.dataset, cfg.data_root)
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to results.parquet, one line each
     # per-epoch checkpoints of short trials trigger Tune's "snapshotting ... may become a bottleneck"
     # warning every few seconds; the snapshot cost is what checkpoint_overhead already budgets
@@ -415,11 +491,13 @@ def _final_stats(actor: Any) -> dict[str, Any]:
     return stats
 
 
-def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str) -> None:
+def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str, fingerprint: str) -> None:
+    """``sweep.json``: the settings and the dataset fingerprint a ``--resume`` is checked against."""
     meta = {"name": name, "sweep": dataclasses.asdict(cfg), "space_file": space.path,
-            "params": space.names, "wandb_project": cfg.wandb_project}
-    p = run_dir / "sweep.json"
+            "params": space.names, "wandb_project": cfg.wandb_project, "dataset_fingerprint": fingerprint}
+    p = run_dir / SWEEP_FILE
     if cfg.resume and p.is_file():  # the restored Tuner keeps the original settings: so does sweep.json
-        meta = json.loads(p.read_text())
+        meta = saved_sweep(run_dir)
         meta["resumed"] = meta.get("resumed", 0) + 1
+        meta.setdefault("dataset_fingerprint", fingerprint)  # a record of an older version: checked from now on
     write_json(p, meta)

@@ -28,7 +28,9 @@ class EarlyStopping:
         self.best_val, self.best_epoch, self.bad_epochs = val_map, epoch, 0
         self.best_state = state_copy(model)
         if self.checkpoint_path:
-            torch.save({"model": self.best_state, "epoch": epoch, "val_map": val_map, "config": self.config},
+            from raysearch._io import torch_save  # atomic, and a write failure names the file and the limit
+
+            torch_save({"model": self.best_state, "epoch": epoch, "val_map": val_map, "config": self.config},
                        self.checkpoint_path)
         return True
 

@@ -161,10 +161,22 @@ def find_one(raw: Path, candidates: Sequence[str], what: str) -> Path:
     raise FileNotFoundError(f"{raw}: no {what} found (expected one of: {', '.join(candidates)})")
 
 
-def require_dir(raw: Path, what: str = "raw dump") -> Path:
+def not_a_folder(p: Path) -> str:
+    """Why ``p`` is not a folder: "does not exist", or what it is ("is a file"...)."""
+    if not p.exists():
+        return "is a broken symbolic link" if p.is_symlink() else "does not exist"
+    if p.is_file():
+        return "is a file"
+    return "is a FIFO, socket or device"
+
+
+def require_dir(raw: Path, what: str = "raw dump", flag: str = "--raw") -> Path:
     raw = Path(raw)
-    if not raw.is_dir():
+    if not raw.exists():
         raise FileNotFoundError(f"{raw}: {what} folder does not exist")
+    if not raw.is_dir():
+        raise NotADirectoryError(f"{raw}: {not_a_folder(raw)}, not a folder; {flag} takes the folder holding "
+                                 f"the {what}")
     return raw
 
 
@@ -226,7 +238,8 @@ def place_images(
     dest_dir = out / "images"
     dest_dir.mkdir(parents=True, exist_ok=True)
     ids = list(sources)
-    _io.check_free_space(dest_dir / "x", sum(_size(sources[i]) for i in ids))
+    # all the copies together: a free-space check (the file-size limit is per file: checked by _copy)
+    _io.check_free_space(dest_dir / "x", sum(_size(sources[i]) for i in ids), estimate=True)
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as ex:  # PIL decodes without the GIL
         checks = ex.map(lambda i: check_image(sources[i]), ids)
@@ -253,14 +266,16 @@ def _copy(src: Path, dst: Path) -> None:
     try:
         shutil.copyfile(src, dst)  # kernel copy (copy_file_range/sendfile; a reflink where the FS does it)
     except OSError as e:
-        if _io.is_enospc(e):
-            raise _io.disk_full(dst, _size(src)) from None
-        raise
+        err = _io.write_error(dst, e, _size(src))
+        if err is None:
+            raise
+        raise err from None
 
 
 def resolve_images_dir(raw: Path, images_dir: Path | None, default_sub: str, hint: str) -> Path:
     d = Path(images_dir) if images_dir is not None else raw / default_sub
     if not d.is_dir():
         flag = "--images" if images_dir is not None else f"--images (default {raw / default_sub})"
-        raise FileNotFoundError(f"{d}: image folder does not exist; pass {flag}. {hint}".strip())
+        err = FileNotFoundError if not d.exists() else NotADirectoryError
+        raise err(f"{d}: image folder {not_a_folder(d)}; pass {flag}. {hint}".strip())
     return d

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from raysearch.data.adapters.common import (
-    LineStats, Report, image_files, iter_lines, place_images, require_dir,
+    LineStats, Report, image_files, iter_lines, not_a_folder, place_images, require_dir,
 )
 from raysearch.data.format import DatasetError, write_dataset
 from raysearch.data.registry import register_dataset
@@ -143,8 +143,8 @@ def prepare_movielens(raw: Path, out: Path, images_dir: Path | None = None, *, p
     fmt, movies_file, ratings_file = _detect(raw)
     posters = Path(images_dir) if images_dir is not None else raw / "posters"
     if not posters.is_dir():
-        raise FileNotFoundError(
-            f"{posters}: poster folder does not exist (MovieLens dumps have no images: put "
+        raise (FileNotFoundError if not posters.exists() else NotADirectoryError)(
+            f"{posters}: poster folder {not_a_folder(posters)} (MovieLens dumps have no images: put "
             f"<movieId>.jpg files in {raw / 'posters'} or pass --images DIR)"
         )
     report = Report("movielens", fmt, raw, posters, {})

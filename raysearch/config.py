@@ -388,3 +388,16 @@ def dump_run_config(cfg: RunConfig, path: str | Path) -> None:
     from raysearch._io import write_text  # atomic: a reader (train --config) never sees half a file
 
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def contradictions(given: Any, saved: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """Fields of ``given`` (a config dataclass from a ``--resume`` command) that contradict ``saved``,
+    as ``"name: saved X, given Y"``.  A field left at the class default is not a contradiction: the
+    user did not give it (``--resume`` alone continues the run as it was)."""
+    default = type(given)()
+    out = []
+    for f in dataclasses.fields(given):
+        new, old = getattr(given, f.name), getattr(saved, f.name)
+        if f.name not in skip and new != old and new != getattr(default, f.name):
+            out.append(f"{f.name}: saved {old!r}, given {new!r}")
+    return out

@@ -43,7 +43,8 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import atomic_path, write_json
-from raysearch.config import ConfigError, RunConfig, SplitConfig, from_dict, load_run_config, to_dict
+from raysearch.config import (ConfigError, RunConfig, SplitConfig, contradictions, from_dict, load_run_config,
+                              to_dict)
 from raysearch.search.results import COMPLETE, StopReason
 
 log = logging.getLogger(__name__)
@@ -448,14 +449,7 @@ def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path)
                                     if k in {f.name for f in dataclasses.fields(ExperimentConfig)}})
     except (KeyError, TypeError, ConfigError) as e:
         raise ConfigError(f"{meta_path}: not an experiment record this version can resume ({e})") from None
-    default = ExperimentConfig()
-    diffs = []
-    for f in dataclasses.fields(ExperimentConfig):
-        if f.name in RUNTIME_FIELDS:
-            continue
-        new, old = getattr(cfg, f.name), getattr(saved, f.name)
-        if new != old and new != getattr(default, f.name):
-            diffs.append(f"{f.name}: saved {old!r}, given {new!r}")
+    diffs = contradictions(cfg, saved, skip=RUNTIME_FIELDS)
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved run ({meta_path}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new experiment with another --out")

@@ -37,7 +37,7 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import run_lock, write_json
-from raysearch.config import ConfigError
+from raysearch.config import ConfigError, contradictions
 from raysearch.search import cluster
 from raysearch.search.results import StopReason, classify, results_frame, trial_failure, write_results
 from raysearch.search.shared import SHARED_ACTOR_PREFIX, prefetch_runs, start_shared_actor
@@ -181,14 +181,7 @@ def original_sweep_config(cfg: SweepConfig) -> SweepConfig:
         saved = SweepConfig(**{**orig, "resume": False, "address": None})
     except (TypeError, ValueError) as e:  # ConfigError included: a saved value this version refuses
         raise ConfigError(f"{p}: not a sweep record this version can resume ({' '.join(str(e).split())[:200]})") from None
-    default = SweepConfig()
-    diffs = []
-    for f in dataclasses.fields(SweepConfig):
-        if f.name in RESUME_RUNTIME_FIELDS or f.name == "wandb":
-            continue
-        new, old = getattr(cfg, f.name), getattr(saved, f.name)
-        if new != old and new != getattr(default, f.name):
-            diffs.append(f"{f.name}: saved {old!r}, given {new!r}")
+    diffs = contradictions(cfg, saved, skip=(*RESUME_RUNTIME_FIELDS, "wandb"))
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved sweep ({p}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new sweep with another --name")

@@ -17,7 +17,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalCluster
+from tests.ray_cluster import LocalCluster, _descendants
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 pytestmark = [pytest.mark.slow]
 
@@ -104,19 +111,22 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
     from raysearch.cli import app
 
     cfg = json.loads(json.dumps(TINY))
-    cfg["train"].update(epochs=40, image_size=32)
+    cfg["train"].update(epochs=60, patience=60, image_size=32)  # long enough to be killed mid-run
     out = tmp_path / "exp"
     killed: dict[str, int] = {}
 
     def kill_after_checkpoint() -> None:
-        deadline = time.time() + 300
+        # checkpoints are persisted to the storage path by the trial itself during its report (the
+        # driver's result.json may reach it only later): once one exists, SIGKILL the trial's process
+        deadline, seen = time.time() + 300, None
         while time.time() < deadline and not killed:
-            for state in (out / "trials").glob("*/checkpoint_*/train_state.pt"):
-                trial = state.parent.parent
-                lines = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()] \
-                    if (trial / "result.json").is_file() else []
-                if lines and not lines[-1].get("final"):
-                    killed["pid"], killed["epoch"] = int(lines[-1]["pid"]), int(lines[-1]["epoch"])
+            if seen is None and any((out / "trials").glob("*/checkpoint_*/train_state.pt")):
+                seen = time.time()
+            if seen is not None and time.time() - seen > 1.5:  # Tune has registered a checkpoint by then
+                # only this session's Ray (the test process started it): its trial workers descend from us
+                pids = [p for p in _descendants(os.getpid()) if "ray::ImplicitFunc" in _cmdline(p)]
+                if pids:
+                    killed["pid"] = int(pids[0])
                     os.kill(killed["pid"], signal.SIGKILL)
                     return
             time.sleep(0.2)
@@ -124,13 +134,14 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
     threading.Thread(target=kill_after_checkpoint, daemon=True).start()
     r = CliRunner().invoke(app, [
         "experiment", "--dataset", "synthetic-tiny", "--config", _yaml(tmp_path, "c.yaml", cfg), "--variants",
-        "image_only", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0", "--max-failures", "2",
+        "mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0", "--max-failures", "2",
         "--n-boot", "100", "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"])
     assert killed, "no unit reached a checkpoint to kill"
     assert r.exit_code == 0, r.output
     units = pd.read_parquet(out / "experiment.parquet")
     assert (units["stop_reason"].isin(["completed", "early_stopped"])).all(), units
-    assert (units["resumed_from_epoch"] > 0).any(), units[["fold", "resumed_from_epoch"]]
+    assert (units["resumed_from_epoch"] > 0).any(), (killed, units[["fold", "resumed_from_epoch"]],
+                                                      (out / "retries.ids").read_text() if (out / "retries.ids").is_file() else None)
     retries = json.loads((out / "retries.ids").read_text())
     assert sum(retries.values()) >= 1
 

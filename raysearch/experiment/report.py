@@ -481,12 +481,13 @@ def weight_records(units: pd.DataFrame) -> list[dict[str, Any]]:
             if c in units]
     if not cols:
         return []
-    u = units[units["weighting"].notna() & units[cols[0]].notna() & ~units["shuffled_cf"]] if "weighting" in units else units
+    has = units[[c for c in cols if c != "weights_fallback_share"] or cols].notna().any(axis=1)
+    u = units[units["weighting"].notna() & has & ~units["shuffled_cf"]] if "weighting" in units else units[has]
     if u.empty:
         return []
     g = u.groupby(["label_ratio", "variant", "fold"], sort=True)[cols].mean().reset_index()
-    return [{k: (f"{v:.3g}" if isinstance(v, float) and k != "label_ratio" else v) for k, v in r.items()}
-            for r in g.to_dict("records")]
+    return [{k: ("-" if isinstance(v, float) and math.isnan(v) else f"{v:.3g}" if isinstance(v, float) and k != "label_ratio"
+                 else v) for k, v in r.items()} for r in g.to_dict("records")]
 
 
 def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant], runs: dict[str, Any],

@@ -319,6 +319,9 @@ def test_controlled_records_compare_each_arm_with_the_shared_config_arm():
                              "test_map": 0.3 + 0.01 * fold + 0.002 * seed + bump, "n_test": 20, "n_train": 40})
     recs = {r["arm"]: r for r in controlled_records(pd.DataFrame(rows), preds, vs, "mtl:loss", n_boot=200)}
     assert set(recs) == {"mtl:uniform", "mtl:interaction"} and all(r["vs"] == "mtl:loss" for r in recs.values())
+    from raysearch.experiment.report import markdown_table
+
+    assert "mtl:interaction" in markdown_table(list(recs.values()))  # every cell a string
     assert recs["mtl:interaction"]["mean diff"] == "+0.0000" and recs["mtl:interaction"]["p corrected t"] == "1.000"
     assert recs["mtl:uniform"]["mean diff"] == "+0.0500" and recs["mtl:uniform"]["pooled diff [95% CI]"].startswith("+")
 

@@ -155,7 +155,7 @@ def controlled_records(units: pd.DataFrame, preds: dict[str, np.ndarray], varian
         folds = wide.index.get_level_values("fold").to_numpy()
         for a in names[1:]:
             d = wide[a].to_numpy() - wide[same_config].to_numpy()
-            out.append({"label ratio": f"{ratio:g}", "arm": a, "vs": same_config, "units": int(len(d)),
+            out.append({"label ratio": f"{ratio:g}", "arm": a, "vs": same_config, "units": str(len(d)),
                         "mean diff": _f(float(d.mean()), "diff"),
                         "pooled diff [95% CI]": "-" if boot is None else
                         f"{_f(boot.diff[a], 'diff')} [{_f(boot.diff_low[a], 'diff')}, {_f(boot.diff_high[a], 'diff')}]",

@@ -217,8 +217,11 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
     assert set(units["stop_reason"]) <= set(STOP_REASONS)
 
     # resume of a finished experiment re-runs nothing and reproduces the summary
+    saved = json.loads((out / "experiment.json").read_text())["config"]
     r2 = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--resume", "--json"])
     assert r2.exit_code == 0, r2.output
+    # the record keeps how the run was made (a resume does not rewrite it)
+    assert json.loads((out / "experiment.json").read_text())["config"] == saved and not saved["resume"]
     again = {s["variant"]: s for s in json.loads(r2.stdout)["summary"]}
     assert again["mtl:uniform"]["mean_test_map"] == rows["mtl:uniform"]["mean_test_map"]
     # an existing experiment is never overwritten silently
@@ -229,6 +232,10 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
                                    "--epochs", "5", "--folds", "3"])
     assert bad.exit_code != 0 and "contradicts the saved run" in bad.output and "epochs" in bad.output
     assert "folds: saved 2, given 3" in bad.output
+    # a flag given at its default value contradicts too (the saved run is synthetic-tiny, shuffle first)
+    bad = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic", "--out", str(out), "--resume",
+                                   "--shuffle-control", "none"])
+    assert bad.exit_code != 0 and "dataset: saved 'synthetic-tiny'" in bad.output and "shuffle_control" in bad.output
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps(meta | {"dataset_fingerprint": "0" * 64}))

@@ -440,7 +440,8 @@ def _out_dir(cfg: ExperimentConfig) -> Path:
 RUNTIME_FIELDS = ("out", "resume", "report_only", "address", "max_concurrent", "cf_tables", "wandb", "wandb_project")
 
 
-def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path) -> ExperimentConfig:
+def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path,
+                   given: frozenset[str] | None = None) -> ExperimentConfig:
     """The saved settings, refusing flags of the new command that contradict them (a flag left at
     its default is not a contradiction: ``--resume --out DIR`` alone continues the run as it was)."""
     try:
@@ -450,11 +451,16 @@ def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path)
     except (KeyError, TypeError, ConfigError) as e:
         raise ConfigError(f"{meta_path}: not an experiment record this version can resume ({e})") from None
     diffs = contradictions(cfg, saved, skip=RUNTIME_FIELDS)
+    if given is not None:  # flags the command line really gave: a value equal to the default contradicts too
+        diffs += [f"{k}: saved {getattr(saved, k)!r}, given {getattr(cfg, k)!r}" for k in sorted(given)
+                  if k not in RUNTIME_FIELDS and hasattr(saved, k) and getattr(cfg, k) != getattr(saved, k)
+                  and not any(d.startswith(f"{k}:") for d in diffs)]
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved run ({meta_path}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new experiment with another --out")
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "cf_tables"},
-                               cf_tables=cfg.cf_tables and saved.cf_tables)
+    # W&B and the CF tables can be turned off for the rest of a run, never on again
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS if k not in ("cf_tables", "wandb")},
+                               cf_tables=cfg.cf_tables and saved.cf_tables, wandb=cfg.wandb and saved.wandb)
 
 
 def _saved_meta(out: Path) -> dict[str, Any]:
@@ -473,7 +479,7 @@ def _saved_meta(out: Path) -> dict[str, Any]:
     return meta
 
 
-def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig, verbose: int = 0, given: frozenset[str] | None = None) -> ExperimentResult:
     """Run (or ``resume``) nested tuning and the grid of units, then write every output (see :mod:`.report`)."""
     from raysearch._io import run_lock
 
@@ -481,16 +487,16 @@ def run_experiment(cfg: ExperimentConfig, verbose: int = 0) -> ExperimentResult:
     out = _out_dir(cfg)
     # two commands on one folder: the second is refused in one line (the lock sits beside the folder)
     with run_lock(out, what=f"experiment folder {out}"):
-        return _run_experiment(cfg, out, t0)
+        return _run_experiment(cfg, out, t0, given)
 
 
-def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float) -> ExperimentResult:
+def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float, given: frozenset[str] | None) -> ExperimentResult:
     from raysearch.data.registry import load_dataset
     from raysearch.experiment.report import write_outputs
 
     meta = _saved_meta(out) if cfg.resume else None
     if meta is not None:
-        cfg = resumed_config(cfg, meta, out / META_FILE)
+        cfg = resumed_config(cfg, meta, out / META_FILE, given)
     variants = parse_variants(cfg.variants, cfg.shuffle_control)
     ds = load_dataset(cfg.dataset, cfg.data_root)  # a missing dataset: one error here, not N failed trials
     if ds.n_items < cfg.folds * 2:
@@ -510,8 +516,8 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float) -> ExperimentRe
         "config": dataclasses.asdict(cfg), "variants": [dataclasses.asdict(v) for v in variants],
         "runs": {k: to_dict(v) for k, v in runs.items()}, "source": source, "seeds": list(range(cfg.seeds)),
         "dataset_fingerprint": ds.fingerprint, "tuned": {}}
-    record["config"] = dataclasses.asdict(cfg)
-    write_json(out / META_FILE, record)
+    if meta is None:  # a resume keeps the record of how the run was made
+        write_json(out / META_FILE, record)
     engine = _Engine(cfg, out)
     try:
         if cfg.tune and not cfg.report_only:

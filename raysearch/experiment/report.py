@@ -504,16 +504,17 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     controlled = controlled_records(units, preds, variants, meta["config"].get("same_config"), n_boot=cfg.n_boot)
     md = [f"# {out.name}\n\n{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
           "".join(f"- {s}\n" for s in verdict + control)]
-    if controlled:
-        md += [f"\n## Weighting only: each arm vs {meta['config']['same_config']} at its configuration\n\n",
-               markdown_table(controlled)]
-    md += ["\n## Configurations (key fields and every field that differs between arms)\n\n", markdown_table(
-        [{k: str(v) for k, v in r.items() if k != "source"} for r in configs])]
+    md += [f"\n## Weighting only: each arm vs {meta['config'].get('same_config')} at its configuration\n\n",
+           markdown_table(controlled)] if controlled else [
+        "\n## Weighting only\n\nskipped: no --same-config (arms may differ in their configuration too)\n"]
+    md += ["\n## Configurations (key fields and every field that differs between arms; with --tune the base, "
+           "each fold's pick is in the next table)\n\n", markdown_table([{k: str(v) for k, v in r.items()} for r in configs])]
     md += ["\n## Configuration chosen by each inner search\n\n",
            markdown_table([{k: str(v) for k, v in r.items()} for r in tuning]) if tuning else "skipped: no --tune\n"]
-    md += ["\n## CF weights per fold (train items with a CF vector)\n\n",
+    md += ["\n## CF weights per fold (train items with a CF vector; before the Omega clip the loss applies)\n\n",
            markdown_table([{k: str(v) for k, v in r.items()} for r in weights]) if weights
            else "none: no weighted arm in this experiment\n"]
+    md += ["\n## CF tables\n\n" + ("skipped: --no-cf-tables\n" if not cfg.cf_tables else "see cf_tables.json and report.html\n")]
     write_text(out / SUMMARY_MD, "".join(md))
     figs = [fig_bars(df, out / FIG_BARS), fig_ratio(df, out / FIG_RATIO)]
     if per_class:

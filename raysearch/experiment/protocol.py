@@ -572,14 +572,8 @@ class _Engine:
         from raysearch.search.trainables import TrialContext
 
         cfg = self.cfg
-        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to experiment.parquet, one line each
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # as the sweep
-        cluster.init_ray(cfg.address, dashboard=cfg.distributed)
-        if cfg.distributed and not cluster.state_api_available():
-            raise ConfigError("DDP/GPU units (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to "
-                              "free a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
-        cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
-                                joined=cfg.address is not None)
+        cluster.start_trials_engine(cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+                                    workers_per_trial=cfg.workers_per_trial, distributed=cfg.distributed, what="units")
         self.actor_name = f"{SHARED_ACTOR_PREFIX}experiment-{self.out.name}-{os.getpid()}"
         self.actor = start_shared_actor(self.actor_name)
         import ray

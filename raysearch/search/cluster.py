@@ -206,3 +206,19 @@ def leaked_placement_groups() -> list[str]:
     from ray.util import placement_group_table
 
     return [pg_id for pg_id, info in placement_group_table().items() if info.get("state") != "REMOVED"]
+
+
+def start_trials_engine(address: str | None, *, cpus_per_trial: float, gpus_per_trial: float, workers_per_trial: int,
+                        distributed: bool, what: str = "trials") -> None:
+    """Ray up for a sweep's or an experiment's trials, and the last refusals before anything runs:
+    DDP/GPU trials need the State API (Ray Train frees a stopped trial's placement group through
+    it), and a trial larger than any node is an error instead of a hang."""
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to the results file, one line each
+    # per-epoch checkpoints of short trials trigger Tune's "snapshotting ... may become a bottleneck"
+    # warning every few seconds; the snapshot cost is what checkpoint_overhead already budgets
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    init_ray(address, dashboard=distributed)
+    if distributed and not state_api_available():
+        raise ConfigError(f"DDP/GPU {what} (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to free "
+                          "a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
+    check_resources(cpus_per_trial, gpus_per_trial, workers_per_trial, distributed, joined=address is not None)

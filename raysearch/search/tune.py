@@ -428,16 +428,8 @@ def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any
     writes anything (the dataset was loaded by the caller)."""
     import ray
 
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # errors go to results.parquet, one line each
-    # per-epoch checkpoints of short trials trigger Tune's "snapshotting ... may become a bottleneck"
-    # warning every few seconds; the snapshot cost is what checkpoint_overhead already budgets
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    cluster.init_ray(cfg.address, dashboard=cfg.distributed)
-    if cfg.distributed and not cluster.state_api_available():
-        raise ConfigError("DDP/GPU trials (--workers-per-trial > 1, --gpus-per-trial > 0) need Ray's State API to free "
-                          "a stopped trial's placement group: install ray[default] and start Ray with the dashboard")
-    cluster.check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.workers_per_trial, cfg.distributed,
-                            joined=cfg.address is not None)
+    cluster.start_trials_engine(cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+                                workers_per_trial=cfg.workers_per_trial, distributed=cfg.distributed)
     actor = start_shared_actor(actor_name)
     check = actor.check.remote(space.base.dataset, cfg.data_root)
     if cfg.address is not None:  # joined cluster (maybe a Ray client): the owner's node may lack the dataset

@@ -64,11 +64,7 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
     for ratio in sorted(units["label_ratio"].unique(), reverse=True):
         u = units[(units["label_ratio"] == ratio) & ~units["stop_reason"].isin(["error", "not_run"])]
         wide = u.pivot_table(index=["fold", "seed"], columns="variant", values="test_map").reindex(columns=names).dropna()
-        seeds = sorted(int(s) for s in u["seed"].unique() if all(pred_key(ratio, n, int(s)) in preds for n in names))
-        covered = np.ones(len(y), dtype=bool)
-        for n in names:
-            for s in seeds:
-                covered &= ~np.isnan(preds[pred_key(ratio, n, s)]).any(1)
+        seeds, covered = _pooled_coverage(u, preds, ratio, names, len(y))
         boot = None
         if seeds and covered.sum() >= 10:
             yc = y[covered]
@@ -145,11 +141,7 @@ def controlled_records(units: pd.DataFrame, preds: dict[str, np.ndarray], varian
         if same_config not in wide:
             continue
         names = [same_config, *[a for a in arms if a in wide]]
-        seeds = sorted(int(s) for s in u["seed"].unique() if all(pred_key(ratio, n, int(s)) in preds for n in names))
-        covered = np.ones(len(y), dtype=bool)
-        for n in names:
-            for sd in seeds:
-                covered &= ~np.isnan(preds[pred_key(ratio, n, sd)]).any(1)
+        seeds, covered = _pooled_coverage(u, preds, ratio, names, len(y))
         boot = (paired_item_bootstrap(y[covered], {n: [preds[pred_key(ratio, n, sd)][covered] for sd in seeds] for n in names},
                                       same_config, n_boot=n_boot) if seeds and covered.sum() >= 10 else None)
         folds = wide.index.get_level_values("fold").to_numpy()
@@ -162,6 +154,18 @@ def controlled_records(units: pd.DataFrame, preds: dict[str, np.ndarray], varian
                         "p corrected t": _f(corrected_resampled_ttest(d, _test_train_ratio(u))[1], "p"),
                         "p fold-level t": _f(fold_level_ttest(d, folds)[1], "p")})
     return out
+
+
+def _pooled_coverage(u: pd.DataFrame, preds: dict[str, np.ndarray], ratio: float, names: Sequence[str],
+                     n_items: int) -> tuple[list[int], np.ndarray]:
+    """The seeds every arm has pooled scores for, and the items every such (arm, seed) scored: the
+    bootstrap pairs arms on exactly these (all items once a run is complete)."""
+    seeds = sorted(int(s) for s in u["seed"].unique() if all(pred_key(ratio, n, int(s)) in preds for n in names))
+    covered = np.ones(n_items, dtype=bool)
+    for n in names:
+        for sd in seeds:
+            covered &= ~np.isnan(preds[pred_key(ratio, n, sd)]).any(1)
+    return seeds, covered
 
 
 def _test_train_ratio(u: pd.DataFrame) -> float:

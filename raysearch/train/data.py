@@ -137,11 +137,9 @@ def loss_standardized(cf_targets: np.ndarray, has_cf: np.ndarray, weights: np.nd
     """CF targets z-scored under the auxiliary loss's own item weights min(w_i, Omega) (ours).
 
     Why: under ``interaction`` weights the loss sees mostly popular items, and their targets are
-    the most extreme of the uniformly z-scored ones (posters fold 0: items with >= 60 interactions
-    have RMS 1.27 and a bias column at +2.0 sd; corr(log |U_i|, RMS) = 0.72).  exp(L1 + L2) then
-    starts far from its minimum for exactly the items that weigh most, the first steps overshoot
-    and the loss spikes (187,733 vs 339 for uniform in the first epoch at the same alpha and lr),
-    its gradient flooding the shared trunk.  Standardising with the same weights the loss uses
+    the most extreme of the uniformly z-scored ones (larger RMS, bias column far above its mean),
+    so exp(L1 + L2) starts far from its minimum for exactly the items that weigh most, the first steps
+    overshoot and the loss spikes, its gradient flooding the shared trunk.  Standardising with the same weights the loss uses
     gives every scheme targets of weighted mean 0 and sd 1; it is the identity for ``uniform``
     (equal weights) and affine per dimension, so no information is lost."""
     w = np.minimum(np.asarray(weights, dtype=np.float64), omega)

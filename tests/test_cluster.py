@@ -181,3 +181,35 @@ def test_ddp_sweep_asha_stops_trials_and_frees_placement_groups(cluster, tmp_pat
             break
         time.sleep(2)
     assert not left, left
+
+
+def _trial_intervals(run_dir: Path) -> list[tuple[float, float]]:
+    """(start, end) wall-clock seconds of each trial, from Tune's own per-trial ``result.json``."""
+    spans = []
+    for f in sorted(run_dir.glob("*/result.json")):
+        last = json.loads(f.read_text().strip().splitlines()[-1])
+        spans.append((last["timestamp"] - last["time_total_s"], last["timestamp"]))
+    return spans
+
+
+@pytest.mark.timeout(600)
+def test_gpu_trials_never_strand_a_gpu_node(cluster, tmp_path):
+    """Two nodes with 1 CPU + 1 logical GPU each, --gpus-per-trial 1 --cpus-per-trial 1: both trials
+    run at once, one per node.  A trial driver that takes any CPU share can land on the node the
+    other trial's worker needs, so one GPU waits idle until the first trial ends."""
+    head_home = tmp_path / "head"
+    cluster.start_head(num_cpus=0, home=head_home, dashboard=True)
+    cluster.add_worker(1, tmp_path / "g1", name="g1", num_gpus=1)
+    cluster.add_worker(1, tmp_path / "g2", name="g2", num_gpus=1)
+    r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path, epochs=3, device="cpu"),
+                  "--trials", "2", "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--name", "pack",
+                  "--no-wandb", "--seed", "0", timeout=500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(df) == 2 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
+    assert df["node"].nunique() == 2, df[["trial_id", "node"]]
+    (a0, a1), (b0, b1) = _trial_intervals(tmp_path / "runs" / "pack")
+    overlap = min(a1, b1) - max(a0, b0)
+    # both ran at once for most of the shorter trial (a stranded GPU makes them disjoint)
+    assert overlap > 0.5 * min(a1 - a0, b1 - b0), ((a0, a1), (b0, b1))
+    print(f"packing: 2 trials on {df['node'].nunique()} nodes, overlap {overlap:.1f} s of "
+          f"{a1 - a0:.1f} / {b1 - b0:.1f} s")

@@ -273,3 +273,14 @@ def test_restart_warning_keeps_the_whole_error_path():
     assert line == f"NodeDiedError: node 10.0.0.5 died; trace: {path}"
     gone = SimpleNamespace(error_file=None, get_pickled_error=lambda: None, get_error=lambda: None)
     assert trial_failure(gone) == "node lost"
+
+
+def test_a_ddp_or_gpu_trial_driver_takes_no_cpu():
+    """The driver of a TorchTrainer trial reserves no CPU: with --cpus-per-trial equal to a GPU node's
+    CPUs, the node's own worker always fits next to any number of other trials' drivers."""
+    from raysearch.search.cluster import trial_resources, worker_cpus
+
+    driver = trial_resources(True, 8, 1)
+    assert driver.get("cpu", 0) == 0 and driver.get("gpu", 0) == 0 and sum(driver.values()) > 0
+    assert worker_cpus(8, 1) == 8 and worker_cpus(8, 2) == 4
+    assert trial_resources(False, 2, 0) == {"cpu": 2, "gpu": 0}

@@ -18,7 +18,10 @@ from raysearch.search.shared import DATA_CPUS, NAMESPACE
 
 log = logging.getLogger(__name__)
 
-DRIVER_CPU = 0.01  # a TorchTrainer trial only waits on trainer.fit(); Tune refuses empty requests
+#: what a TorchTrainer trial's driver reserves: no CPU (it only waits on ``trainer.fit()``), so it can
+#: never take the sliver of a GPU node that node's own worker needs (a stranded GPU); Tune refuses an
+#: empty request, so it reserves a little of Ray's ``memory`` resource (bytes), which every node has
+DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 
 
 def _free_port() -> int:
@@ -129,15 +132,14 @@ def state_api_available(timeout: float = 10.0) -> bool:
 
 
 def worker_cpus(cpus_per_trial: float, workers: int) -> float:
-    """``--cpus-per-trial`` is the trial's total: split over the workers, minus the driver's sliver,
-    so a trial never asks Ray for more CPUs than exist (which would hang, not fail)."""
-    return (cpus_per_trial - DRIVER_CPU) / workers
+    """``--cpus-per-trial`` is the trial's total, split over its workers (the driver takes no CPU)."""
+    return cpus_per_trial / workers
 
 
 def trial_resources(distributed: bool, cpus_per_trial: float, gpus_per_trial: float) -> dict[str, float]:
     if distributed:
         # the trial itself only drives the TorchTrainer; its workers reserve the CPUs/GPUs
-        return {"cpu": DRIVER_CPU}
+        return dict(DRIVER_RESOURCES)
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
 
 

@@ -287,8 +287,9 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
         _train_loop_per_worker,
         train_loop_config={"run": to_dict(run), "shared_actor": shared_actor, "cpus_per_worker": cpus_per_worker,
                            "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights},
+        # PACK: a trial's workers fill one node before the next, so GPU nodes are not split between trials
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
-                                     resources_per_worker=res_per_worker),
+                                     resources_per_worker=res_per_worker, placement_strategy="PACK"),
         # train.device: cpu on GPU workers trains on CPU: gloo, not Ray's default nccl for GPU workers
         torch_config=TorchConfig(backend="gloo") if run.train.device == "cpu" else None,
         run_config=TrainRunConfig(name=name, storage_path=storage, callbacks=callbacks,

@@ -18,7 +18,9 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from raysearch.choices import AUX_NORMS, CF_TRAINERS, SCHEDULERS, SEARCHERS, TRUNKS
 from raysearch.errors import RaysearchError, short
+from raysearch.registry import Registry
 
 C = TypeVar("C")
 
@@ -31,6 +33,13 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 class ConfigError(RaysearchError, ValueError):
     """A configuration mapping has an unknown key, a wrong type or a bad value."""
+
+
+def check_choice(registry: Registry[Any], value: Any, what: str) -> None:
+    """The one check of a string choice (``cf.trainer``, ``--scheduler``...): a registered name, or a
+    one-line :class:`ConfigError` listing the choices.  Code using the choice then only looks it up."""
+    if not isinstance(value, str) or value not in registry:
+        raise ConfigError(f"{what} {short(value)} unknown; choose one of: {', '.join(registry.names())}")
 
 
 def _check_finite(cfg: Any, section: str) -> None:
@@ -96,14 +105,14 @@ class CFConfig:
     reg: float = 0.01             # BPR lambda_reg / WMF lambda_u, lambda_v
     bias: bool = True             # VAECF item bias (paper: helps); stored as an extra column
     seed: int = 0
-    trainer: str = "sparse"       # VAECF loop: sparse (same model/loss/Adam on sparse batches, all cores) | cornac
+    trainer: str = "sparse"       # VAECF loop (raysearch.choices.CF_TRAINERS): sparse (same model/loss/Adam on
+                                  # sparse batches, all cores) | cornac
     patience: int = 0             # VAECF early stopping: epochs without held-out interaction AUC gain (0: off)
 
     def __post_init__(self) -> None:
         _check_finite(self, "cf")
         _check_positive(self, "cf", ("dim", "epochs", "batch_size"))
-        if self.trainer not in ("sparse", "cornac"):
-            raise ConfigError(f"cf.trainer must be sparse or cornac, got {self.trainer!r}")
+        check_choice(CF_TRAINERS, self.trainer, "cf.trainer")
         if self.patience < 0:
             raise ConfigError(f"cf.patience must be >= 0 (0: no early stopping), got {self.patience}")
         if self.lr <= 0:
@@ -147,8 +156,7 @@ class TrainConfig:
             raise ConfigError(f"train.alpha must be >= 0, got {self.alpha}")
         if self.omega <= 0:
             raise ConfigError(f"train.omega must be > 0, got {self.omega}")
-        if self.aux_norm not in ("weight_sum", "mean"):
-            raise ConfigError(f"train.aux_norm must be 'weight_sum' or 'mean', got {self.aux_norm!r}")
+        check_choice(AUX_NORMS, self.aux_norm, "train.aux_norm")
         _check_positive(self, "train", ("lr", "epochs", "batch_size", "image_size"))
         if self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"train.image_size must be >= {MIN_IMAGE_SIZE} (the backbones downsample 32x; "
@@ -159,8 +167,7 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer {short(self.optimizer)} unknown; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule {short(self.schedule)} unknown; choose one of {', '.join(SCHEDULES)}")
-        if self.trunk not in ("backbone", "mlp"):
-            raise ConfigError(f"train.trunk {short(self.trunk)} unknown; choose backbone or mlp")
+        check_choice(TRUNKS, self.trunk, "train.trunk")
         if self.trunk_hidden <= 0:
             raise ConfigError(f"train.trunk_hidden must be positive, got {self.trunk_hidden}")
         if not _DEVICE.fullmatch(self.device):
@@ -176,6 +183,91 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     cf: CFConfig = field(default_factory=CFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def option(default: Any, help: str | None, *flags: str, optional: bool = False, invert: bool = False) -> Any:
+    """A config field that is also a command-line option, declared once: its default here, its
+    flag(s) (default ``--field-name``) and help text in the field's metadata, read by
+    :func:`raysearch._cli.options.config_option`.  ``help=None``: not on the command line (API only).
+    ``optional``: the option may be left unset on other commands that share it (typed ``Optional``);
+    ``invert``: a ``--no-x`` flag setting the field to ``not flag``."""
+    meta = {} if help is None else {"help": help, "flags": flags, "optional": optional, "invert": invert}
+    return field(default=default, metadata=meta)
+
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything ``raysearch tune`` takes from the command line: one field per option (its help text
+    is the field's metadata; ``raysearch tune``'s options are generated from these fields)."""
+
+    dataset: str = option("synthetic", "Dataset name ({datasets}) or a prepared folder.", "--dataset", "-d",
+                          optional=True)
+    # None: the space's base method; a name; or "all"
+    method: str | None = option(None, "Training method: {methods} (tune: also all; default: the config's or the "
+                                      "space's).")
+    space: str | None = option(None, "Search-space YAML (default search_spaces/<dataset>.yaml).")
+    trials: int = option(8, "Number of trials (Optuna samples).", "--trials", "-n")
+    max_concurrent: int | None = option(None, "Trials running at once (default: what the resources allow).")
+    scheduler: str = option("asha", "Trial scheduler: {schedulers} (none: no early stopping).")
+    search: str = option("optuna", "Searcher: {searchers} (optuna: TPE, multivariate; random: Optuna's "
+                                   "RandomSampler, a baseline).")
+    grace_period: int | None = option(None, "ASHA grace period in epochs (default: space file).")
+    reduction_factor: int | None = option(None, "ASHA reduction factor (default: space file).")
+    epochs: int | None = option(None, "Training epochs (train.epochs), over the config, space or variant files.")
+    cpus_per_trial: float = option(1.0, "CPUs reserved per trial.")
+    gpus_per_trial: float = option(0.0, "> 0 runs each trial in a TorchTrainer.")
+    workers_per_trial: int = option(1, "> 1 runs DDP in a TorchTrainer.")
+    torch_trainer: bool = option(False, "Use the TorchTrainer path even for 1 CPU worker.")
+    max_failures: int = option(2, "Restarts per trial after a failure (node loss), each from its last checkpoint.")
+    checkpoint_every: int = option(
+        1, "Epochs between fault-tolerance checkpoints (0: none). Saves are spaced by cost: a due save is "
+           "skipped until the training since the last save is at least 10x what a save costs (checkpoints "
+           "take <= ~10% of training time), so short epochs are saved every few epochs, not every N "
+           "(tune: --checkpoint-overhead 0 saves every N epochs; DDP trials always save every N).")
+    checkpoint_overhead: float = option(
+        0.1, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
+             "the training since the last save is >= its measured cost / this (0.1: ~10%). 0: no spacing, save "
+             "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")
+    status_every: float = option(
+        60.0, "Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "
+              "this many seconds (0: none). On a terminal the status line is redrawn in place.")
+    storage: str | None = option(None, "Local path or URI (s3://, gs://); default <home>/runs.")
+    name: str | None = option(None, "Sweep name (default <dataset>-<timestamp>).")
+    resume: bool = option(False, "Continue the interrupted sweep --name in --storage.")
+    address: str | None = option(None, "Ray cluster: ray://host:10001, host:port or auto (default: a local Ray).")
+    wandb_project: str = option("raysearch", "W&B project (offline without an API key).")
+    wandb: bool = option(True, "Disable W&B logging.", "--no-wandb", invert=True)
+    seed: int = option(0, "Seed of the search (sampler and trial seeds).")
+    data_root: str | None = option(None, "Folder of datasets, caches and runs; overrides RAYSEARCH_HOME.")
+    # API only (no flag):
+    time_budget_s: float | None = option(None, None)
+    seed_defaults: bool = option(True, None)     # TPE's first trial is the space's base config (enqueued)
+    prefetch_cf: bool = option(True, None)       # the data owner fits the space's CF models ahead of requests
+    train_poll_s: float = option(0.25, None)     # Ray Train controller poll interval for DDP trials (Ray: 2 s)
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        check_choice(SCHEDULERS, self.scheduler, "--scheduler")
+        check_choice(SEARCHERS, self.search, "--search")
+        if self.workers_per_trial < 1 or self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ConfigError("--workers-per-trial >= 1, --cpus-per-trial > 0 and --gpus-per-trial >= 0 required")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.max_failures < 0 or self.checkpoint_every < 0 or self.checkpoint_overhead < 0:
+            raise ConfigError("--max-failures, --checkpoint-every and checkpoint_overhead must be >= 0")
+        if self.name is not None and not _NAME_OK.match(self.name):
+            raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
+                              "(no path separators; it names a folder under the runs directory)")
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers_per_trial > 1 or self.gpus_per_trial > 0 or self.torch_trainer
 
 
 # ---------------------------------------------------------------- (de)serialisation

@@ -24,15 +24,15 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from raysearch.errors import InputError
 from raysearch.model.io import LoadedModel, ModelError, ModelInfo, load_failure, zip_problem
+from raysearch.registry import Registry, UnknownNameError
 
-FORMATS = ("torchscript", "onnx")
 META_KEY = "raysearch.json"      # TorchScript extra file
 ONNX_META_KEY = "raysearch"      # ONNX metadata property
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
@@ -56,21 +56,47 @@ def _example(info: ModelInfo, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, info.image_size, info.image_size, 3), dtype=torch.uint8, generator=g)
 
 
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: how to build the file (``build(module, info, meta_json) -> bytes``), how to
+    open one (``open(data, source) -> (scores_fn, meta_json)``, ``scores_fn``: uint8 NHWC numpy ->
+    scores numpy), how to recognise one on disk (``detect(path) -> bool``), the suffix ``--out``
+    must have (None: any)."""
+
+    name: str
+    build: Callable[[torch.nn.Module, ModelInfo, str], bytes]
+    open: Callable[[bytes, str], tuple[Callable[[np.ndarray], np.ndarray], str]]
+    detect: Callable[[Path], bool]
+    suffix: str | None = None
+
+
+#: the export formats (``raysearch export --format``): register another with
+#: ``EXPORT_FORMATS.register("name", obj=ExportFormat(...))``
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format")
+
+
+def export_format(fmt: str) -> ExportFormat:
+    """The registered format ``fmt``; an unknown one is an :class:`ExportError` listing the choices."""
+    try:
+        return EXPORT_FORMATS.get(fmt)
+    except UnknownNameError:
+        raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS.names())}, got {fmt!r}") from None
+
+
 def export_model(model: LoadedModel, fmt: str, out: str | os.PathLike, atol: float = ATOL) -> ExportReport:
     """Write ``model`` as ``fmt`` (torchscript | onnx) to ``out`` (atomically), verified within ``atol``.
 
     The file is built in memory, checked, then written through :func:`raysearch._io.write_bytes`:
     torch's own file writer aborts the process when a write fails (``ulimit -f``, a full disk),
     here that is one line naming ``out`` and nothing is left beside it."""
-    if fmt not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    spec = export_format(fmt)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module = model.module.cpu().eval()
     meta = json.dumps(model.info.to_json())
     from raysearch._io import write_bytes
 
-    data = _to_torchscript(module, model.info, meta) if fmt == "torchscript" else _to_onnx(module, model.info, meta)
+    data = spec.build(module, model.info, meta)
     exported = ExportedPredictor(fmt, data, source=str(out))
     diff = 0.0
     for n, seed in ((3, 1), (8, 2)):  # another batch size than the trace's: the batch axis is dynamic
@@ -128,32 +154,11 @@ class ExportedPredictor:
 
     def __init__(self, kind: str, data: bytes, source: str = "") -> None:
         self.kind, self._data = kind, data
-        if kind == "torchscript":
-            extra = {META_KEY: ""}
-            problem = zip_problem(data)  # truncated, or damaged (torch.jit.load checks no CRC)
-            if problem is not None:
-                raise ModelError(f"{source}: not a loadable TorchScript file: {problem}")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
-                    self._module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra).eval()
-            except Exception as e:  # noqa: BLE001 - any reader error means a bad file
-                raise ModelError(f"{source}: not a loadable TorchScript file: {load_failure(e)}") from None
-            meta = extra[META_KEY]
-        elif kind == "onnx":
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise ExportError(f"{source}: reading ONNX models needs onnxruntime: pip install 'raysearch[export]'") from None
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
-            try:
-                self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-            except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail...: a bad file
-                raise ModelError(f"{source}: not a loadable ONNX model: {load_failure(e)}") from None
-            meta = self._session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "")
-        else:
-            raise ModelError(f"unknown exported model kind {kind!r}")
+        try:
+            spec = EXPORT_FORMATS.get(kind)
+        except UnknownNameError:
+            raise ModelError(f"unknown exported model kind {kind!r}") from None
+        self._scores, meta = spec.open(data, source)
         if not meta:
             raise ModelError(f"{source}: exported {kind} model has no raysearch metadata "
                              f"(vocabulary, image size, thresholds); export it with `raysearch export`")
@@ -169,33 +174,76 @@ class ExportedPredictor:
     def scores(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         out = []
         for s in range(0, len(images), batch_size):
-            x = np.ascontiguousarray(images[s:s + batch_size], dtype=np.uint8)
-            if self.kind == "torchscript":
-                with torch.inference_mode():
-                    out.append(self._module(torch.from_numpy(x)).numpy())
-            else:
-                out.append(self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+            out.append(self._scores(np.ascontiguousarray(images[s:s + batch_size], dtype=np.uint8)))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.info.n_labels), np.float32)
 
     def payload(self) -> dict[str, Any]:
         return {"kind": self.kind, "data": self._data, "source": self.info.source}
 
 
+def _open_torchscript(data: bytes, source: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    extra = {META_KEY: ""}
+    problem = zip_problem(data)  # truncated, or damaged (torch.jit.load checks no CRC)
+    if problem is not None:
+        raise ModelError(f"{source}: not a loadable TorchScript file: {problem}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra).eval()
+    except Exception as e:  # noqa: BLE001 - any reader error means a bad file
+        raise ModelError(f"{source}: not a loadable TorchScript file: {load_failure(e)}") from None
+
+    def scores(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return scores, extra[META_KEY]
+
+
+def _open_onnx(data: bytes, source: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError(f"{source}: reading ONNX models needs onnxruntime: pip install 'raysearch[export]'") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail...: a bad file
+        raise ModelError(f"{source}: not a loadable ONNX model: {load_failure(e)}") from None
+    meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "")
+    return (lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]), meta
+
+
+def _is_torchscript(p: Path) -> bool:
+    """A zip archive carrying raysearch's extra file (a damaged zip is not: load_model names what is wrong)."""
+    if not zipfile.is_zipfile(p):
+        return False
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(n.endswith(f"extra/{META_KEY}") for n in names)
+
+
+def _is_onnx(p: Path) -> bool:
+    return p.suffix.lower() == ".onnx" and not zipfile.is_zipfile(p)
+
+
+EXPORT_FORMATS.register("torchscript", obj=ExportFormat("torchscript", _to_torchscript, _open_torchscript,
+                                                        _is_torchscript))
+EXPORT_FORMATS.register("onnx", obj=ExportFormat("onnx", _to_onnx, _open_onnx, _is_onnx, suffix=".onnx"))
+#: the registered format names (kept for callers of the former tuple)
+FORMATS: tuple[str, ...] = tuple(EXPORT_FORMATS.names())
+
+
 def exported_kind(path: str | os.PathLike) -> str | None:
-    """"onnx" | "torchscript" for an exported file, None for anything else."""
+    """The registered export format of an exported file ("onnx" | "torchscript"...), None for anything else."""
     p = Path(path)
     if not p.is_file():
         return None
-    if zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as z:
-                names = z.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return None  # load_model names what is wrong with it
-        return "torchscript" if any(n.endswith(f"extra/{META_KEY}") for n in names) else None
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    return None
+    return next((n for n in EXPORT_FORMATS.names() if EXPORT_FORMATS.get(n).detect(p)), None)
 
 
 def load_exported(path: str | os.PathLike) -> ExportedPredictor:

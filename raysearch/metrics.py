@@ -1,14 +1,15 @@
-"""Evaluation: macro mAP, per-class AP, bootstrap confidence intervals, paired comparisons.
+"""Evaluation metric: macro mAP and per-class AP (also on bootstrap resamples, :func:`resampled_map`).
 
 Macro mAP follows sklearn's ``average_precision_score`` per class, averaged over the classes
 that have at least one positive in the evaluated set.  A class with no positive there has an
 undefined AP (sklearn returns 0 with a warning, which would silently drag the mean down), so
 it is *excluded* from the mean; :func:`per_class_ap` reports it as NaN.  Scores may be logits
 or probabilities (AP only depends on the ranking).
+
+The statistics built on it (bootstrap resamples, paired tests, CIs, Holm) live in
+:mod:`raysearch.experiment.stats`.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,84 +44,6 @@ def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if np.isnan(ap).all():
         raise InputError("mAP undefined: no class has a positive example in the evaluated set")
     return float(np.nanmean(ap))
-
-
-def _boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-@dataclass(frozen=True)
-class BootstrapCI:
-    estimate: float
-    low: float
-    high: float
-    level: float
-    n_boot: int
-
-
-def bootstrap_ci(y_true, y_score, n: int = 1000, seed: int = 0, level: float = 0.95) -> BootstrapCI:
-    """Percentile bootstrap CI of macro mAP, resampling evaluated items with replacement.
-
-    Each resample's mAP averages over the classes with a positive *in that resample*.
-    """
-    y, s = _check(y_true, y_score)
-    vals = np.array([mean_average_precision(y[i], s[i]) for i in _boot_indices(len(y), n, seed)])
-    a = (1 - level) / 2
-    return BootstrapCI(mean_average_precision(y, s), float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)), level, n)
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    map_a: float
-    map_b: float
-    diff: float          # map_b - map_a
-    low: float           # CI of the difference
-    high: float
-    p_value: float       # two-sided bootstrap p-value of diff == 0
-    n_boot: int
-
-
-def paired_bootstrap(y_true, score_a, score_b, n: int = 1000, seed: int = 0, level: float = 0.95) -> PairedComparison:
-    """Compare two models scored on the *same* items: resample items once, score both."""
-    y, a = _check(y_true, score_a)
-    _, b = _check(y_true, score_b)
-    diffs = np.array([
-        mean_average_precision(y[i], b[i]) - mean_average_precision(y[i], a[i])
-        for i in _boot_indices(len(y), n, seed)
-    ])
-    ma, mb = mean_average_precision(y, a), mean_average_precision(y, b)
-    q = (1 - level) / 2
-    p = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
-    return PairedComparison(ma, mb, mb - ma, float(np.quantile(diffs, q)), float(np.quantile(diffs, 1 - q)),
-                            float(min(1.0, p)), n)
-
-
-def paired_ttest(values_a, values_b) -> tuple[float, float]:
-    """Paired t-test (scipy) on matched measurements, e.g. per-class AP or per-seed test mAP of
-    two methods. Returns (t statistic, two-sided p-value); NaN pairs are dropped."""
-    from scipy.stats import ttest_rel
-
-    a, b = np.asarray(values_a, float), np.asarray(values_b, float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired_ttest needs matched values, got shapes {a.shape} and {b.shape}")
-    ok = ~(np.isnan(a) | np.isnan(b))
-    if ok.sum() < 2:
-        raise ValueError("paired_ttest needs at least 2 matched non-NaN pairs")
-    r = ttest_rel(b[ok], a[ok])
-    return float(r.statistic), float(r.pvalue)
-
-
-def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
-    """int32 (n_boot, n): how often each item is drawn in each bootstrap resample (with replacement).
-
-    Generate these once and score *every* model on them: the resampled item sets are then
-    identical across models, which is what makes a bootstrap comparison paired.
-    """
-    idx = _boot_indices(n, n_boot, seed)
-    out = np.zeros((n_boot, n), dtype=np.int32)
-    rows = np.repeat(np.arange(n_boot), n)
-    np.add.at(out, (rows, idx.ravel()), 1)
-    return out
 
 
 def resampled_map(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:

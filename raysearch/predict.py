@@ -69,9 +69,17 @@ class TorchPredictor:
 
 
 def load_predictor(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Predictor:
-    """Any model form -> a predictor (exported files by content/suffix, everything else via load_model)."""
+    """Any model form -> a predictor (exported files by content/suffix, everything else via load_model).
+
+    ``path`` may be a URI (``file://``, ``s3://``, ``gs://``: :mod:`raysearch.runs`); a remote file is
+    copied to the local cache first, a remote folder (model or sweep run directory) is read by load_model."""
+    from raysearch import runs
     from raysearch.export import exported_kind, load_exported
 
+    if runs.is_uri(path):
+        loc = runs.locate(path)
+        if loc.is_file():
+            path = runs.fetch(loc)
     if exported_kind(path) is not None:
         return load_exported(path)
     return TorchPredictor(load_model(path, data_root=data_root))

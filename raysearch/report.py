@@ -14,9 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-# one definition of stop reasons and columns, shared with the sweep that writes them
 from raysearch._io import write_text
-from raysearch.search.results import COMPLETE, best_row, load_results, node_labels, param_columns
+# one definition of stop reasons and columns, shared with the sweep that writes them (raysearch.runs: the
+# layer below model and search, so a run directory on a URI reads the same)
+from raysearch.runs import COMPLETE, EXPERIMENT_FILE, best_row, load_results, locate, param_columns
+from raysearch.search.results import node_labels
 
 DASHBOARD_PNG = "dashboard.png"
 DASHBOARD_TABLE = "dashboard.md"
@@ -93,18 +95,34 @@ def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]:
-    """PNG + markdown table. On a ``raysearch experiment`` directory: mAP per variant with 95% CIs
-    and p-values.  On a sweep: comparable trials by weighting scheme, best-of-sweep labelled as
-    such, ASHA-stopped trials marked (and never used as best); W&B panels too when online."""
-    run_dir = Path(run_dir)
-    if (run_dir / "experiment.parquet").is_file():
-        return _experiment_dashboard(run_dir)
+    """PNG + markdown table of a sweep: comparable trials by weighting scheme, best-of-sweep labelled
+    as such, ASHA-stopped trials marked (and never used as best); W&B panels too when online.
+
+    ``run_dir`` may be a URI (:mod:`raysearch.runs`); the outputs are then written to a local folder
+    (``<home>/cache/dashboards/<name>``).  An experiment directory has its own dashboard
+    (:func:`raysearch.experiment.report.dashboard`; ``raysearch dashboard`` picks it): this layer is
+    below ``experiment`` and never imports it."""
+    loc = locate(run_dir)
+    if loc.join(EXPERIMENT_FILE).is_file():
+        from raysearch.errors import InputError
+
+        raise InputError(f"{run_dir} is a `raysearch experiment` directory: its dashboard is "
+                         f"raysearch.experiment.report.dashboard (`raysearch dashboard {run_dir}` picks it)")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    df = load_results(run_dir)
+    df = load_results(loc)
+    if loc.is_local:
+        run_dir = Path(loc.path)
+        out_dir = run_dir
+    else:
+        from raysearch import paths
+
+        run_dir = Path(loc.name)
+        out_dir = paths.cache_dir("dashboards") / loc.name
+        out_dir.mkdir(parents=True, exist_ok=True)
     summary = weighting_summary(df)
     labels = [f"{m}\n{w}" if df["method"].nunique() > 1 else str(w)
               for m, w in zip(summary["method"], summary["weighting"])]
@@ -128,10 +146,10 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
     axes[0].legend(loc="lower right", fontsize=7)
     fig.suptitle(f"{run_dir.name}: best-of-sweep by weighting scheme (one split, one seed, no CI; "
                  f"`raysearch experiment --from-sweep` gives CIs)", fontsize=9)
-    png = run_dir / DASHBOARD_PNG
+    png = out_dir / DASHBOARD_PNG
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    md = run_dir / DASHBOARD_TABLE
+    md = out_dir / DASHBOARD_TABLE
     write_text(md, "Best-of-sweep (one split, one seed, no confidence interval; ASHA-stopped trials are counted, "
                   "not compared):\n\n" + _markdown(summary))
     out: dict[str, Any] = {"kind": "sweep", "png": str(png), "table": str(md),
@@ -141,29 +159,8 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
 
         online = wandb_mode() == "online"
     if online:
-        out["wandb"] = _wandb_dashboard(run_dir, df, summary, png)
+        out["wandb"] = _wandb_dashboard(out_dir, df, summary, png, project=_project(loc))
     return out
-
-
-def _experiment_dashboard(run_dir: Path) -> dict[str, Any]:
-    """An experiment's summary (recomputed from its files when summary.parquet is absent)."""
-    from raysearch.experiment import report as er
-    from raysearch.experiment.protocol import Variant
-
-    path = run_dir / er.SUMMARY_PARQUET
-    if path.is_file():
-        summary = pd.read_parquet(path)
-    else:
-        units, preds, meta = er.load_experiment(run_dir)
-        summary, _ = er.summarize(units, preds, [Variant(**v) for v in meta["variants"]], n_boot=meta["config"]["n_boot"])
-    png = er.fig_bars(summary, run_dir / DASHBOARD_PNG)
-    md = run_dir / DASHBOARD_TABLE
-    write_text(md, "Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
-                  f"items); verdict: {er.VERDICT_TEST}; Holm-corrected p in brackets:\n\n"
-                  + er.markdown_table(er.summary_records(summary)) + f"\n{er.UNIT_NOTE}\n\n"
-                  + "".join(f"- {s}\n" for s in er.verdict_lines(summary) + er.control_lines(summary)))
-    return {"kind": "experiment", "png": str(png), "table": str(md),
-            "summary": json.loads(summary.to_json(orient="records"))}
 
 
 def _markdown(summary: pd.DataFrame) -> str:
@@ -174,7 +171,8 @@ def _markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png: Path) -> str:
+def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png: Path,
+                     project: str | None = None) -> str:
     """Log a comparison run (table + bar chart + PNG) in the sweep's group: W&B builds the panels.
 
     Guarded: any W&B failure is reported, never fatal, since the local dashboard already exists.
@@ -182,7 +180,7 @@ def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png
     try:
         import wandb
 
-        run = wandb.init(project=_project(run_dir), group=run_dir.name, job_type="dashboard",
+        run = wandb.init(project=project or _project(run_dir), group=run_dir.name, job_type="dashboard",
                          name=f"{run_dir.name}-weighting-comparison", dir=str(run_dir))
         table = wandb.Table(dataframe=summary.astype({"best_of_sweep_test_map": float}))
         run.log({
@@ -199,8 +197,8 @@ def _wandb_dashboard(run_dir: Path, df: pd.DataFrame, summary: pd.DataFrame, png
         return f"W&B dashboard not created: {e}"
 
 
-def _project(run_dir: Path) -> str:
-    meta = run_dir / "sweep.json"
+def _project(run_dir: Any) -> str:
+    meta = locate(run_dir).join("sweep.json")
     if meta.is_file():
         try:
             return json.loads(meta.read_text()).get("wandb_project") or "raysearch"

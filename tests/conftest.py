@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from raysearch._ray_compat import TRAIN_HEALTH_CHECK_ENV, temp_dir_init_kwargs
+
 _TMP = Path(tempfile.mkdtemp(prefix="raysearch-tests-"))
 os.environ["RAYSEARCH_HOME"] = str(_TMP / "home")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -20,7 +22,7 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TMPDIR", str(_TMP / "ray"))
 os.environ.setdefault("MPLCONFIGDIR", str(_TMP / "mpl"))
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+os.environ.setdefault(TRAIN_HEALTH_CHECK_ENV, "0.1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -45,7 +47,7 @@ def ray_session():
     if not ray.is_initialized():
         ray.init(
             num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-            _temp_dir=os.environ["RAY_TMPDIR"], configure_logging=False,
+            configure_logging=False, **temp_dir_init_kwargs(os.environ["RAY_TMPDIR"]),
         )
     yield ray
     ray.shutdown()

@@ -26,9 +26,9 @@ def free_port() -> int:
 
 
 def node_ip() -> str:
-    import ray._private.services as services
+    import ray.util  # public: the same function as Ray's private services.get_node_ip_address
 
-    return services.get_node_ip_address()
+    return ray.util.get_node_ip_address()
 
 
 def _descendants(pid: int) -> list[int]:

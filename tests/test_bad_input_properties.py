@@ -5,18 +5,20 @@ Allowed outcomes are the project's errors (:class:`~raysearch.errors.RaysearchEr
 errors: exactly what the CLI's ``guarded`` reports in one line.  Example counts stay small
 so the suite stays fast; the strategies mix valid fragments in so parsing gets deep.
 
-"Never crashes" alone passes for a parser that refuses everything, so each parser also has an
-``..._accepts_valid_...`` property: generated well-formed input must load, with exactly the
-values that were written.
+"Never crashes" alone passes for a parser that refuses everything, so each ``..._never_crash``
+property also loads one generated well-formed file per example and checks it loads with exactly
+the values written, and each parser also has an ``..._accepts_valid_...`` property doing only that.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
 import math
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -61,32 +63,18 @@ def _names_the_file(e: BaseException, *paths: Path) -> None:
 ML_MOVIES = ("movieId,title,genres", '1,"A, The (1995)",Drama|Comedy', "2,B,(no genres listed)", "x,y,z", "1::T::Drama")
 ML_RATINGS = ("userId,movieId,rating,timestamp", "1,1,4.0,1", "1,1,nan,2", "2,1,inf,x", "1::1::5::9")
 
-
-@FAST
-@given(data=_lines(*ML_MOVIES), dat=st.booleans())
-def test_movielens_movies_never_crash(data, dat):
-    path = _file("movies.dat" if dat else "movies.csv", data)
-    try:
-        movielens._read_movies(path, _report())
-    except EXPECTED as e:
-        _names_the_file(e, path)
-
-
-@FAST
-@given(data=_lines(*ML_RATINGS), dat=st.booleans())
-def test_movielens_ratings_never_crash(data, dat):
-    path = _file("ratings.dat" if dat else "ratings.csv", data)
-    try:
-        movielens._read_ratings(path, _report(), None, {1, 2})
-    except EXPECTED as e:
-        _names_the_file(e, path)
-
+# Each ``..._never_crash`` property also loads one generated well-formed file and checks its values
+# (the ``_check_*`` helpers, shared with the ``..._accepts_valid_...`` properties): a parser that
+# refused everything would pass "never crashes" alone.
 
 GENRES = ["Drama", "Comedy", "Sci-Fi", "Film-Noir", movielens.NO_GENRE]
 TITLE = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters=":\ufeff"),
                 max_size=20)
 MOVIES = st.lists(st.tuples(st.integers(0, 10**9), TITLE, st.lists(st.sampled_from(GENRES), max_size=4)),
                   min_size=1, max_size=8, unique_by=lambda m: m[0])
+RATINGS = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([1, 2, 3]),
+                             st.floats(0, 5, allow_nan=False), st.integers(0, 2**40)),
+                   min_size=1, max_size=10, unique=True)
 
 
 def _ml_file(name: str, dat: bool, header: list[str], rows: list[list[str]]) -> Path:
@@ -97,9 +85,7 @@ def _ml_file(name: str, dat: bool, header: list[str], rows: list[list[str]]) -> 
     return _file(name + ".csv", buf.getvalue().encode())
 
 
-@FAST
-@given(movies=MOVIES, dat=st.booleans())
-def test_movielens_movies_accepts_valid_files(movies, dat):
+def _check_movies(movies: list, dat: bool) -> None:
     if dat:  # the .dat format is latin-1 and '::'-separated: titles within it
         movies = [(m, t.encode("latin-1", "replace").decode("latin-1"), g) for m, t, g in movies]
     path = _ml_file("movies", dat, movielens.MOVIES_HEADER, [[str(m), t, "|".join(g)] for m, t, g in movies])
@@ -109,52 +95,62 @@ def test_movielens_movies_accepts_valid_files(movies, dat):
                    for i, (m, _, g) in enumerate(movies)}
 
 
-RATINGS = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([1, 2, 3]),
-                             st.floats(0, 5, allow_nan=False), st.integers(0, 2**40)),
-                   min_size=1, max_size=10, unique=True)
-
-
-@FAST
-@given(ratings=RATINGS, dat=st.booleans())
-def test_movielens_ratings_accepts_valid_files(ratings, dat):
+def _check_ratings(ratings: list, dat: bool) -> None:
     path = _ml_file("ratings", dat, movielens.RATINGS_HEADER, [[str(u), str(m), repr(r), str(t)] for u, m, r, t in ratings])
     cols = movielens._read_ratings(path, _report(), None, {1, 2, 3})
     assert [list(c) for c in cols] == [list(c) for c in zip(*ratings)]
 
 
+@FAST
+@given(data=_lines(*ML_MOVIES), dat=st.booleans(), valid=MOVIES)
+def test_movielens_movies_never_crash(data, dat, valid):
+    path = _file("movies.dat" if dat else "movies.csv", data)
+    try:
+        movielens._read_movies(path, _report())
+    except EXPECTED as e:
+        _names_the_file(e, path)
+    _check_movies(valid, dat)
+
+
+@FAST
+@given(data=_lines(*ML_RATINGS), dat=st.booleans(), valid=RATINGS)
+def test_movielens_ratings_never_crash(data, dat, valid):
+    path = _file("ratings.dat" if dat else "ratings.csv", data)
+    try:
+        movielens._read_ratings(path, _report(), None, {1, 2})
+    except EXPECTED as e:
+        _names_the_file(e, path)
+    _check_ratings(valid, dat)
+
+
+@FAST
+@given(movies=MOVIES, dat=st.booleans())
+def test_movielens_movies_accepts_valid_files(movies, dat):
+    _check_movies(movies, dat)
+
+
+@FAST
+@given(ratings=RATINGS, dat=st.booleans())
+def test_movielens_ratings_accepts_valid_files(ratings, dat):
+    _check_ratings(ratings, dat)
+
+
 AMZ = ('{"reviewerID": "u", "asin": "a", "overall": 5.0, "unixReviewTime": 1}', '{"reviewerID": 1}', "[1, 2]",
        "{'asin': 'a', 'categories': [['Toys', 'Dolls']], 'imUrl': 'http://x'}", "{'asin': 'b', 'x': (1,) * 9}",
        '{"asin": "c", "category": ["A", "B"]}', "{'asin': " + "[" * 300)
-
-
-@FAST
-@given(data=_lines(*AMZ), year=st.sampled_from(["2014", "2018"]))
-def test_amazon_parsers_never_crash(data, year):
-    path = _file("f.json.gz", data)
-    for parse in (lambda: amazon.read_reviews(path, _report()), lambda: amazon.read_meta(path, year, None, _report()),
-                  lambda: amazon.read_meta(path, year, {"a"}, _report())):
-        try:
-            parse()
-        except EXPECTED as e:
-            _names_the_file(e, path)
-
-
 IDS = st.text("abcXYZ0189", min_size=1, max_size=6)
+REVIEWS = st.lists(st.tuples(IDS, IDS, st.floats(1, 5, allow_nan=False), st.integers(0, 2**40)),
+                   min_size=1, max_size=8, unique_by=lambda r: r[:2])
+ASINS = st.lists(IDS, min_size=1, max_size=8, unique=True)
 
 
-@FAST
-@given(reviews=st.lists(st.tuples(IDS, IDS, st.floats(1, 5, allow_nan=False), st.integers(0, 2**40)),
-                        min_size=1, max_size=8, unique_by=lambda r: r[:2]))
-def test_amazon_reviews_accepts_valid_files(reviews):
+def _check_reviews(reviews: list) -> None:
     lines = [json.dumps({"reviewerID": u, "asin": a, "overall": r, "unixReviewTime": t}) for u, a, r, t in reviews]
     df = amazon.read_reviews(_file("r.json.gz", gzip.compress("\n".join(lines).encode())), _report())
     assert list(df.itertuples(index=False, name=None)) == reviews
 
 
-@FAST
-@given(asins=st.lists(IDS, min_size=1, max_size=8, unique=True), year=st.sampled_from(["2014", "2018"]),
-       data=st.data())
-def test_amazon_meta_accepts_valid_files(asins, year, data):
+def _check_meta(asins: list, year: str, data) -> None:
     recs = [{"asin": a, "title": data.draw(st.text(max_size=10)), "categories" if year == "2014" else "category":
              [["Toys", "Dolls"]] if year == "2014" else ["Toys", "Dolls"]} for a in asins]
     lines = [repr(r) if year == "2014" else json.dumps(r) for r in recs]
@@ -164,32 +160,40 @@ def test_amazon_meta_accepts_valid_files(asins, year, data):
     assert amazon.read_meta(path, year, wanted, _report()) == {r["asin"]: r for r in recs if r["asin"] in wanted}
 
 
-PIN = ("Art|1", "Food|2", "|", "1|u1|1|b", "2|u2|Food|b", "3||1|b", "x|y")
+@FAST
+@given(data=_lines(*AMZ), year=st.sampled_from(["2014", "2018"]), reviews=REVIEWS, asins=ASINS, draw=st.data())
+def test_amazon_parsers_never_crash(data, year, reviews, asins, draw):
+    path = _file("f.json.gz", data)
+    for parse in (lambda: amazon.read_reviews(path, _report()), lambda: amazon.read_meta(path, year, None, _report()),
+                  lambda: amazon.read_meta(path, year, {"a"}, _report())):
+        try:
+            parse()
+        except EXPECTED as e:
+            _names_the_file(e, path)
+    _check_reviews(reviews)
+    _check_meta(asins, year, draw)
 
 
 @FAST
-@given(cats=_lines(*PIN), repins=_lines(*PIN))
-def test_pinterest_parsers_never_crash(cats, repins):
-    cats_path, repins_path = _file("ImageCategoryID.txt", cats), _file("ImageDatasetRepinactivity", repins)
-    try:
-        by_id, _ = pinterest.read_categories(cats_path, _report())
-        pinterest.read_repins(repins_path, by_id, _report())
-    except EXPECTED as e:
-        _names_the_file(e, cats_path, repins_path)
+@given(reviews=REVIEWS)
+def test_amazon_reviews_accepts_valid_files(reviews):
+    _check_reviews(reviews)
 
 
-LINE_TEXT = st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["", "\r", "\r\n", "é", "\ufeff", "a\x00b"])),
-                     max_size=8).map("\n".join)
+@FAST
+@given(asins=ASINS, year=st.sampled_from(["2014", "2018"]), data=st.data())
+def test_amazon_meta_accepts_valid_files(asins, year, data):
+    _check_meta(asins, year, data)
 
 
+PIN = ("Art|1", "Food|2", "|", "1|u1|1|b", "2|u2|Food|b", "3||1|b", "x|y")
 NAMES = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp", "Zs"), blacklist_characters="|\ufeff"),
                min_size=1, max_size=10)
+PIN_IDS = st.lists(st.integers(0, 999), min_size=1, max_size=6, unique=True)
+PIN_NAMES = st.lists(NAMES, min_size=6, max_size=6, unique=True)
 
 
-@FAST
-@given(ids=st.lists(st.integers(0, 999), min_size=1, max_size=6, unique=True),
-       names=st.lists(NAMES, min_size=6, max_size=6, unique=True), data=st.data())
-def test_pinterest_parsers_accept_valid_files(ids, names, data):
+def _check_pinterest(ids: list, names: list, data) -> None:
     cats = {str(i): n for i, n in zip(ids, names)}
     repins = data.draw(st.lists(st.tuples(IDS, IDS, st.sampled_from(sorted(cats))), min_size=1, max_size=10))
     by_id, rank = pinterest.read_categories(_file("ImageCategoryID.txt", "".join(
@@ -206,6 +210,60 @@ def test_pinterest_parsers_accept_valid_files(ids, names, data):
         want_counts[pin][cats[lid]] += 1  # every repin counts for the pin's category
     assert {p: dict(u) for p, u in users.items()} == want_users
     assert {p: dict(c) for p, c in counts.items()} == want_counts
+
+
+@FAST
+@given(cats=_lines(*PIN), repins=_lines(*PIN), ids=PIN_IDS, names=PIN_NAMES, data=st.data())
+def test_pinterest_parsers_never_crash(cats, repins, ids, names, data):
+    cats_path, repins_path = _file("ImageCategoryID.txt", cats), _file("ImageDatasetRepinactivity", repins)
+    try:
+        by_id, _ = pinterest.read_categories(cats_path, _report())
+        pinterest.read_repins(repins_path, by_id, _report())
+    except EXPECTED as e:
+        _names_the_file(e, cats_path, repins_path)
+    _check_pinterest(ids, names, data)
+
+
+@FAST
+@given(ids=PIN_IDS, names=PIN_NAMES, data=st.data())
+def test_pinterest_parsers_accept_valid_files(ids, names, data):
+    _check_pinterest(ids, names, data)
+
+
+LINE_TEXT = st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["", "\r", "\r\n", "é", "\ufeff", "a\x00b"])),
+                     max_size=8).map("\n".join)
+
+
+def _truncated_gzip_failure(stored: bytes) -> tuple[str, int]:
+    """What reading a truncated gzip stream must report: the first error met and its line.
+
+    The readable prefix is what zlib recovers.  Bytes in it that are not UTF-8 are met first
+    ("not utf-8 text", on the line holding them); otherwise the stream ends early ("gzip") on the
+    line after the last complete one (a trailing CR is not complete: a LF may follow it)."""
+    prefix = zlib.decompressobj(wbits=31).decompress(stored)  # 31: gzip header; a truncated stream is no error
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(prefix, final=False)
+    except UnicodeDecodeError as e:
+        return "not utf-8 text", prefix[:e.start].count(b"\n") + 1
+    text = text[:-1] if text.endswith("\r") else text
+    lines = io.StringIO(text, newline="").readlines()
+    complete = len(lines) - (1 if lines and not lines[-1].endswith(("\n", "\r")) else 0)
+    return "gzip", complete + 1
+
+
+def test_truncated_gzip_failure_by_hand():
+    """The oracle above on hand-made streams (each cut where the line count is known)."""
+    def cut(raw: bytes) -> bytes:  # a stream that ends right after ``raw``'s bytes: flushed, never finished
+        z = zlib.compressobj(wbits=31)
+        return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH)
+
+    assert _truncated_gzip_failure(cut(b"")) == ("gzip", 1)
+    assert _truncated_gzip_failure(cut(b"a\nb\r\nc")) == ("gzip", 3)
+    assert _truncated_gzip_failure(cut(b"a\nb\r")) == ("gzip", 2)
+    assert _truncated_gzip_failure(cut(b"a\nb\n\xff")) == ("not utf-8 text", 3)
+    for raw, want in [(b"", 1), (b"a\nb\r\nc", 3), (b"a\nb\r", 2), (b"a\nb\n", 3)]:
+        with pytest.raises(RaysearchError, match=f":{want}: corrupt or truncated gzip"):
+            list(iter_lines(_file("t.gz", cut(raw))))
 
 
 @FAST
@@ -227,7 +285,10 @@ def test_iter_lines_reports_the_file_and_a_real_line(data, mode):
         msg = str(e)
         assert msg.startswith(f"{path}:") and "\n" not in msg, msg
         line = int(msg[len(str(path)) + 1:].split(":")[0])
-        if mode == "truncated gzip" or (mode == "plain" and data[:2] == b"\x1f\x8b"):  # gzip by content
+        if mode == "truncated gzip":
+            what, want_line = _truncated_gzip_failure(stored)
+            assert what in msg and line == want_line, (msg, what, want_line)
+        elif mode == "plain" and data[:2] == b"\x1f\x8b":  # random bytes that are gzip by content
             assert "gzip" in msg or (text is None and "not utf-8 text" in msg), msg  # whichever comes first
             assert line >= 1
         else:
@@ -273,31 +334,6 @@ YAML_TEXT = st.one_of(
     st.text(max_size=200),
     st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
 )
-
-
-@FAST
-@given(text=YAML_TEXT)
-def test_search_space_loader_never_crashes(text):
-    from raysearch.config import ConfigError
-    from raysearch.search.space import load_space
-
-    path = _file("space.yaml", text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
-    try:
-        load_space(path)
-    except ConfigError as e:
-        assert str(e).startswith(f"{path}: ") and "\n" not in str(e), str(e)
-
-
-@FAST
-@given(text=YAML_TEXT)
-def test_run_config_loader_never_crashes(text):
-    from raysearch.config import ConfigError, load_run_config
-
-    path = _file("run.yaml", text.encode("utf-8", "surrogatepass"))
-    try:
-        load_run_config(path)
-    except ConfigError as e:  # "{path}: ..." or, for a section, "{path}.train: ..."
-        assert str(e).startswith(str(path)) and "\n" not in str(e), str(e)
 
 
 # --- well-formed YAML must load, with the values written (floats in every notation, 1e-4 included)
@@ -368,9 +404,7 @@ def _render(sections: list, flow: bool) -> str:
     return "".join(f"{name}:\n" + "".join(f"  {k}: {t}\n" for k, t in pairs) for name, pairs in sections)
 
 
-@FAST
-@given(spec=run_config_texts(), data=st.data())
-def test_run_config_loader_accepts_valid_files(spec, data):
+def _check_run_config(spec, data) -> None:
     """A well-formed config loads as exactly what it says; the same key written twice is refused."""
     from raysearch.config import ConfigError, RunConfig, from_dict, load_run_config
 
@@ -432,9 +466,7 @@ def space_texts(draw) -> tuple[list[tuple[str, str]], list[tuple]]:
     return params, want
 
 
-@FAST
-@given(spec=space_texts(), data=st.data())
-def test_search_space_loader_accepts_valid_files(spec, data):
+def _check_space(spec, data) -> None:
     """A well-formed space loads with the bounds and choices written; a parameter defined twice is refused."""
     from raysearch.config import ConfigError
     from raysearch.search.space import load_space
@@ -449,6 +481,45 @@ def test_search_space_loader_accepts_valid_files(spec, data):
     with pytest.raises(ConfigError, match="defined twice") as e:
         load_space(path)
     assert str(e.value).startswith(f"{path}: key 'params.{name}' ") and "\n" not in str(e.value)
+
+
+@FAST
+@given(spec=run_config_texts(), data=st.data())
+def test_run_config_loader_accepts_valid_files(spec, data):
+    _check_run_config(spec, data)
+
+
+@FAST
+@given(spec=space_texts(), data=st.data())
+def test_search_space_loader_accepts_valid_files(spec, data):
+    _check_space(spec, data)
+
+
+@FAST
+@given(text=YAML_TEXT, spec=space_texts(), data=st.data())
+def test_search_space_loader_never_crashes(text, spec, data):
+    from raysearch.config import ConfigError
+    from raysearch.search.space import load_space
+
+    path = _file("space.yaml", text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    try:
+        load_space(path)
+    except ConfigError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e), str(e)
+    _check_space(spec, data)  # and a well-formed space still loads, with its values
+
+
+@FAST
+@given(text=YAML_TEXT, spec=run_config_texts(), data=st.data())
+def test_run_config_loader_never_crashes(text, spec, data):
+    from raysearch.config import ConfigError, load_run_config
+
+    path = _file("run.yaml", text.encode("utf-8", "surrogatepass"))
+    try:
+        load_run_config(path)
+    except ConfigError as e:  # "{path}: ..." or, for a section, "{path}.train: ..."
+        assert str(e).startswith(str(path)) and "\n" not in str(e), str(e)
+    _check_run_config(spec, data)  # and a well-formed config still loads, with its values
 
 
 @pytest.mark.parametrize("depth", [3, 9])

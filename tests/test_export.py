@@ -88,7 +88,7 @@ def test_predict_with_an_exported_file(trained, tmp_path):
 def test_export_errors_are_one_line(trained, tmp_path):
     run, data, res, model_dir = trained
     r = cli("export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x"))
-    assert r.exit_code == 2 and "torchscript, onnx" in r.output
+    assert r.exit_code == 2 and "onnx, torchscript" in r.output  # EXPORT_FORMATS.names()
     r = cli("export", "--model", str(model_dir), "--format", "onnx", "--out", str(tmp_path / "x.pt"))
     assert r.exit_code == 2 and ".onnx" in r.output
     r = cli("export", "--model", str(tmp_path / "nope"), "--format", "onnx", "--out", str(tmp_path / "x.onnx"))

@@ -88,7 +88,7 @@ def test_aux_loss_weights_clipped_by_omega_and_only_cf_rows():
     # "weight_sum" (default, the authors' code): divided by the clipped weights 3 + 1
     assert aux_loss(pred, tgt, w, 3.0, has).item() == pytest.approx((3 * math.exp(2.0) + 1.0) / 4, rel=1e-6)
     assert aux_loss(pred, tgt, w, 3.0, torch.zeros(3, dtype=torch.bool)).item() == 0.0
-    with pytest.raises(ValueError, match="aux_norm"):
+    with pytest.raises(KeyError, match="aux_norm"):  # raysearch.choices.AUX_NORMS (TrainConfig checks names)
         aux_loss(pred, tgt, w, 3.0, has, norm="sum")
 
 

@@ -121,10 +121,12 @@ def test_bad_spec_is_a_clear_error():
 
 
 def test_adapter_name_without_data_names_the_lookalike(home):
-    if "toys" not in DATASETS:
-        pytest.skip("adapters not registered yet")
-    with pytest.raises(DatasetError, match="synthetic-toys"):
-        load_dataset("toys")
+    # every real-data adapter registers with its synthetic lookalike (a broken registration fails here)
+    for real in ("movielens", "toys", "clothing", "pinterest"):
+        assert real in DATASETS and f"synthetic-{real}" in DATASETS, DATASETS.names()
+        assert DATASETS.get(real).kind != "synthetic" and DATASETS.get(f"synthetic-{real}").kind == "synthetic"
+        with pytest.raises(DatasetError, match=f"look-alike 'synthetic-{real}'"):
+            load_dataset(real)
 
 
 def _ridge_r2(x_tr, y_tr, x_te, y_te, lam=1.0):

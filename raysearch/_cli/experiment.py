@@ -23,8 +23,9 @@ Folds = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-valid
 LabelRatios = Annotated[str, typer.Option(
     "--label-ratios", help="Comma-separated fractions of train items keeping labels.")]
 ShuffleControl = Annotated[str, typer.Option(
-    "--shuffle-control", help="Shuffled-CF control arms: none | first (the first mtl/sequential arm) | all (one per "
-                              "mtl/sequential arm), each at its arm's configuration with CF targets permuted across items.")]
+    "--shuffle-control", help="Shuffled-CF control arms: {shuffle_controls} (first: the first mtl/sequential arm; all: "
+                              "one per mtl/sequential arm), each at its arm's configuration with CF targets permuted "
+                              "across items.")]
 SameConfig = Annotated[Optional[str], typer.Option(
     "--same-config", help="Run every weighting of this variant's method at its configuration (e.g. mtl:loss): "
                           "the arms then differ in the weighting only.")]

@@ -6,10 +6,16 @@ Cornac or pandas, which ``raysearch <command>`` must not pay for at start-up.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import types
+import typing
 from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 from typer.core import TyperCommand
+
+from raysearch.config import SweepConfig  # light: no torch, Ray or registries of plug-ins
 
 
 def _methods() -> list[str]:
@@ -55,9 +61,9 @@ def _schedules() -> list[str]:
 
 
 def _export_formats() -> list[str]:
-    from raysearch.export import FORMATS
+    from raysearch.export import EXPORT_FORMATS
 
-    return list(FORMATS)
+    return EXPORT_FORMATS.names()
 
 
 def _default_variants() -> list[str]:
@@ -78,7 +84,16 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "datasets": _datasets, "adapters": lambda: _datasets("adapter"), "optimizers": _optimizers,
     "schedules": _schedules, "export_formats": _export_formats, "out_formats": _out_formats,
     "default_variants": _default_variants,
+    # raysearch.choices: light registries, listed from their entries
+    "schedulers": lambda: _choice("SCHEDULERS"), "searchers": lambda: _choice("SEARCHERS"),
+    "shuffle_controls": lambda: _choice("SHUFFLE_CONTROLS"),
 }
+
+
+def _choice(registry: str) -> list[str]:
+    from raysearch import choices
+
+    return getattr(choices, registry).names()
 
 
 class _Names(dict):
@@ -107,20 +122,59 @@ def add(app: typer.Typer, *commands: Callable[..., Any]) -> None:
         app.command(cls=Command)(fn)
 
 
+# ------------------------------------------------------------------ options generated from config fields
+
+def _option_type(tp: Any, optional: bool) -> Any:
+    """A field's type as typer takes it: ``X | None`` -> ``Optional[X]``; ``optional``: ``Optional[X]``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return Optional[inner]
+    return Optional[tp] if optional else tp
+
+
+def _cli_fields(cls: Any) -> list[dataclasses.Field]:
+    """The fields of config class ``cls`` that are command-line options (:func:`raysearch.config.option`)."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def _param_name(f: dataclasses.Field) -> str:
+    """The command function's parameter of field ``f`` (an inverted ``--no-x`` flag: ``no_x``)."""
+    return f.metadata["flags"][0].lstrip("-").replace("-", "_") if f.metadata["invert"] else f.name
+
+
+def config_option(cls: Any, name: str) -> Any:
+    """``Annotated[type, typer.Option(flags, help=...)]`` of field ``name`` of config class ``cls``:
+    type, flags and help are the field's (its metadata; see :func:`raysearch.config.option`)."""
+    f = next((f for f in _cli_fields(cls) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"{cls.__name__}.{name} is not a command-line option")
+    meta = f.metadata
+    tp = bool if meta["invert"] else _option_type(typing.get_type_hints(cls)[name], meta["optional"])
+    flags = meta["flags"] or ("--" + name.replace("_", "-"),)
+    return Annotated[tp, typer.Option(*flags, help=meta["help"])]
+
+
+def config_parameters(cls: Any) -> list[inspect.Parameter]:
+    """One keyword parameter per option field of ``cls`` (field order; defaults the field's), for a
+    command function whose ``__signature__`` typer reads: the command's options are the config's."""
+    return [inspect.Parameter(_param_name(f), inspect.Parameter.KEYWORD_ONLY,
+                              default=(not f.default) if f.metadata["invert"] else f.default,
+                              annotation=config_option(cls, f.name))
+            for f in _cli_fields(cls)]
+
+
+def config_values(cls: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` from a command's option values (:func:`config_parameters`)."""
+    return {f.name: (not options[_param_name(f)]) if f.metadata["invert"] else options[_param_name(f)]
+            for f in _cli_fields(cls)}
+
+
 # ------------------------------------------------------------------ shared by several commands
 
-DataRoot = Annotated[Optional[str], typer.Option(
-    "--data-root", help="Folder of datasets, caches and runs; overrides RAYSEARCH_HOME.")]
 JsonOut = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout instead of tables (everything else goes to stderr).")]
-Dataset = Annotated[Optional[str], typer.Option(
-    "--dataset", "-d", help="Dataset name ({datasets}) or a prepared folder.")]
 PublicDataset = Annotated[str, typer.Option("--dataset", "-d", help="Public dataset: {adapters}.")]
 Raw = Annotated[str, typer.Option("--raw", help="Folder holding the public dump in its original format.")]
-Method = Annotated[Optional[str], typer.Option(
-    "--method", help="Training method: {methods} (tune: also all; default: the config's or the space's).")]
-Epochs = Annotated[Optional[int], typer.Option(
-    "--epochs", help="Training epochs (train.epochs), over the config, space or variant files.")]
 SplitSeed = Annotated[Optional[int], typer.Option(
     "--split-seed", help="Seed of the item-level split (split.seed: train/val/test items, or the folds).")]
 LabelRatio = Annotated[Optional[float], typer.Option(
@@ -131,38 +185,28 @@ Sets = Annotated[Optional[List[str]], typer.Option(
     "--set", metavar="SECTION.KEY=VALUE",
     help="Set any config field, e.g. --set train.weight_decay=1e-4 --set cf.model=bpr (repeatable; the value "
          "is read as YAML). Precedence: --config file < explicit flags < --set.")]
-Address = Annotated[Optional[str], typer.Option(
-    "--address", help="Ray cluster: ray://host:10001, host:port or auto (default: a local Ray).")]
-CpusPerTrial = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs reserved per trial.")]
-GpusPerTrial = Annotated[float, typer.Option("--gpus-per-trial", help="> 0 runs each trial in a TorchTrainer.")]
-WorkersPerTrial = Annotated[int, typer.Option("--workers-per-trial", help="> 1 runs DDP in a TorchTrainer.")]
-MaxFailures = Annotated[int, typer.Option(
-    "--max-failures", help="Restarts per trial after a failure (node loss), each from its last checkpoint.")]
-CheckpointEvery = Annotated[int, typer.Option(
-    "--checkpoint-every",
-    help="Epochs between fault-tolerance checkpoints (0: none). Saves are spaced by cost: a due save is "
-         "skipped until the training since the last save is at least 10x what a save costs (checkpoints "
-         "take <= ~10% of training time), so short epochs are saved every few epochs, not every N "
-         "(tune: --checkpoint-overhead 0 saves every N epochs; DDP trials always save every N).")]
-CheckpointOverhead = Annotated[float, typer.Option(
-    "--checkpoint-overhead",
-    help="Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
-         "the training since the last save is >= its measured cost / this (0.1: ~10%). 0: no spacing, save "
-         "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")]
-StatusEvery = Annotated[float, typer.Option(
-    "--status-every",
-    help="Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "
-         "this many seconds (0: none). On a terminal the status line is redrawn in place.")]
-MaxConcurrent = Annotated[Optional[int], typer.Option(
-    "--max-concurrent", help="Trials running at once (default: what the resources allow).")]
-WandbProject = Annotated[str, typer.Option("--wandb-project", help="W&B project (offline without an API key).")]
-NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Disable W&B logging.")]
+# options that are SweepConfig fields: type, flags, default and help declared once, on the field
+DataRoot = config_option(SweepConfig, "data_root")
+Dataset = config_option(SweepConfig, "dataset")
+Method = config_option(SweepConfig, "method")
+Epochs = config_option(SweepConfig, "epochs")
+Address = config_option(SweepConfig, "address")
+CpusPerTrial = config_option(SweepConfig, "cpus_per_trial")
+GpusPerTrial = config_option(SweepConfig, "gpus_per_trial")
+WorkersPerTrial = config_option(SweepConfig, "workers_per_trial")
+MaxFailures = config_option(SweepConfig, "max_failures")
+CheckpointEvery = config_option(SweepConfig, "checkpoint_every")
+CheckpointOverhead = config_option(SweepConfig, "checkpoint_overhead")
+StatusEvery = config_option(SweepConfig, "status_every")
+MaxConcurrent = config_option(SweepConfig, "max_concurrent")
+WandbProject = config_option(SweepConfig, "wandb_project")
+NoWandb = config_option(SweepConfig, "wandb")
 Top = Annotated[int, typer.Option("--top", help="Rows in the results table.")]
 RunDir = Annotated[str, typer.Argument(help="A `raysearch tune` run directory.")]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Where to write the output (see the command).")]
 ModelPath = Annotated[str, typer.Option(
     "--model", "-m", help="Model dir (train --out / a trial checkpoint), sweep run dir (its best trial), "
-                          "or an exported .onnx / TorchScript file.")]
+                          "or an exported .onnx / TorchScript file; a local path or a URI (file://, s3://, gs://).")]
 
 # ------------------------------------------------------------------ CF options (CFConfig fields)
 

@@ -178,13 +178,14 @@ def export(
     """Export the classification path (uint8 images -> scores) for serving, verified against PyTorch.
 
     Vocabulary, image size, normalisation and thresholds are embedded; scores match within 1e-4."""
-    from raysearch.export import FORMATS, export_model
+    from raysearch.export import EXPORT_FORMATS, export_model
     from raysearch.model.io import load_model
 
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "onnx" and Path(out).suffix.lower() != ".onnx":
-        fail(f"--out {out}: an ONNX export must end in .onnx")
+    if fmt not in EXPORT_FORMATS:
+        fail(f"--format must be one of {', '.join(EXPORT_FORMATS.names())}, got {fmt!r}")
+    suffix = EXPORT_FORMATS.get(fmt).suffix
+    if suffix and Path(out).suffix.lower() != suffix:
+        fail(f"--out {out}: an {fmt.upper() if fmt == 'onnx' else fmt} export must end in {suffix}")
     _check_out_free(out, overwrite)
     loaded = guarded(lambda: load_model(model, data_root=data_root))
     rep = guarded(lambda: export_model(loaded, fmt, out))

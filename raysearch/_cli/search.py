@@ -2,34 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
-from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from raysearch._cli import emit_json, fail, guarded
 from raysearch._cli.options import (
-    Address, CpusPerTrial, DataRoot, Dataset, Epochs, JsonOut, MaxConcurrent, Method, NoWandb, RunDir, Top,
-    WandbProject, add, CheckpointEvery, CheckpointOverhead, GpusPerTrial, MaxFailures, StatusEvery, WorkersPerTrial,
+    JsonOut, RunDir, Top, add, config_parameters, config_values,
 )
-
-_I = Optional[int]
-Space = Annotated[Optional[str], typer.Option(
-    "--space", help="Search-space YAML (default search_spaces/<dataset>.yaml).")]
-Trials = Annotated[int, typer.Option("--trials", "-n", help="Number of trials (Optuna samples).")]
-Scheduler = Annotated[str, typer.Option("--scheduler", help="asha | none (no early stopping).")]
-Search = Annotated[str, typer.Option("--search", help="optuna (TPE, multivariate) | random.")]
-GracePeriod = Annotated[_I, typer.Option("--grace-period", help="ASHA grace period in epochs (default: space file).")]
-ReductionFactor = Annotated[_I, typer.Option(
-    "--reduction-factor", help="ASHA reduction factor (default: space file).")]
-TorchTrainer = Annotated[bool, typer.Option(
-    "--torch-trainer", help="Use the TorchTrainer path even for 1 CPU worker.")]
-Storage = Annotated[Optional[str], typer.Option(
-    "--storage", help="Local path or URI (s3://, gs://); default <home>/runs.")]
-Name = Annotated[Optional[str], typer.Option("--name", help="Sweep name (default <dataset>-<timestamp>).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted sweep --name in --storage.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the search (sampler and trial seeds).")]
+from raysearch.config import SweepConfig
 
 
 def _console() -> Console:
@@ -44,39 +27,30 @@ def _distinct_errors(df) -> list[str]:
     return [f"{n} x {msg}" for msg, n in counts.items()] or ["(no error message recorded)"]
 
 
-def tune(
-    dataset: Dataset = "synthetic", method: Method = None, space: Space = None, trials: Trials = 8,
-    max_concurrent: MaxConcurrent = None, scheduler: Scheduler = "asha", search: Search = "optuna",
-    grace_period: GracePeriod = None, reduction_factor: ReductionFactor = None, epochs: Epochs = None,
-    cpus_per_trial: CpusPerTrial = 1.0, gpus_per_trial: GpusPerTrial = 0.0, workers_per_trial: WorkersPerTrial = 1,
-    torch_trainer: TorchTrainer = False, max_failures: MaxFailures = 2, checkpoint_every: CheckpointEvery = 1,
-    checkpoint_overhead: CheckpointOverhead = 0.1, status_every: StatusEvery = 60.0, storage: Storage = None, name: Name = None, resume: Resume = False, address: Address = None,
-    wandb_project: WandbProject = "raysearch", no_wandb: NoWandb = False, seed: Seed = 0,
-    data_root: DataRoot = None, top: Top = 10, json_out: JsonOut = False,
-) -> None:
+def tune(*, top: int = 10, json_out: bool = False, **options) -> None:
     """Hyperparameter search: Ray Tune + Optuna (TPE) + ASHA, one `fit` per trial."""
-    from raysearch.search.tune import SweepConfig, build_space, run_sweep
+    from raysearch.search.tune import build_space, run_sweep
 
-    if resume and not name:
+    if options["resume"] and not options["name"]:
         fail("--resume needs the --name of the sweep to continue")
-    if not status_every >= 0:
-        fail(f"--status-every must be >= 0 seconds, got {status_every}")
-    cfg = guarded(lambda: SweepConfig(
-        dataset=dataset, data_root=data_root, space=space, method=method, trials=trials,
-        max_concurrent=max_concurrent, scheduler=scheduler, search=search, grace_period=grace_period,
-        reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        workers_per_trial=workers_per_trial, storage=storage, name=name, resume=resume, address=address,
-        wandb=not no_wandb, wandb_project=wandb_project, seed=seed, epochs=epochs, torch_trainer=torch_trainer,
-        max_failures=max_failures, checkpoint_every=checkpoint_every, checkpoint_overhead=checkpoint_overhead,
-        status_every=status_every,
-    ))
+    if not options["status_every"] >= 0:
+        fail(f"--status-every must be >= 0 seconds, got {options['status_every']}")
+    cfg = guarded(lambda: SweepConfig(**config_values(SweepConfig, options)))
     # --resume rebuilds the space from the sweep's own sweep.json (a flag contradicting it is refused)
-    sp = None if resume else guarded(lambda: build_space(cfg))
+    sp = None if cfg.resume else guarded(lambda: build_space(cfg))
     if json_out:  # stdout is the JSON alone: whatever Ray or Tune print goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             res = guarded(lambda: run_sweep(cfg, sp, progress=False))
         return _emit_sweep(res, cfg, top)
     _print_sweep(guarded(lambda: run_sweep(cfg, sp)), cfg, top)
+
+
+# the options of `tune` are SweepConfig's fields (type, flags, default, help: on the field), then these
+tune.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    *config_parameters(SweepConfig),
+    inspect.Parameter("top", inspect.Parameter.KEYWORD_ONLY, default=10, annotation=Top),
+    inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOut),
+])
 
 
 def _all_failed(df) -> bool:
@@ -155,7 +129,12 @@ def dashboard(run_dir: RunDir, json_out: JsonOut = False) -> None:
     """Weighting-scheme comparison: dashboard.png + dashboard.md (and W&B panels when online)."""
     from pathlib import Path
 
-    from raysearch.report import dashboard as build
+    from raysearch.runs import run_kind
+
+    if guarded(lambda: run_kind(run_dir)) == "experiment":  # its own dashboard: CIs and p-values per variant
+        from raysearch.experiment.report import dashboard as build
+    else:
+        from raysearch.report import dashboard as build
 
     out = guarded(lambda: build(run_dir))
     if json_out:

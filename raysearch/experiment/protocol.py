@@ -43,8 +43,9 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import atomic_path, write_json
-from raysearch.config import (ConfigError, RunConfig, SplitConfig, contradictions, from_dict, load_run_config,
-                              to_dict)
+from raysearch.choices import SHUFFLE_CONTROLS
+from raysearch.config import (ConfigError, RunConfig, SplitConfig, check_choice, contradictions, from_dict,
+                              load_run_config, to_dict)
 from raysearch.search.results import COMPLETE, StopReason
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 REF = "image_only"
 SHUFFLED = "+shuffled-cf"
 DEFAULT_VARIANTS = ("image_only", "mtl:uniform", "mtl:interaction", "mtl:loss")
-SHUFFLE_CONTROLS = ("none", "first", "all")
 EXPERIMENT_FILE = "experiment.parquet"
 PREDICTIONS_FILE = "predictions.npz"
 META_FILE = "experiment.json"
@@ -78,6 +78,12 @@ def _weighted(method: str) -> bool:
     return bool(m.uses_cf and m.weighted)
 
 
+def _weighted_methods() -> list[str]:
+    from raysearch.train.methods import METHODS
+
+    return [m for m in METHODS.names() if _weighted(m)]
+
+
 def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -> list[Variant]:
     """``["image_only", "mtl:loss", ...]`` -> variants (Image-only first: it is the reference).
 
@@ -87,9 +93,7 @@ def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -
     from raysearch.cf.weights import WEIGHTINGS
     from raysearch.train.methods import METHODS
 
-    shuffle_control = {True: "first", False: "none"}.get(shuffle_control, shuffle_control)  # type: ignore[arg-type]
-    if shuffle_control not in SHUFFLE_CONTROLS:
-        raise ConfigError(f"--shuffle-control {shuffle_control!r} unknown; choose one of {', '.join(SHUFFLE_CONTROLS)}")
+    control = SHUFFLE_CONTROLS.get({True: "first", False: "none"}.get(shuffle_control, shuffle_control))  # type: ignore[arg-type]
     out: list[Variant] = []
     for raw in specs:
         spec = raw.strip()
@@ -114,12 +118,12 @@ def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -
     if not any(v.name == REF for v in out):
         out.insert(0, Variant(REF, REF, "uniform"))
     out.sort(key=lambda v: v.name != REF)
-    if shuffle_control != "none":
-        bases = [v for v in out if _weighted(v.method)]
-        if not bases:
-            raise ConfigError("--shuffle-control needs an mtl or sequential variant to shuffle")
-        for base in bases[:1] if shuffle_control == "first" else bases:
-            out.append(Variant(base.name + SHUFFLED, base.method, base.weighting, shuffled_from=base.name))
+    bases = [v for v in out if _weighted(v.method)]
+    if control.adds_arms and not bases:
+        raise ConfigError(f"--shuffle-control {control.name} needs a CF-weighted variant to shuffle "
+                          f"({', '.join(_weighted_methods())})")
+    for base in control.arms(bases):
+        out.append(Variant(base.name + SHUFFLED, base.method, base.weighting, shuffled_from=base.name))
     return out
 
 
@@ -131,7 +135,7 @@ class ExperimentConfig:
     seeds: int = 3
     folds: int = 5
     label_ratios: tuple[float, ...] = (1.0,)
-    shuffle_control: str = "none"          # none | first | all
+    shuffle_control: str = "none"          # raysearch.choices.SHUFFLE_CONTROLS: none | first | all
     same_config: str | None = None         # every weighting of this variant's method runs at its configuration
     tune: int = 0                          # nested tuning: inner TPE+ASHA trials per (ratio, fold, tuned variant)
     tune_space: str | None = None          # the inner searches' space (default: the dataset's)
@@ -159,8 +163,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if isinstance(self.shuffle_control, bool):  # the old flag: --shuffle-control meant the first arm
             object.__setattr__(self, "shuffle_control", "first" if self.shuffle_control else "none")
-        if self.shuffle_control not in SHUFFLE_CONTROLS:
-            raise ConfigError(f"--shuffle-control {self.shuffle_control!r} unknown; choose one of {', '.join(SHUFFLE_CONTROLS)}")
+        check_choice(SHUFFLE_CONTROLS, self.shuffle_control, "--shuffle-control")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
         if self.folds < 2:
@@ -195,8 +198,9 @@ class ExperimentConfig:
 # ------------------------------------------------------------------------------ configurations
 
 def best_from_sweeps(run_dirs: Sequence[str], variant: Variant) -> tuple[RunConfig, str]:
-    """Best *finished* trial of the variant's own (method, weighting) group by val mAP."""
-    from raysearch.search.results import best_row, best_run_config, load_results
+    """Best *finished* trial of the variant's own (method, weighting) group by val mAP (each run dir a
+    local path or a URI: :mod:`raysearch.runs`)."""
+    from raysearch.runs import best_row, best_run_config, load_results
 
     frames = []
     for d in run_dirs:
@@ -205,12 +209,13 @@ def best_from_sweeps(run_dirs: Sequence[str], variant: Variant) -> tuple[RunConf
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     g = df[(df["method"] == variant.method) & df["stop_reason"].isin(COMPLETE)]
-    if variant.method in ("mtl", "sequential"):
+    weighted = _weighted(variant.method)
+    if weighted:
         g = g[g["weighting"] == variant.weighting]
     row = best_row(g)
     if row is None:
         raise ConfigError(f"--from-sweep {', '.join(run_dirs)}: no finished trial of {variant.method}"
-                          + (f" with weighting {variant.weighting}" if variant.method in ("mtl", "sequential") else "")
+                          + (f" with weighting {variant.weighting}" if weighted else "")
                           + f" for variant {variant.name!r}; sweep it (raysearch tune --method {variant.method}) or drop it")
     return best_run_config(row), f"{row['_sweep']} trial {row['trial_id']} (val mAP {row['best_val_map']:.4f})"
 
@@ -569,7 +574,7 @@ class _Engine:
         from raysearch.search import cluster
         from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
         from raysearch.search import trainables
-        from raysearch.search.trainables import TrialContext
+        from raysearch.search.trainables import TrialContext, trial_settings
 
         cfg = self.cfg
         cluster.start_trials_engine(cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
@@ -579,11 +584,9 @@ class _Engine:
         import ray
 
         ray.get(self.actor.check.remote(cfg.dataset, cfg.data_root))
-        ctx = TrialContext(
-            space=UnitGrid(base=base), base=base, shared_actor=self.actor_name, cpus_per_trial=cfg.cpus_per_trial,
-            gpus_per_trial=cfg.gpus_per_trial, workers_per_trial=cfg.workers_per_trial,
-            storage=str(self.out / TRIALS_DIR / "train"), max_t=0, checkpoint_every=cfg.checkpoint_every,
-            max_failures=cfg.max_failures, save_weights=cfg.keep_models)
+        ctx = TrialContext(space=UnitGrid(base=base), base=base, shared_actor=self.actor_name,
+                           storage=str(self.out / TRIALS_DIR / "train"), max_t=0, save_weights=cfg.keep_models,
+                           settings=trial_settings(cfg))
         return trainables.with_resources(ctx)  # the sweep's own trainable
 
     def _callbacks(self) -> list[Any]:
@@ -641,7 +644,9 @@ class _Engine:
 
 def _set_callbacks(tuner: Any, cbs: list[Any]) -> None:
     """A restored Tuner keeps the callbacks it was built with; ours are new objects (see search.tune)."""
-    tuner._local_tuner.get_run_config().callbacks = cbs
+    from raysearch._ray_compat import set_restored_callbacks
+
+    set_restored_callbacks(tuner, cbs)
 
 
 def pred_key(ratio: float, variant: str, seed: int) -> str:

@@ -570,3 +570,28 @@ def log_wandb(out: Path, cfg: ExperimentConfig, df: pd.DataFrame, figs: Sequence
         return url
     except Exception as e:  # the local report already exists; W&B trouble must not lose it
         return f"W&B summary not logged: {e}"
+
+
+# ------------------------------------------------------------------------------ dashboard
+
+def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]:
+    """``raysearch dashboard`` on an experiment directory: mAP per variant with 95% CIs and p-values
+    (the summary recomputed from its files when summary.parquet is absent).  ``online`` is unused
+    (the run itself logged to W&B); it keeps the signature of :func:`raysearch.report.dashboard`."""
+    from raysearch.report import DASHBOARD_PNG, DASHBOARD_TABLE  # the layer below: same file names
+
+    run_dir = Path(run_dir)
+    path = run_dir / SUMMARY_PARQUET
+    if path.is_file():
+        summary = pd.read_parquet(path)
+    else:
+        units, preds, meta = load_experiment(run_dir)
+        summary, _ = summarize(units, preds, [Variant(**v) for v in meta["variants"]], n_boot=meta["config"]["n_boot"])
+    png = fig_bars(summary, run_dir / DASHBOARD_PNG)
+    md = run_dir / DASHBOARD_TABLE
+    write_text(md, "Mean test mAP over fold x seed units; pooled out-of-fold mAP with 95% CI (paired bootstrap over "
+                  f"items); verdict: {VERDICT_TEST}; Holm-corrected p in brackets:\n\n"
+                  + markdown_table(summary_records(summary)) + f"\n{UNIT_NOTE}\n\n"
+                  + "".join(f"- {s}\n" for s in verdict_lines(summary) + control_lines(summary)))
+    return {"kind": "experiment", "png": str(png), "table": str(md),
+            "summary": json.loads(summary.to_json(orient="records"))}

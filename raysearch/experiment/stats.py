@@ -1,5 +1,11 @@
 """Honest comparisons for ``raysearch experiment``: paired over folds x seeds and over items.
 
+The one statistics module of raysearch (the metric itself, macro mAP, is :mod:`raysearch.metrics`).
+Edge cases: NaN units are left out by the corrected and the fold-level t-test and propagate in
+:func:`paired_unit_tests` (any NaN unit gives NaN p-values); fewer than 2 (non-NaN) units or folds
+give NaN p-values, never an exception; all-zero differences give p = 1, a constant non-zero
+difference p = 0; :func:`holm` keeps NaN p-values NaN and does not count them as hypotheses.
+
 * **The verdict's test: Nadeau-Bengio corrected resampled t-test** over the fold x seed units
   (:func:`corrected_resampled_ttest`; Nadeau & Bengio 2003, in the repeated k-fold form of
   Bouckaert & Frank 2004).  The units are not independent: the seeds of one fold share its test
@@ -28,7 +34,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raysearch.metrics import bootstrap_counts, resampled_map
+from raysearch.metrics import resampled_map
+
+
+def _boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """int64 (n_boot, n): the item indices of each bootstrap resample (drawn with replacement)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """int32 (n_boot, n): how often each item is drawn in each bootstrap resample (with replacement).
+
+    Generate these once and score *every* model on them: the resampled item sets are then
+    identical across models, which is what makes a bootstrap comparison paired.
+    """
+    idx = _boot_indices(n, n_boot, seed)
+    out = np.zeros((n_boot, n), dtype=np.int32)
+    rows = np.repeat(np.arange(n_boot), n)
+    np.add.at(out, (rows, idx.ravel()), 1)
+    return out
 
 
 def holm(pvalues) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raysearch.choices import TRUNKS
 from raysearch.model.backbones import Backbone
 
 
@@ -48,10 +49,9 @@ class CollaborativeModel(nn.Module):
     def __init__(self, backbone: Backbone, n_labels: int, cf_dim: int | None = None,
                  cf_hidden: int = 256, dropout: float = 0.0, trunk: str = "backbone", trunk_hidden: int = 512) -> None:
         super().__init__()
-        if trunk not in ("backbone", "mlp"):
-            raise ValueError(f"trunk {trunk!r} unknown; choose backbone or mlp")
+        build = TRUNKS.get(trunk).build  # the name: checked by TrainConfig
         self.backbone = backbone
-        self.trunk = MLPTrunk(backbone.feature_dim, trunk_hidden) if trunk == "mlp" else None
+        self.trunk = build(backbone.feature_dim, trunk_hidden) if build is not None else None
         dim = self.trunk.out_dim if self.trunk is not None else backbone.feature_dim
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(dim, n_labels)

@@ -14,7 +14,8 @@ A model directory holds
 * ``result.json`` the run's metrics.
 
 :func:`load_model` also reads a sweep run directory (its best trial's checkpoint, chosen on
-val mAP as ``best.yaml`` is) and legacy checkpoints without ``model.json`` (thresholds fall
+val mAP as ``best.yaml`` is), a local path or a URI (``file://``, ``s3://``, ``gs://``: resolved and
+fetched by :mod:`raysearch.runs`), and legacy checkpoints without ``model.json`` (thresholds fall
 back to 0.5, and the notes say so).  Inference uses :class:`ScoringModel`: uint8 NHWC images
 in, sigmoid scores out, normalisation inside and the CF head dropped (a training aid only), so
 the exported TorchScript/ONNX graphs are the same function.
@@ -388,13 +389,17 @@ def load_model(path: str | os.PathLike, data_root: str | os.PathLike | None = No
     (their vocabulary is read from the dataset they name).  ``info.notes`` lists what had to be
     assumed (e.g. thresholds of 0.5).
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"model not found: {p}")
+    from raysearch import runs
+
+    target = runs.locate(path)  # a local path or a URI (file://, s3://, gs://): see raysearch.runs
+    if not target.exists():
+        raise runs.RunNotFoundError(f"model not found: {target}")
     notes: list[str] = []
-    if p.is_dir() and (p / "results.parquet").is_file():
-        p, note = _best_trial_checkpoint(p)
+    if runs.has_results(target):  # a sweep run directory: its best trial's checkpoint
+        target, note = runs.best_checkpoint(target)
         notes.append(note)
+    # a remote checkpoint is copied to the local cache first (only the files a model is read from)
+    p = runs.fetch(target, files=(MODEL_FILE, META_FILE, CONFIG_FILE, RESULT_FILE, "best.pt"))
     if p.is_dir() and (p / META_FILE).is_file():
         info = ModelInfo.from_json(_read_json(p / META_FILE), where=str(p / META_FILE))
         info.run = _config(p / CONFIG_FILE) if (p / CONFIG_FILE).is_file() else None
@@ -403,8 +408,8 @@ def load_model(path: str | os.PathLike, data_root: str | os.PathLike | None = No
         sd, run = _legacy(p)
         info = _legacy_info(run, sd, data_root, notes)
         info.run = run
-    info.source, info.notes = str(p), notes + info.notes
-    module = build_scoring_model(sd, info.backbone, info.n_labels, info.mean, info.std, where=str(p))
+    info.source, info.notes = str(p) if target.is_local else str(target), notes + info.notes
+    module = build_scoring_model(sd, info.backbone, info.n_labels, info.mean, info.std, where=info.source)
     return LoadedModel(info, module.to(device))
 
 
@@ -442,25 +447,6 @@ def _load_state(p: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"{p}: expected a state dict of tensors")
     return sd
-
-
-def _best_trial_checkpoint(run_dir: Path) -> tuple[Path, str]:
-    """The checkpoint of the sweep's best trial (by val mAP, as ``best.yaml`` is chosen)."""
-    from raysearch.search.results import best_row, load_results
-
-    row = best_row(load_results(run_dir))
-    if row is None:
-        raise ModelError(f"{run_dir}: no trial finished with a validation mAP, so there is no best model")
-    ck = row.get("checkpoint")
-    if not isinstance(ck, str) or not ck:
-        raise ModelError(f"{run_dir}: the best trial {row['trial_id']} has no checkpoint in results.parquet")
-    cp = Path(ck)
-    if not cp.exists():  # the run directory was moved or copied: look for the trial folder inside it
-        alt = run_dir / cp.parent.name / cp.name
-        if not alt.exists():
-            raise FileNotFoundError(f"{run_dir}: the best trial's checkpoint {cp} does not exist (nor {alt})")
-        cp = alt
-    return cp, f"sweep {run_dir.name}: best trial {row['trial_id']} (val mAP {float(row['best_val_map']):.4f})"
 
 
 def _legacy(p: Path) -> tuple[dict[str, torch.Tensor], RunConfig]:

@@ -1,7 +1,8 @@
 """Ray's ``WandbLoggerCallback`` adapted for sweeps (see :mod:`raysearch.search.tracking` for why
 trials log from the driver).  A module of its own because importing Ray's W&B integration costs
 ~1 s and needs Ray: :func:`~raysearch.search.tracking.sweep_wandb_callback` imports it only when
-a sweep tracks to W&B."""
+a sweep tracks to W&B.  What touches Ray's private W&B internals (the logging actor, the callback's
+hooks) is :class:`raysearch._ray_compat.DriverWandbCallback`; this module is the sweep's part."""
 from __future__ import annotations
 
 import os
@@ -11,11 +12,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import ray
-from ray.air.integrations.wandb import (WANDB_ENV_VAR, WandbLoggerCallback, _clean_log, _QueueItem,
-                                        _WandbLoggingActor)
-from ray.air.util.node import _force_on_current_node
+from ray.air.integrations.wandb import WANDB_ENV_VAR
 
+from raysearch._ray_compat import DriverWandbCallback, WandbSummaryActor
 from raysearch.search.tracking import WandbSettings, used_config
 from raysearch.train.methods import METHODS
 
@@ -31,46 +30,17 @@ def write_key_file(key: str) -> str:
     return path
 
 
-class _Actor(_WandbLoggingActor):
-    """Ray's logging actor plus a summary item (stop reason, final metrics) and an exit code."""
-
-    def __init__(self, *args: Any, key_file: str | None = None, **kwargs: Any) -> None:
-        # the actor runs on the driver's node (_force_on_current_node), where the key file is; the
-        # key goes into this process's environment only, which dies with the actor
-        if key_file:
-            os.environ[WANDB_ENV_VAR] = Path(key_file).read_text()
-        super().__init__(*args, **kwargs)
-
-    def run(self):
-        os.environ["WANDB_START_METHOD"] = "thread"
-        run = self._wandb.init(*self.args, **self.kwargs)
-        exit_code = 0
-        while True:
-            item_type, item = self.queue.get()
-            if item_type == _QueueItem.END:
-                break
-            if item_type == _QueueItem.RESULT and isinstance(item, dict) and "__summary__" in item:
-                summary = dict(item["__summary__"])
-                exit_code = 1 if summary.get("stop_reason") == "error" else 0
-                for k, v in summary.items():
-                    run.summary[k] = v
-                continue
-            if item_type == _QueueItem.CHECKPOINT:
-                continue
-            log_, config_update = self._handle_result(item)
-            self._wandb.config.update(config_update, allow_val_change=True)
-            self._wandb.log(log_, step=int(log_["epoch"]) if "epoch" in log_ else None)
-        self._wandb.finish(exit_code=exit_code)
+#: the logging actor: Ray's, plus a summary item, an exit code and the key read from a file
+_Actor = WandbSummaryActor
 
 
-class SweepWandbCallback(WandbLoggerCallback):
+class SweepWandbCallback(DriverWandbCallback):
     """One W&B run per trial, logged from the driver: see the module docstring."""
 
-    _logger_actor_cls = _Actor
-    _exclude_results = WandbLoggerCallback._exclude_results + [
+    EXTRA_EXCLUDED_RESULTS = (
         "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "node_id", "node_host", "node_address",
         "done",
-        "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore"]
+        "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore")
 
     def __init__(self, settings: WandbSettings, space: Any, stop_reason: Any) -> None:
         import wandb
@@ -105,7 +75,7 @@ class SweepWandbCallback(WandbLoggerCallback):
         super().setup(*args, **kwargs)
 
     def log_trial_start(self, trial: Any) -> None:
-        if trial in self._trial_logging_futures:  # a restarted trial continues its run
+        if self.has_run(trial):  # a restarted trial continues its run
             return
         params = {k: v for k, v in trial.config.items() if k in self._space.names}
         run = self._space.apply(params, self._space.base)
@@ -117,43 +87,21 @@ class SweepWandbCallback(WandbLoggerCallback):
         kwargs = dict(self.kwargs, id=f"{self.group}-{trial.trial_id}"[:128], name=str(trial),
                       group=self.group, project=self.project, config=cfg, allow_val_change=True,
                       tags=[run.train.method, f"weighting:{w}", w, *extra])
-        self._start_logging_actor(trial, self._exclude_results + ["config"], **kwargs)
+        self.start_run(trial, **kwargs)
 
-    def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
-        if not self._remote_logger_class:
-            # Ray's options but max_restarts=0: Ray restarts its logging actor without limit although
-            # the actor's constructor arguments live in the object store, and says so in an
-            # error-level log line on every sweep (ray#53727).  A crashed logging actor ends that
-            # trial's W&B run; the trial itself goes on.  No runtime_env: the key travels as a file
-            # path (write_key_file), never as env_vars.
-            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node())(self._logger_actor_cls)
+    def wandb_key_file(self) -> str | None:
+        """The key (``WANDB_API_KEY``) in a private file, written once per sweep, for the logging actors."""
         if os.environ.get(WANDB_ENV_VAR) and self._key_file is None:
             self._key_file = write_key_file(os.environ[WANDB_ENV_VAR])
             self._key_cleanup = weakref.finalize(self, shutil.rmtree, os.path.dirname(self._key_file), True)
-        super()._start_logging_actor(trial, exclude_results, key_file=self._key_file, **wandb_init_kwargs)
+        return self._key_file
 
-    def _send(self, trial: Any, item: Any) -> None:
-        """Queue an item without waiting: Ray's ``Queue.put`` blocks the driver (every trial of the
-        sweep) until the trial's new queue actor has started; calls from one caller to one actor
-        keep their order, so fire-and-forget is safe."""
-        self._trial_queues[trial].actor.put.remote(item)
-
-    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        if trial not in self._trial_logging_actors:
-            self.log_trial_start(trial)
-        self._send(trial, (_QueueItem.RESULT, _clean_log(result)))
-
-    def _signal_logging_actor_stop(self, trial: Any) -> None:
-        self._send(trial, (_QueueItem.END, None))
-
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        if trial in self._trial_queues:
-            last = dict(trial.last_result or {})
-            summary = {k: last[k] for k in ("best_val_map", "test_map", "epochs_run", "train_time_s")
-                       if isinstance(last.get(k), (int, float))}
-            summary["stop_reason"] = self._stop_reason(trial, failed)
-            self._send(trial, (_QueueItem.RESULT, {"__summary__": summary}))
-        super().log_trial_end(trial, failed)
+    def trial_summary(self, trial: Any, failed: bool) -> dict:
+        last = dict(trial.last_result or {})
+        summary = {k: last[k] for k in ("best_val_map", "test_map", "epochs_run", "train_time_s")
+                   if isinstance(last.get(k), (int, float))}
+        summary["stop_reason"] = self._stop_reason(trial, failed)
+        return summary
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Ray's wait for the actors' ``wandb.finish``, then the key file goes: every actor read it

@@ -12,6 +12,7 @@ import os
 import socket
 from typing import Any
 
+from raysearch import _ray_compat
 from raysearch.config import ConfigError
 from raysearch.errors import RaysearchError, RayStartError
 from raysearch.search.shared import DATA_CPUS, NAMESPACE
@@ -32,12 +33,7 @@ def _free_port() -> int:
 
 def _api_server_url(address: str) -> str | None:
     """The dashboard (State API) URL of the cluster at ``address``, read from its GCS."""
-    try:
-        from ray.dashboard.utils import ray_address_to_api_server_url
-
-        return ray_address_to_api_server_url(address)
-    except Exception:  # no dashboard, minimal Ray, an address only Ray Client understands
-        return None
+    return _ray_compat.api_server_url(address)
 
 
 def init_ray(address: str | None, dashboard: bool = False) -> None:
@@ -83,7 +79,7 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
 
 
 #: Ray's setting for how long a starting node waits for its GCS (seconds; Ray's default 30)
-GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
+GCS_WAIT_ENV = _ray_compat.GCS_WAIT_ENV
 
 
 def _load() -> str:
@@ -97,8 +93,8 @@ def ray_start_error(e: BaseException, address: str | None) -> RayStartError:
     """One line for a failed ``ray.init``: what failed, Ray's own first line, and what to do.
 
     A timed-out start (a loaded machine: "The current node timed out during startup") names the
-    machine's load and the settings: the GCS wait is ``RAY_gcs_server_port_wait_time_s``; the
-    raylet's 30 s registration wait is fixed in Ray's code (``ray/_private/node.py``), so the way
+    machine's load and the settings: the GCS wait is :data:`GCS_WAIT_ENV`; the raylet's 30 s
+    registration wait is fixed in Ray's code (:data:`raysearch._ray_compat.GCS_WAIT_ENV`), so the way
     around it is a Ray started once, outside the command, and joined with ``--address auto``.
     """
     first = " ".join(str(e).split())[:300].rstrip(".") or "(no message)"
@@ -201,13 +197,6 @@ def max_concurrent(requested: int | None, trials: int, cpus_per_trial: float, gp
             k = min(k, int(node["GPU"] // gpus_per_trial))
         n += k
     return max(1, min(n, trials))
-
-
-def leaked_placement_groups() -> list[str]:
-    """Placement groups still holding resources (what a hung DDP sweep would show)."""
-    from ray.util import placement_group_table
-
-    return [pg_id for pg_id, info in placement_group_table().items() if info.get("state") != "REMOVED"]
 
 
 def start_trials_engine(address: str | None, *, cpus_per_trial: float, gpus_per_trial: float, workers_per_trial: int,

@@ -9,7 +9,6 @@ produced a label the writer rejected, losing every result.
 """
 from __future__ import annotations
 
-import enum
 import json
 import re
 from pathlib import Path
@@ -18,43 +17,15 @@ from typing import Any, Mapping
 import pandas as pd
 
 from raysearch._io import atomic_path
-from raysearch.config import ConfigError, RunConfig, dump_run_config, from_dict, to_dict
+from raysearch._ray_compat import result_grid_trials
+from raysearch.config import ConfigError, dump_run_config, to_dict
+# the results schema, the best trial and the results reader live one layer down (raysearch.runs: model.io and
+# the inference commands read them too); re-exported here, where the sweep writes them
+from raysearch.runs import (BEST_FILE, COMPLETE, CORE_COLUMNS, EXTRA_COLUMNS, FINISHED, RESULTS_FILE,  # noqa: F401
+                            STOP_REASONS, StopReason, best_row, best_run_config, check_stop_reasons,
+                            checkpoint_uri, load_results, param_columns)
 
 TIME_ATTR = "epoch"
-
-
-class StopReason(str, enum.Enum):
-    """Why a trial ended.  ``str`` values are what ``results.parquet`` stores."""
-
-    COMPLETED = "completed"          # ran every epoch and sent its final report
-    EARLY_STOPPED = "early_stopped"  # patience on val mAP ran out before the last epoch
-    ASHA_STOPPED = "asha_stopped"    # the scheduler cut it at a rung
-    INTERRUPTED = "interrupted"      # the sweep stopped first (Ctrl+C, time budget); --resume reruns it
-    ERROR = "error"                  # raised, or its node was lost more often than --max-failures
-
-    def __str__(self) -> str:
-        return self.value
-
-
-STOP_REASONS: tuple[str, ...] = tuple(r.value for r in StopReason)
-#: finished trials whose best val mAP is comparable (not cut short by the sweep or an error)
-#: ran its whole schedule (ASHA did not cut it): comparable with each other, with a test mAP and final model
-COMPLETE = (StopReason.COMPLETED.value, StopReason.EARLY_STOPPED.value)
-FINISHED = (*COMPLETE, StopReason.ASHA_STOPPED.value)
-
-#: columns every results.parquet has, in order; searched parameters follow as ``section.field``
-CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "epochs_run",
-                "stop_reason", "wall_time_s", "train_time_s"]
-#: ``node`` is the Ray node id (56 hex digits); ``host`` / ``node_ip`` say where that is (the node
-#: that ran the training: for a DDP trial, its rank-0 worker's node)
-EXTRA_COLUMNS = ["data_s", "retries", "resumed_from_epoch", "node", "host", "node_ip", "checkpoint", "error",
-                 "config"]
-
-
-def check_stop_reasons(values: Any) -> None:
-    bad = set(map(str, values)) - set(STOP_REASONS)
-    if bad:
-        raise ValueError(f"unknown stop_reason(s) {sorted(bad)}; expected {STOP_REASONS}")
 
 
 def node_location() -> dict[str, str]:
@@ -119,7 +90,7 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
     rows = []
     epochs_planned = space.base.train.epochs
     results = list(grid)
-    for r, trial in zip(results, _grid_trials(grid, len(results))):
+    for r, trial in zip(results, result_grid_trials(grid, len(results))):
         m = dict(r.metrics or {})
         # a trial that never reported has no metrics, hence no config in its Result: its Trial knows it
         config = r.config or (getattr(trial, "config", None) if trial is not None else None) or {}
@@ -154,7 +125,8 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             # older trials (or a resumed one's first run) lack node_host: Tune's auto metrics
             "host": m.get("node_host") or m.get("hostname"),
             "node_ip": m.get("node_address") or m.get("node_ip"),
-            "checkpoint": r.checkpoint.path if r.checkpoint else m.get("checkpoint_path"),
+            # a URI for a checkpoint on cloud storage (Ray's .path is inside its filesystem: no scheme)
+            "checkpoint": checkpoint_uri(r.checkpoint) if r.checkpoint else m.get("checkpoint_path"),
             "error": None if r.error is None else last_line(r.error),
             "config": json.dumps(to_dict(run)),
         })
@@ -164,15 +136,6 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             df[n] = None
     check_stop_reasons(df["stop_reason"])
     return df
-
-
-def _grid_trials(grid: Any, n: int) -> list[Any]:
-    """The Tune ``Trial`` behind each of the ``n`` ``Result``s (same order: ``ResultGrid`` builds one
-    per trial of its experiment analysis); ``None`` each where unavailable (a hand-built grid)."""
-    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
-    if trials is None or len(trials) != n:
-        return [None] * n
-    return list(trials)
 
 
 def node_labels(df: pd.DataFrame) -> pd.Series:
@@ -200,15 +163,6 @@ def node_labels(df: pd.DataFrame) -> pd.Series:
 
 # ------------------------------------------------------------------ the results files
 
-RESULTS_FILE = "results.parquet"
-BEST_FILE = "best.yaml"
-
-
-def param_columns(df: pd.DataFrame) -> list[str]:
-    """Searched-parameter columns (``train.alpha``, ``cf.model`` ...)."""
-    return [c for c in df.columns if c.startswith(("train.", "cf.", "split."))]
-
-
 def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | None]:
     """Write ``results.parquet`` and (when any trial produced a val mAP) ``best.yaml``."""
     run_dir = Path(run_dir)
@@ -223,37 +177,3 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path | N
         best_path = run_dir / BEST_FILE
         dump_run_config(best_run_config(best), best_path)
     return out, best_path
-
-
-def best_row(df: pd.DataFrame) -> pd.Series | None:
-    """Best trial by validation mAP only (test mAP never selects), among trials that ran their
-    whole schedule (``COMPLETE``): an ASHA-stopped trial's val mAP is from fewer epochs and it has
-    no test mAP, so ``best.yaml``, ``predict --model RUN`` and the dashboard all name the same
-    trial.  Only if no trial completed does an ASHA-stopped one qualify; errored and interrupted
-    trials never do.  Ties keep results order (stable sort)."""
-    valid = df[df["best_val_map"].notna()]
-    ok = valid[valid["stop_reason"].isin(COMPLETE)]
-    if ok.empty:
-        ok = valid[valid["stop_reason"].isin(FINISHED)]
-    if ok.empty:
-        return None
-    return ok.sort_values("best_val_map", ascending=False, kind="stable").iloc[0]
-
-
-def best_run_config(row: pd.Series) -> RunConfig:
-    return from_dict(RunConfig, json.loads(row["config"]), where=f"trial {row['trial_id']}")
-
-
-def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """Read a sweep's results; a missing/corrupt file is an error naming it."""
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise ConfigError(f"no {RESULTS_FILE} in {run_dir} (is it a `raysearch tune` run directory?)")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a truncated/corrupt file
-        raise ConfigError(f"{path}: cannot read results: {e}") from None
-    missing = [c for c in CORE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}")
-    return df

@@ -147,11 +147,9 @@ CF_TRAIN_PARAMS = ("train.weighting", "train.alpha", "train.omega")
 
 
 def _uses_cf(method: str) -> bool:
-    try:
-        from raysearch.train.methods import METHODS
-    except ImportError:
-        return method != "image_only"
-    return bool(getattr(METHODS.get(method), "uses_cf", True))
+    from raysearch.train.methods import METHODS
+
+    return METHODS.get(method).uses_cf
 
 
 class DefineByRun:

@@ -22,11 +22,11 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from raysearch.config import RunConfig, from_dict, to_dict
+from raysearch.config import RunConfig, SweepConfig, from_dict, to_dict
 from raysearch.search.results import TIME_ATTR, node_location
 from raysearch.search.shared import get_training_data
 
@@ -40,26 +40,41 @@ SCORES_FILE = "test_scores.npz"
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial needs besides its sampled parameters (passed once via ``tune.with_parameters``)."""
+    """What every trial needs besides its sampled parameters (passed once via ``tune.with_parameters``).
+
+    ``settings`` is the command's :class:`~raysearch.config.SweepConfig` itself (an experiment builds
+    one with :func:`trial_settings`): a trial reads its resources and checkpoint cadence from it
+    (``ctx.cpus_per_trial``, ``ctx.checkpoint_every``, ``ctx.train_poll_s``...), so a new sweep option
+    is one field, never a copy here."""
 
     space: Any
     base: RunConfig
     shared_actor: str
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 1
     storage: str = ""
-    torch_trainer: bool = False
     max_t: int = 0                # ASHA's max_t (0: no rung at the last epoch to avoid)
-    checkpoint_every: int = 1     # epochs between fault-tolerance checkpoints (0: none)
-    max_failures: int = 2         # Ray Train worker-group retries inside a DDP trial
-    train_poll_s: float = 0.25    # Ray Train controller poll interval (Ray's default: 2 s per state change)
-    checkpoint_overhead: float = 0.1  # max share of training time spent checkpointing (0: every due epoch)
     save_weights: bool = True     # the final checkpoint holds the model (an experiment unit keeps only its scores)
+    settings: SweepConfig = field(default_factory=SweepConfig)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not found on the context itself
+        if name in TRIAL_FIELDS:
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def distributed(self) -> bool:
-        return self.workers_per_trial > 1 or self.gpus_per_trial > 0 or self.torch_trainer
+        return self.settings.distributed
+
+
+#: the SweepConfig fields a trial reads (through ``ctx.<name>``)
+TRIAL_FIELDS = frozenset({"cpus_per_trial", "gpus_per_trial", "workers_per_trial", "torch_trainer", "max_failures",
+                          "checkpoint_every", "checkpoint_overhead", "train_poll_s"})
+assert TRIAL_FIELDS <= {f.name for f in fields(SweepConfig)}
+
+
+def trial_settings(cfg: Any) -> SweepConfig:
+    """The trial settings of ``cfg`` (e.g. an ``ExperimentConfig``): the :data:`TRIAL_FIELDS` it has, by
+    name; the others keep SweepConfig's defaults."""
+    return SweepConfig(**{k: getattr(cfg, k) for k in TRIAL_FIELDS if hasattr(cfg, k)})
 
 
 def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -302,10 +317,11 @@ def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from raysearch._ray_compat import set_train_health_check_interval
     from raysearch.search.cluster import worker_cpus
 
     # the controller inherits this process's env: its 2 s default poll adds seconds to every start/stop
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(ctx.train_poll_s)
+    set_train_health_check_interval(ctx.train_poll_s)
     w = ctx.workers_per_trial
     trainer = torch_trainer(
         run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,

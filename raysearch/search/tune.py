@@ -27,7 +27,6 @@ import functools
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,8 @@ import pandas as pd
 
 from raysearch import paths
 from raysearch._io import run_lock, write_json
-from raysearch.config import ConfigError, contradictions
+from raysearch.choices import SCHEDULERS, SEARCHERS
+from raysearch.config import ConfigError, SweepConfig, contradictions
 from raysearch.search import cluster
 from raysearch.search.results import StopReason, classify, results_frame, trial_failure, write_results
 from raysearch.search.shared import SHARED_ACTOR_PREFIX, prefetch_runs, start_shared_actor
@@ -49,67 +49,6 @@ from raysearch.search.trainables import ASHA_ATTR, METRIC, TrialContext
 log = logging.getLogger(__name__)
 
 MODE = "max"
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Everything ``raysearch tune`` takes from the command line."""
-
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    space: str | None = None              # search-space YAML; None: search_spaces/<dataset>.yaml
-    method: str | None = None             # None: the space's base method; a name; or "all"
-    trials: int = 8
-    max_concurrent: int | None = None     # None: as many as the cluster's CPUs/GPUs allow
-    scheduler: str = "asha"               # asha | none
-    search: str = "optuna"                # optuna (TPE) | random (Optuna RandomSampler; baseline)
-    grace_period: int | None = None       # None: from the space file
-    reduction_factor: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 1
-    storage: str | None = None            # local path or URI (s3://, gs://); default <home>/runs
-    name: str | None = None
-    resume: bool = False
-    address: str | None = None            # None: local Ray; "auto" | "ray://host:10001"
-    wandb: bool = True
-    wandb_project: str = "raysearch"
-    seed: int = 0
-    epochs: int | None = None             # override the space's train.epochs
-    time_budget_s: float | None = None
-    torch_trainer: bool = False           # force the TorchTrainer path even for 1 CPU worker
-    max_failures: int = 2                 # restarts per trial (node loss), each from its last checkpoint
-    checkpoint_every: int = 1             # epochs between fault-tolerance checkpoints (0: none)
-    checkpoint_overhead: float = 0.1      # skip a due checkpoint until training since the last one is
-                                          # >= its cost / this (0: every checkpoint_every epochs)
-    status_every: float = 60.0            # off a terminal: a plain status line every this many s (0: none)
-    seed_defaults: bool = True            # TPE's first trial is the space's base config (enqueued)
-    prefetch_cf: bool = True              # the data owner fits the space's CF models ahead of requests
-    train_poll_s: float = 0.25            # Ray Train controller poll interval for DDP trials (Ray: 2 s)
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
-        if self.scheduler not in ("asha", "none"):
-            raise ConfigError(f"--scheduler must be 'asha' or 'none', got {self.scheduler!r}")
-        if self.search not in ("optuna", "random"):
-            raise ConfigError(f"search must be 'optuna' or 'random', got {self.search!r}")
-        if self.workers_per_trial < 1 or self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ConfigError("--workers-per-trial >= 1, --cpus-per-trial > 0 and --gpus-per-trial >= 0 required")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.max_failures < 0 or self.checkpoint_every < 0 or self.checkpoint_overhead < 0:
-            raise ConfigError("--max-failures, --checkpoint-every and checkpoint_overhead must be >= 0")
-        if self.name is not None and not _NAME_OK.match(self.name):
-            raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
-                              "(no path separators; it names a folder under the runs directory)")
-
-    @property
-    def distributed(self) -> bool:
-        return self.workers_per_trial > 1 or self.gpus_per_trial > 0 or self.torch_trainer
 
 
 @dataclass
@@ -223,6 +162,15 @@ def build_space(cfg: SweepConfig) -> SearchSpace:
 ASHA_STOPPED_FILE = "asha_stopped.ids"
 
 
+def asha_scheduler(cfg: SweepConfig, space: SearchSpace, run_dir: Path) -> Any:
+    """``--scheduler asha`` (:data:`raysearch.choices.SCHEDULERS`): rungs at epochs, up to the space's last."""
+    epochs = space.base.train.epochs
+    return _asha(run_dir / ASHA_STOPPED_FILE, time_attr=ASHA_ATTR, max_t=epochs,
+                 grace_period=min(cfg.grace_period or space.grace_period, epochs),
+                 reduction_factor=cfg.reduction_factor or space.reduction_factor,
+                 stop_last_trials=False)
+
+
 def _asha(record: Path, **kw: Any) -> Any:
     """An ``ASHAScheduler`` that records the trials it stops in ``record`` (read back after the
     sweep and across ``--resume``), so the results tell an ASHA stop from a trial the sweep left
@@ -280,29 +228,16 @@ def _check_new_run(cfg: SweepConfig, name: str, exp_path: str, run_dir: Path) ->
 
 def _make_tuner(cfg: SweepConfig, space: SearchSpace, trainable: Any, name: str, storage: str,
                 callbacks: list[Any], max_conc: int, run_dir: Path) -> Any:
-    import optuna
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    epochs = space.base.train.epochs
-    if cfg.search == "optuna":
-        sampler = optuna.samplers.TPESampler(multivariate=True, seed=cfg.seed,
-                                             n_startup_trials=max(3, min(10, cfg.trials // 3)))
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
+    searcher = SEARCHERS.get(cfg.search)
     # the space's base config (the paper's defaults) is the first trial TPE sees: a good first
     # full-length trial sets a high bar at ASHA's rungs from the start
-    points = [default_point(space)] if cfg.seed_defaults and cfg.search == "optuna" else None
-    search = OptunaSearch(space.define_by_run(), metric=METRIC, mode=MODE, sampler=sampler,
+    points = [default_point(space)] if cfg.seed_defaults and searcher.seeds_defaults else None
+    search = OptunaSearch(space.define_by_run(), metric=METRIC, mode=MODE, sampler=searcher.sampler(cfg),
                           points_to_evaluate=points or None)
-    if cfg.scheduler == "asha":
-        scheduler = _asha(run_dir / ASHA_STOPPED_FILE, time_attr=ASHA_ATTR, max_t=epochs,
-                               grace_period=min(cfg.grace_period or space.grace_period, epochs),
-                               reduction_factor=cfg.reduction_factor or space.reduction_factor,
-                               stop_last_trials=False)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = SCHEDULERS.get(cfg.scheduler).build(cfg, space, run_dir)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -406,7 +341,9 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     if cfg.resume:
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
         # the restored scheduler keeps its memory of stopped trials; callbacks are ours again
-        tuner._local_tuner.get_run_config().callbacks = cbs
+        from raysearch._ray_compat import set_restored_callbacks
+
+        set_restored_callbacks(tuner, cbs)
     else:
         conc = cluster.max_concurrent(cfg.max_concurrent, cfg.trials, cfg.cpus_per_trial, cfg.gpus_per_trial)
         tuner = _make_tuner(cfg, space, trainable, name, storage, cbs, conc, run_dir)
@@ -442,14 +379,8 @@ def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any
 
 
 def _trial_context(cfg: SweepConfig, space: SearchSpace, actor_name: str, storage: str) -> TrialContext:
-    return TrialContext(
-        space=space, base=space.base, shared_actor=actor_name,
-        cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
-        workers_per_trial=cfg.workers_per_trial, storage=storage, torch_trainer=cfg.torch_trainer,
-        max_t=space.base.train.epochs if cfg.scheduler == "asha" else 0,
-        checkpoint_every=cfg.checkpoint_every, max_failures=cfg.max_failures, train_poll_s=cfg.train_poll_s,
-        checkpoint_overhead=cfg.checkpoint_overhead,
-    )
+    return TrialContext(space=space, base=space.base, shared_actor=actor_name, storage=storage, settings=cfg,
+                        max_t=space.base.train.epochs if SCHEDULERS.get(cfg.scheduler).rungs else 0)
 
 
 def _stop_reason(cfg: SweepConfig, space: SearchSpace, run_dir: Path, trial: Any, failed: bool) -> str:

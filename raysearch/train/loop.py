@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from raysearch.choices import TRUNKS
 from raysearch.config import RunConfig, to_dict
 from raysearch.errors import InputError
 from raysearch.metrics import mean_average_precision
@@ -119,7 +120,8 @@ def build_model(run: RunConfig, data: TrainingData):
     torch.manual_seed(t.seed)
     bb = create_backbone(t.backbone, t.weights)
     # an MLP trunk is meant for frozen features: unless told otherwise the whole backbone is frozen
-    split_at = bb.split_index(0 if t.trunk == "mlp" and t.trainable_blocks is None else t.trainable_blocks)
+    frozen = TRUNKS.get(t.trunk).freezes_backbone and t.trainable_blocks is None
+    split_at = bb.split_index(0 if frozen else t.trainable_blocks)
     if split_at > 0:
         bb.freeze_below(split_at)
     cf_dim = None

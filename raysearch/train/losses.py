@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from raysearch.choices import AUX_NORMS
+
 EXP_CLAMP = 20.0
 
 
@@ -69,21 +71,17 @@ def cf_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return safe_exp(l1 + l2)
 
 
-AUX_NORMS = ("weight_sum", "mean")
-
-
 def aux_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, omega: float,
              has_cf: torch.Tensor, norm: str = "weight_sum") -> torch.Tensor:
     """Eq. 2 over rows with a CF vector: sum_i min(w_i, Omega) * l_CF_R, divided by the sum of the
     clipped weights (``norm="weight_sum"``, the authors' code) or by the row count (``"mean"``)."""
-    if norm not in AUX_NORMS:
-        raise ValueError(f"train.aux_norm {norm!r} unknown; choose one of {', '.join(AUX_NORMS)}")
+    divisor = AUX_NORMS.get(norm).denominator  # the name: checked by TrainConfig
     m = has_cf.to(torch.float32)
     if m.sum() == 0:
         return pred.sum() * 0.0  # keeps the graph (DDP needs every parameter to get a grad)
     w = weights.float().clamp(max=omega) * m
     l = cf_reconstruction_loss(pred, torch.where(has_cf[:, None], target, pred.detach()))
-    denom = w.sum() if norm == "weight_sum" else m.sum()
+    denom = divisor(w, m)
     # normalise the weights first: equal clipped weights then give bit-identical relative weights
     return ((w / denom.clamp_min(1e-12)) * l).sum()
 

@@ -10,6 +10,7 @@ import torch
 from cornac.models import VAECF
 
 from raysearch.cf.base import CFError
+from raysearch.choices import CF_TRAINERS
 from raysearch.cf.models.vaecf.sparse import TrainLog, fit_threads, learn_sparse, torch_threads
 from raysearch.cf.models.vaecf.vae import BiasedVAE
 
@@ -20,10 +21,9 @@ class BiasedVAECF(VAECF):
     def __init__(self, *args, item_bias: bool = True, trainer: str = "sparse", patience: int = 0, **kwargs):
         kwargs.setdefault("name", "VAECF+bias" if item_bias else "VAECF")
         super().__init__(*args, **kwargs)
-        if trainer not in ("sparse", "cornac"):
-            raise CFError(f"VAECF trainer {trainer!r} unknown; choose sparse or cornac")
-        if trainer == "cornac" and patience > 0:
-            raise CFError("early stopping (cf.patience > 0) needs cf.trainer sparse; Cornac's loop has none")
+        if patience > 0 and not CF_TRAINERS.get(trainer).early_stopping:  # the name: checked by CFConfig
+            able = " or ".join(n for n in CF_TRAINERS.names() if CF_TRAINERS.get(n).early_stopping)
+            raise CFError(f"early stopping (cf.patience > 0) needs cf.trainer {able}; {trainer!r} has none")
         self.item_bias, self.trainer, self.patience = item_bias, trainer, patience
         self.train_log: TrainLog | None = None
 
@@ -37,19 +37,7 @@ class BiasedVAECF(VAECF):
             self.likelihood, item_bias=self.item_bias,
         )
         with torch_threads(fit_threads()):
-            if self.trainer == "cornac":
-                return super().fit(train_set, val_set)  # keeps our vae; Cornac's learn()
-            # what VAECF.fit does around learn(): bookkeeping, r_mat for score(), the same re-seed
-            from cornac.models import Recommender
-
-            Recommender.fit(self, train_set, val_set)
-            self.device = torch.device("cpu")
-            if self.seed is not None:
-                torch.manual_seed(self.seed)
-            self.r_mat = train_set.matrix
-            self.train_log = learn_sparse(self.vae, train_set, self.n_epochs, self.batch_size, self.learning_rate,
-                                          self.beta, patience=self.patience, seed=self.seed)
-        return self
+            return CF_TRAINERS.get(self.trainer).fit(self, train_set, val_set)
 
     def get_item_vectors(self) -> np.ndarray:
         return self.vae.item_factors.detach().cpu().numpy().astype(np.float32)
@@ -57,3 +45,25 @@ class BiasedVAECF(VAECF):
     def get_item_biases(self) -> np.ndarray | None:
         b = self.vae.item_bias
         return None if b is None else b.detach().cpu().numpy().astype(np.float32)
+
+
+# the loops of raysearch.choices.CF_TRAINERS (a trainer entry's ``fit``)
+
+def fit_cornac(rec: BiasedVAECF, train_set, val_set=None) -> BiasedVAECF:
+    """``cf.trainer: cornac``: ``VAECF.fit`` (it keeps our vae; Cornac's learn())."""
+    return VAECF.fit(rec, train_set, val_set)
+
+
+def fit_sparse(rec: BiasedVAECF, train_set, val_set=None) -> BiasedVAECF:
+    """``cf.trainer: sparse``: what ``VAECF.fit`` does around learn() (bookkeeping, r_mat for score(),
+    the same re-seed), then :func:`learn_sparse`."""
+    from cornac.models import Recommender
+
+    Recommender.fit(rec, train_set, val_set)
+    rec.device = torch.device("cpu")
+    if rec.seed is not None:
+        torch.manual_seed(rec.seed)
+    rec.r_mat = train_set.matrix
+    rec.train_log = learn_sparse(rec.vae, train_set, rec.n_epochs, rec.batch_size, rec.learning_rate,
+                                 rec.beta, patience=rec.patience, seed=rec.seed)
+    return rec

@@ -192,24 +192,47 @@ def _trial_intervals(run_dir: Path) -> list[tuple[float, float]]:
     return spans
 
 
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
 @pytest.mark.timeout(600)
 def test_gpu_trials_never_strand_a_gpu_node(cluster, tmp_path):
-    """Two nodes with 1 CPU + 1 logical GPU each, --gpus-per-trial 1 --cpus-per-trial 1: both trials
-    run at once, one per node.  A trial driver that takes any CPU share can land on the node the
-    other trial's worker needs, so one GPU waits idle until the first trial ends."""
+    """Two nodes with 1 CPU + 1 logical GPU each (and a CPU-only node): with --gpus-per-trial 1
+    --cpus-per-trial 1, both sweep trials run at once, one per GPU node; a trial driver that took
+    any CPU share could land on the node the other trial's worker needs and leave its GPU idle.
+    Then the experiment's units on the same engine: every unit runs through the TorchTrainer path
+    on a GPU node with GPU 0 assigned (train.device cpu, so it can train there), two at a time;
+    the CPU-only node runs none."""
     head_home = tmp_path / "head"
     cluster.start_head(num_cpus=0, home=head_home, dashboard=True)
-    cluster.add_worker(1, tmp_path / "g1", name="g1", num_gpus=1)
-    cluster.add_worker(1, tmp_path / "g2", name="g2", num_gpus=1)
+    cluster.add_worker(1, tmp_path / "cpu", name="cpu")
+    gpu_nodes = {cluster.node_id(cluster.add_worker(1, tmp_path / f"g{i}", name=f"g{i}", num_gpus=1)) for i in (1, 2)}
     r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path, epochs=3, device="cpu"),
                   "--trials", "2", "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--name", "pack",
                   "--no-wandb", "--seed", "0", timeout=500)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(df) == 2 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
-    assert df["node"].nunique() == 2, df[["trial_id", "node"]]
-    (a0, a1), (b0, b1) = _trial_intervals(tmp_path / "runs" / "pack")
-    overlap = min(a1, b1) - max(a0, b0)
+    assert set(df["node"]) == gpu_nodes, df[["trial_id", "node"]]
+    a, b = _trial_intervals(tmp_path / "runs" / "pack")
     # both ran at once for most of the shorter trial (a stranded GPU makes them disjoint)
-    assert overlap > 0.5 * min(a1 - a0, b1 - b0), ((a0, a1), (b0, b1))
-    print(f"packing: 2 trials on {df['node'].nunique()} nodes, overlap {overlap:.1f} s of "
-          f"{a1 - a0:.1f} / {b1 - b0:.1f} s")
+    assert _overlap(a, b) > 0.5 * min(a[1] - a[0], b[1] - b[0]), (a, b)
+    print(f"packing: 2 trials on {df['node'].nunique()} nodes, overlap {_overlap(a, b):.1f} s of "
+          f"{a[1] - a[0]:.1f} / {b[1] - b[0]:.1f} s")
+
+    cfg = tmp_path / "unit.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": "synthetic-tiny", **SPACE["base"]} | {
+        "train": {**SPACE["base"]["train"], "epochs": 2, "device": "cpu"}}))
+    out = tmp_path / "exp"
+    env = cluster._env(head_home)
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{cluster.dashboard_port}"
+    p = subprocess.run([RAYSEARCH, "experiment", "--dataset", "synthetic-tiny", "--config", str(cfg),
+                        "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0",
+                        "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--address", cluster.address,
+                        "--n-boot", "100", "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"],
+                       capture_output=True, text=True, env=env, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    units = pd.read_parquet(out / "experiment.parquet")
+    assert len(units) == 4 and units["stop_reason"].isin(["completed", "early_stopped"]).all(), units
+    assert (units["gpu_ids"] == "0").all(), units[["variant", "fold", "gpu_ids"]]
+    assert set(units["node"]) <= gpu_nodes, units[["variant", "fold", "node"]]

@@ -1,13 +1,11 @@
 """``raysearch experiment`` on the sweep's engine, tested as it runs: nested tuning end to end, a
-unit killed mid-run resuming from its checkpoint, and GPU units scheduled on a real multi-node
-cluster with logical GPUs (``ray start --num-gpus 1``)."""
+unit killed mid-run resuming from its checkpoint (GPU units on a real multi-node cluster with
+logical GPUs: ``tests/test_cluster.py``)."""
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalCluster, _descendants
+from tests.ray_cluster import _descendants
 
 
 def _cmdline(pid: int) -> str:
@@ -28,7 +26,6 @@ def _cmdline(pid: int) -> str:
 
 pytestmark = [pytest.mark.slow]
 
-RAYSEARCH = str(Path(sys.executable).with_name("raysearch"))
 TINY = {"dataset": "synthetic-tiny",
         "train": {"backbone": "tiny_cnn", "weights": "none", "image_size": 16, "epochs": 2, "batch_size": 32,
                   "patience": 20, "device": "cpu"},
@@ -146,29 +143,5 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
     assert sum(retries.values()) >= 1
 
 
-@pytest.mark.timeout(600)
-def test_gpu_units_are_scheduled_on_the_gpu_node(tmp_path):
-    """--gpus-per-trial 1 on a cluster whose only GPU is a logical one on one worker node: every unit
-    runs through the TorchTrainer path on that node with GPU 0 assigned (train.device cpu, so it can
-    train there), one at a time; the CPU-only node runs none."""
-    cluster = LocalCluster(root=tmp_path)
-    try:
-        head_home = tmp_path / "head"
-        cluster.start_head(num_cpus=0, home=head_home, dashboard=True)
-        cluster.add_worker(2, tmp_path / "cpu-node")
-        gpu = cluster.add_worker(2, tmp_path / "gpu-node", name="gpu", num_gpus=1)
-        out = tmp_path / "exp"
-        cmd = [RAYSEARCH, "experiment", "--dataset", "synthetic-tiny", "--config", _yaml(tmp_path, "c.yaml", TINY),
-               "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0",
-               "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--address", cluster.address, "--n-boot", "100",
-               "--no-cf-tables", "--no-wandb", "--out", str(out), "--json"]
-        env = cluster._env(head_home)
-        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{cluster.dashboard_port}"
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500)
-        assert p.returncode == 0, p.stderr[-3000:]
-        units = pd.read_parquet(out / "experiment.parquet")
-        assert len(units) == 4 and units["stop_reason"].isin(["completed", "early_stopped"]).all(), units
-        assert (units["gpu_ids"] == "0").all(), units[["variant", "fold", "gpu_ids"]]
-        assert set(units["node"]) == {cluster.node_id(gpu)}
-    finally:
-        cluster.shutdown()
+# GPU units on a real multi-node cluster with logical GPUs: tests/test_cluster.py::
+# test_gpu_trials_never_strand_a_gpu_node (one cluster for the sweep's and the experiment's GPU trials)

@@ -229,6 +229,12 @@ def _ray_sources_containing(needle: str) -> list[Path]:
     return [p for p in Path(ray.__file__).parent.rglob("*.py") if needle in p.read_text(errors="replace")]
 
 
+def _params(fn) -> list[str]:
+    """A function's parameter names, without the ``_ray_trace_ctx`` that ``ray.remote`` injects into
+    an actor class's methods once any test has made the class remote."""
+    return [p for p in inspect.signature(fn).parameters if p != "_ray_trace_ctx"]
+
+
 def test_contract_set_restored_callbacks(tmp_path):
     from ray import tune
     from ray.tune.impl.tuner_internal import TunerInternal
@@ -329,13 +335,14 @@ def test_contract_wandb_logging_actor():
     wandb_mod = importlib.import_module("ray.air.integrations.wandb")
     base = getattr(wandb_mod, "_WandbLoggingActor", None)
     assert isinstance(base, type), _fail("ray.air.integrations.wandb._WandbLoggingActor is gone", entry)
-    params = list(inspect.signature(base.__init__).parameters)
+    params = _params(base.__init__)
     assert params[:5] == ["self", "logdir", "queue", "exclude", "to_config"] and "kwargs" in params, \
         _fail(f"_WandbLoggingActor.__init__ changed: {params}", entry)
     src = inspect.getsource(base)
     for attr in ("self._wandb = wandb", "self.queue = queue", "self.args = args", "self.kwargs = kwargs"):
         assert attr in src, _fail(f"_WandbLoggingActor no longer sets {attr.split(' =')[0]}", entry)
-    assert list(inspect.signature(base._handle_result).parameters) == ["self", "result"], \
+    # ray.remote() adds a ``_ray_trace_ctx`` parameter to an actor class's methods in place
+    assert _params(base._handle_result) == ["self", "result"], \
         _fail("_WandbLoggingActor._handle_result(result) changed", entry)
     queue_item = getattr(wandb_mod, "_QueueItem", None)
     assert queue_item is not None and {"END", "RESULT", "CHECKPOINT"} <= set(queue_item.__members__), \
@@ -353,7 +360,7 @@ def test_contract_wandb_logger_callback_hooks():
                            ("_signal_logging_actor_stop", ["self", "trial"])):
         fn = getattr(cb_cls, hook, None)
         assert callable(fn), _fail(f"WandbLoggerCallback.{hook} is gone", entry)
-        got = list(inspect.signature(fn).parameters)
+        got = _params(fn)
         assert got == expected, _fail(f"WandbLoggerCallback.{hook}{tuple(got)} is not {tuple(expected)}", entry)
     start = inspect.getsource(cb_cls._start_logging_actor)
     assert "if not self._remote_logger_class" in start, \

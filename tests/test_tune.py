@@ -314,7 +314,7 @@ def test_empty_space_file_and_all_failed_trials_are_one_line_errors(ray_session,
                                            "weights": str(tmp_path / "missing.pt"), "image_size": 16, "epochs": 2}})
     r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic-tiny", "--space", bad, "--trials", "2",
                                  "--max-concurrent", "1", "--no-wandb", "--storage", str(tmp_path / "runs"),
-                                 "--name", "allfail", "--json"])
+                                 "--name", "allfail", "--max-failures", "0", "--json"])
     assert r.exit_code == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "2 x" in errors[0] and "missing.pt" in errors[0], r.stderr[-2000:]

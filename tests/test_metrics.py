@@ -142,3 +142,24 @@ def test_holm_edge_cases():
     assert holm([]).shape == (0,)
     assert np.isnan(holm([np.nan, np.nan])).all()
     assert holm([0.02]) == pytest.approx([0.02])  # one hypothesis: unadjusted
+
+
+def test_average_precision_is_sklearns_bit_for_bit():
+    """The fast per-class AP equals sklearn's ``average_precision_score`` exactly (==, not close):
+    continuous scores, heavily tied scores (rounded) and float32-valued scores, all prevalences."""
+    from sklearn.metrics import average_precision_score
+
+    from raysearch.metrics import _average_precision, per_class_ap
+
+    rng = np.random.default_rng(0)
+    for t in range(600):
+        m = int(rng.integers(2, 200))
+        y = (rng.random(m) < rng.random()).astype(np.int8)
+        y[int(rng.integers(m))] = 1
+        s = (rng.random(m), np.round(rng.random(m), 1), rng.random(m).astype(np.float32).astype(np.float64))[t % 3]
+        assert _average_precision(y, s) == average_precision_score(y, s), (t, y, s)
+    y = (rng.random((50, 4)) < 0.3).astype(np.int8)
+    y[:, 3] = 0
+    s = rng.random((50, 4))
+    ap = per_class_ap(y, s)
+    assert np.isnan(ap[3]) and all(ap[j] == average_precision_score(y[:, j], s[:, j]) for j in range(3))

@@ -482,14 +482,17 @@ def dump_run_config(cfg: RunConfig, path: str | Path) -> None:
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def contradictions(given: Any, saved: Any, skip: tuple[str, ...] = ()) -> list[str]:
+def contradictions(given: Any, saved: Any, skip: tuple[str, ...] = (),
+                   flags: frozenset[str] | None = None) -> list[str]:
     """Fields of ``given`` (a config dataclass from a ``--resume`` command) that contradict ``saved``,
     as ``"name: saved X, given Y"``.  A field left at the class default is not a contradiction: the
-    user did not give it (``--resume`` alone continues the run as it was)."""
+    user did not give it (``--resume`` alone continues the run as it was).  ``flags``: the fields the
+    command line really set, compared even when equal to the default (``--dataset synthetic``)."""
     default = type(given)()
     out = []
     for f in dataclasses.fields(given):
         new, old = getattr(given, f.name), getattr(saved, f.name)
-        if f.name not in skip and new != old and new != getattr(default, f.name):
+        named = flags is not None and f.name in flags
+        if f.name not in skip and new != old and (named or new != getattr(default, f.name)):
             out.append(f"{f.name}: saved {old!r}, given {new!r}")
     return out

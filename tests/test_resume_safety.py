@@ -114,6 +114,15 @@ def test_resume_refuses_flags_that_contradict_the_saved_sweep(tmp_path, no_ray):
     _one_line_error(r, "contradicts the saved sweep", "epochs: saved 3, given 4", "seed: saved 7, given 3")
 
 
+def test_resume_refuses_a_flag_given_at_its_default_value(tmp_path, no_ray):
+    """`--dataset synthetic` is the default, yet typed on the command line it names another dataset:
+    refused like any other contradicting flag (the experiment's --resume does the same)."""
+    _saved_sweep(tmp_path)
+    r = runner.invoke(app, ["tune", "--dataset", "synthetic", "--name", "s1", "--storage",
+                            str(tmp_path / "runs"), "--resume", "--no-wandb"])
+    _one_line_error(r, "contradicts the saved sweep", "dataset: saved 'synthetic-tiny', given 'synthetic'")
+
+
 def test_resume_keeps_the_saved_settings_and_takes_where_to_run_from_the_command(tmp_path):
     resume, _ = _saved_sweep(tmp_path)
     # flags left at their defaults, or repeating the saved values, are no contradiction

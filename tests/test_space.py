@@ -119,6 +119,9 @@ def test_method_all_and_pinned(tmp_path):
     (lambda d: d.update(asha={"grace": 1}), "grace"),
     (lambda d: d.update(spaces={}), "spaces"),
     (lambda d: d["base"]["train"].update(epochz=3), "epochz"),
+    # a registered name the base gets wrong fails here, not retried in every trial
+    (lambda d: d["base"]["train"].update(weighting="foo"), "base: key 'train.weighting'"),
+    (lambda d: d["base"].setdefault("cf", {}).update(model="foo"), "base: key 'cf.model'"),
 ])
 def test_bad_space_names_file_and_key(tmp_path, mutate, needle):
     import copy

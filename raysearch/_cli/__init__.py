@@ -61,6 +61,23 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (RaysearchError, OSError)
 
 
+def given_flags(fields: dict[str, str] | None = None) -> frozenset[str] | None:
+    """The config fields the command line really set (a ``--resume`` compares these exactly, so
+    ``--dataset synthetic`` contradicts a saved run although it is the default); ``fields`` maps a
+    parameter to its field where the names differ.  typer vendors click, so its context and
+    ParameterSource come from there; None (defaults-only comparison) if that changes."""
+    try:
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:
+        return None
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return None
+    fields = fields or {}
+    return frozenset(fields.get(p, p) for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE)
+
+
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` turning the project's input errors and I/O errors into clean CLI errors.
 

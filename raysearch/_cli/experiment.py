@@ -5,7 +5,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from raysearch._cli import emit_json, fail, guarded
+from raysearch._cli import emit_json, fail, given_flags, guarded
 from raysearch._cli.options import (
     Address, CheckpointEvery, CpusPerTrial, DataRoot, Dataset, Epochs, GpusPerTrial, JsonOut, MaxConcurrent,
     MaxFailures, NoWandb, SplitSeed, WandbProject, WorkersPerTrial, add,
@@ -86,7 +86,7 @@ def experiment(
         wandb=not no_wandb, wandb_project=wandb_project, cf_tables=not no_cf_tables))
     if (resume or report_only) and not out:
         fail("--resume / --report-only need the --out directory of the experiment")
-    given = _given_flags()
+    given = given_flags({"config": "configs", "no_wandb": "wandb", "no_cf_tables": "cf_tables"})
     if json_out:  # stdout carries the JSON only: Tune's progress tables go to stderr
         logging.getLogger("raysearch").setLevel(logging.WARNING)
         with contextlib.redirect_stdout(sys.stderr):
@@ -97,22 +97,6 @@ def experiment(
     if json_out:
         return emit_json({"out_dir": str(res.out_dir), "summary": summary, "failed_units": res.missing})
     _print_experiment(res)
-
-
-def _given_flags() -> frozenset[str] | None:
-    """ExperimentConfig fields the command line really set (a --resume compares these exactly, so
-    `--dataset synthetic` or `--shuffle-control none` contradict a saved run too).  typer vendors
-    click, so its context and ParameterSource come from there; None if that changes."""
-    try:
-        from typer._click.core import ParameterSource
-        from typer._click.globals import get_current_context
-    except ImportError:
-        return None
-    ctx = get_current_context(silent=True)
-    if ctx is None:
-        return None
-    names = {"config": "configs", "no_wandb": "wandb", "no_cf_tables": "cf_tables"}
-    return frozenset(names.get(p, p) for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE)
 
 
 def _print_experiment(res) -> None:

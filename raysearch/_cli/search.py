@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from raysearch._cli import emit_json, fail, guarded
+from raysearch._cli import emit_json, fail, given_flags, guarded
 from raysearch._cli.options import (
     JsonOut, RunDir, Top, add, config_parameters, config_values,
 )
@@ -38,11 +38,12 @@ def tune(*, top: int = 10, json_out: bool = False, **options) -> None:
     cfg = guarded(lambda: SweepConfig(**config_values(SweepConfig, options)))
     # --resume rebuilds the space from the sweep's own sweep.json (a flag contradicting it is refused)
     sp = None if cfg.resume else guarded(lambda: build_space(cfg))
+    given = given_flags({"no_wandb": "wandb"})
     if json_out:  # stdout is the JSON alone: whatever Ray or Tune print goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            res = guarded(lambda: run_sweep(cfg, sp, progress=False))
+            res = guarded(lambda: run_sweep(cfg, sp, progress=False, given=given))
         return _emit_sweep(res, cfg, top)
-    _print_sweep(guarded(lambda: run_sweep(cfg, sp)), cfg, top)
+    _print_sweep(guarded(lambda: run_sweep(cfg, sp, given=given)), cfg, top)
 
 
 # the options of `tune` are SweepConfig's fields (type, flags, default, help: on the field), then these

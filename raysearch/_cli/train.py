@@ -132,6 +132,10 @@ def _check_run(run) -> None:
     from raysearch.train.methods import METHODS
 
     method = guarded(lambda: METHODS.get(run.train.method))
+    if method.uses_cf:  # before the banner and the image cache, as for every other registered name
+        from raysearch.cf.weights import WEIGHTINGS
+
+        guarded(lambda: WEIGHTINGS.get(run.train.weighting))
     checked(lambda: method.stages(run.train))  # e.g. sequential with 1 epoch
     _check_device(run.train.device)
     from raysearch.data.images import check_memory

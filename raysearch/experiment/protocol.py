@@ -455,11 +455,7 @@ def resumed_config(cfg: ExperimentConfig, meta: dict[str, Any], meta_path: Path,
                                     if k in {f.name for f in dataclasses.fields(ExperimentConfig)}})
     except (KeyError, TypeError, ConfigError) as e:
         raise ConfigError(f"{meta_path}: not an experiment record this version can resume ({e})") from None
-    diffs = contradictions(cfg, saved, skip=RUNTIME_FIELDS)
-    if given is not None:  # flags the command line really gave: a value equal to the default contradicts too
-        diffs += [f"{k}: saved {getattr(saved, k)!r}, given {getattr(cfg, k)!r}" for k in sorted(given)
-                  if k not in RUNTIME_FIELDS and hasattr(saved, k) and getattr(cfg, k) != getattr(saved, k)
-                  and not any(d.startswith(f"{k}:") for d in diffs)]
+    diffs = contradictions(cfg, saved, skip=RUNTIME_FIELDS, flags=given)
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved run ({meta_path}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new experiment with another --out")

@@ -298,6 +298,9 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     if not isinstance(base_map, Mapping):
         raise ConfigError(f"{file}: key 'base' must be a mapping (a RunConfig: dataset, split, cf, train)")
     base = from_dict(RunConfig, base_map, where=f"{file}: base")
+    for path in _REGISTRIES:  # a registered name the base config gets wrong fails here, not in every trial
+        section, key = path.split(".", 1)
+        _check_choice_names(f"{file}: base", path, [getattr(getattr(base, section), key)])
     params_map = data.get("params") or {}
     if not isinstance(params_map, Mapping):
         raise ConfigError(f"{file}: key 'params' must be a mapping of 'section.field' -> distribution")
@@ -369,7 +372,8 @@ def spaces_dir() -> Path:
 
 
 def default_space_path(dataset: str) -> Path:
-    """``search_spaces/<dataset>.yaml`` when shipped, else ``search_spaces/default.yaml``."""
+    """``search_spaces/<dataset>.yaml`` when shipped, else the one of the name before its first ``-``
+    (``synthetic-tiny`` -> ``synthetic.yaml``), else ``search_spaces/default.yaml``."""
     d = spaces_dir()
     name = Path(dataset).name
     for cand in (d / f"{name}.yaml", d / f"{name.split('-')[0]}.yaml", d / "default.yaml"):

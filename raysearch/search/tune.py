@@ -97,14 +97,15 @@ def saved_sweep(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def original_sweep_config(cfg: SweepConfig) -> SweepConfig:
+def original_sweep_config(cfg: SweepConfig, given: frozenset[str] | None = None) -> SweepConfig:
     """The settings a sweep was started with (``sweep.json``), for ``--resume``.
 
     The restored Tuner keeps its searcher and scheduler; the trials' space, epochs, method and
     resources must match them, so only where to run (``--address``, ``--storage``) comes from the
     new command, and ``--no-wandb`` may turn W&B off.  A flag of the new command that contradicts
     the saved settings is refused with the list of differences (a flag left at its default is not
-    a contradiction: ``--resume --name N`` alone continues the sweep as it was).
+    a contradiction: ``--resume --name N`` alone continues the sweep as it was; ``given``, the flags
+    the command line really set, are compared even at their default).
     """
     if not cfg.name:
         raise ConfigError("--resume needs the --name of the sweep to continue")
@@ -120,7 +121,7 @@ def original_sweep_config(cfg: SweepConfig) -> SweepConfig:
         saved = SweepConfig(**{**orig, "resume": False, "address": None})
     except (TypeError, ValueError) as e:  # ConfigError included: a saved value this version refuses
         raise ConfigError(f"{p}: not a sweep record this version can resume ({' '.join(str(e).split())[:200]})") from None
-    diffs = contradictions(cfg, saved, skip=(*RESUME_RUNTIME_FIELDS, "wandb"))
+    diffs = contradictions(cfg, saved, skip=(*RESUME_RUNTIME_FIELDS, "wandb"), flags=given)
     if diffs:
         raise ConfigError(f"--resume: the command contradicts the saved sweep ({p}): " + "; ".join(diffs)
                           + ". Drop those flags to continue it, or start a new sweep with another --name")
@@ -290,7 +291,7 @@ def _auto_loggers(callbacks: list[Any]) -> list[Any]:
 
 
 def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Sequence[Any] = (),
-              progress: bool | None = None) -> SweepResult:
+              progress: bool | None = None, given: frozenset[str] | None = None) -> SweepResult:
     """Run (or ``--resume``) a sweep and write ``results.parquet`` / ``best.yaml`` in the run directory.
 
     Everything that can be refused (name, dataset, resources, State API) is checked before a file
@@ -304,11 +305,11 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     name = cfg.name or f"{Path(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     # one command per sweep name: a second one started meanwhile is refused before anything starts
     with run_lock(_storage_and_dir(cfg, name)[1], what=f"sweep {name!r}"):
-        return _run_sweep(cfg, name, space, callbacks, progress, t0)
+        return _run_sweep(cfg, name, space, callbacks, progress, t0, given)
 
 
 def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks: Sequence[Any],
-               progress: bool | None, t0: float) -> SweepResult:
+               progress: bool | None, t0: float, given: frozenset[str] | None = None) -> SweepResult:
     from ray import tune
 
     from raysearch.data import load_dataset
@@ -317,7 +318,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     meta, saved_at = None, _storage_and_dir(cfg, name)[1] / SWEEP_FILE
     if cfg.resume:
         meta = saved_sweep(saved_at.parent)  # readable and complete, or one line naming it
-        cfg = original_sweep_config(cfg)
+        cfg = original_sweep_config(cfg, given)
     space = space or build_space(cfg)
     storage, run_dir = _storage_and_dir(cfg, name)
     exp_path = f"{storage.rstrip('/')}/{name}"

@@ -48,7 +48,6 @@ _REGISTRIES = {
     "train.backbone": ("raysearch.model.backbones", "BACKBONES"),
     "cf.model": ("raysearch.cf", "CF_MODELS"),
 }
-METHOD_NAMES_FALLBACK = ("image_only", "mtl", "sequential", "contrastive")
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class SearchSpace:
         """``--method NAME`` pins the method; ``--method all`` makes it the first categorical."""
         params = tuple(p for p in self.params if p.name != "train.method")
         if method == "all":
-            names = tuple(all_methods or _registered_names("train.method") or METHOD_NAMES_FALLBACK)
+            names = tuple(all_methods or _registered_names("train.method"))
             params = (Param("train.method", "categorical", choices=names),) + params
             return dataclasses.replace(self, params=params)
         _check_choice_names(self.path, "train.method", [method])
@@ -175,24 +174,17 @@ class DefineByRun:
 
 # ------------------------------------------------------------------------------------ parsing
 
-def _registered_names(path: str) -> list[str] | None:
-    mod_name, attr = _REGISTRIES[path]
+def _registered_names(path: str) -> list[str]:
     import importlib
 
-    try:
-        mod = importlib.import_module(mod_name)
-        reg = getattr(mod, attr)
-    except (ImportError, AttributeError):
-        return None
-    return list(reg.names())  # packages register their plug-ins when imported
+    mod_name, attr = _REGISTRIES[path]
+    return getattr(importlib.import_module(mod_name), attr).names()  # importing registers the plug-ins
 
 
 def _check_choice_names(where: str, path: str, values: list[Any]) -> None:
     if path not in _REGISTRIES:
         return
     names = _registered_names(path)
-    if names is None:
-        return
     bad = [v for v in values if v not in names]
     if bad:
         raise ConfigError(f"{where}: key {path!r}: unknown name(s) {bad}; choose from {names}")

@@ -9,7 +9,9 @@ Per-trial overhead = the trial's wall time (Tune's ``time_total_s``) minus its t
 The TorchTrainer path runs twice: with Ray Train's default 2 s controller poll and with raysearch's.
 The first trial of each path is reported separately (worker processes start cold).
 Next to them, Ray's floor: the wall time of ``TorchTrainer.fit()`` on an empty train function
-(no Tune, no raysearch code), i.e. what any Train V2 run costs before it trains.
+(no Tune, no raysearch code), i.e. what any Train V2 run costs before it trains, and the same with
+a train function that builds a ``torch.optim`` optimizer and takes one step (the imports any
+PyTorch training pays in a fresh worker process).
 """
 from __future__ import annotations
 
@@ -38,8 +40,21 @@ def _empty_train_fn(config) -> None:
     ray.train.report({"done": 1})
 
 
-def _torch_trainer_floor(runs: int, storage: Path) -> tuple[float, float]:
-    """Wall seconds of ``TorchTrainer.fit()`` on an empty train function: (first, mean of later)."""
+def _torch_step_train_fn(config) -> None:
+    """The least any PyTorch training does in a fresh worker: build an optimizer (its first use
+    imports ``torch._dynamo``, ~1.5 s) and take one step."""
+    import ray.train
+    import torch
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    ray.train.report({"done": 1})
+
+
+def _torch_trainer_floor(runs: int, storage: Path, fn=_empty_train_fn) -> tuple[float, float]:
+    """Wall seconds of ``TorchTrainer.fit()`` on ``fn`` (no Tune, no raysearch code): (first, mean of later)."""
     import time
 
     from ray.train import RunConfig, ScalingConfig
@@ -48,8 +63,8 @@ def _torch_trainer_floor(runs: int, storage: Path) -> tuple[float, float]:
     walls = []
     for i in range(runs):
         t = time.perf_counter()
-        TorchTrainer(_empty_train_fn, scaling_config=ScalingConfig(num_workers=1),
-                     run_config=RunConfig(name=f"floor-{i}", storage_path=str(storage))).fit()
+        TorchTrainer(fn, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(name=f"floor-{fn.__name__}-{i}", storage_path=str(storage))).fit()
         walls.append(time.perf_counter() - t)
     return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
 
@@ -82,14 +97,18 @@ def main() -> None:
     # Ray's own floor, with raysearch's poll interval (the env var the trials set)
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
     floor_first, floor_later = _torch_trainer_floor(args.trials, tmp / "floor")
+    step_first, step_later = _torch_trainer_floor(args.trials, tmp / "floor", _torch_step_train_fn)
     print(f"{'path':<38} {'1st trial s':>12} {'later trials s':>15} {'sweep wall s':>13}")
     for label, (first, later, wall) in rows.items():
         print(f"{label:<38} {first:>12.1f} {later:>15.1f} {wall:>13.1f}")
     (f_first, f_later, _), (r_first, r_later, _), (t_first, t_later, _) = rows.values()
     print(f"{'TorchTrainer.fit(), empty fn (Ray floor)':<38} {floor_first:>12.1f} {floor_later:>15.1f} {'-':>13}")
+    print(f"{'TorchTrainer.fit(), one torch.optim step':<38} {step_first:>12.1f} {step_later:>15.1f} {'-':>13}")
     print(f"TorchTrainer overhead per later trial: {r_later:.1f} s with Ray's poll -> {t_later:.1f} s "
           f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s; "
           f"Ray's floor {floor_later:.1f} s ({t_later / max(floor_later, 1e-9):.2f}x of it)")
+    print(f"above Ray's floor: +{t_later - floor_later:.1f} s per later trial; above a TorchTrainer that only takes one "
+          f"torch.optim step: +{t_later - step_later:.1f} s (load {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
     ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
+    ap.add_argument("--retrain-seeds", type=int, default=3,
+                    help="(c) training seeds each sweep's pick is retrained with, judged on test mAP (0: no retraining)")
+    ap.add_argument("--skip-before", action="store_true", help="(c) leave out the 585f821 engine")
     ap.add_argument("--space-asha", action="store_true",
                     help="(c) also run TPE+ASHA now with the space's own grace/rf: like for like with 585f821")
     args = ap.parse_args()
@@ -171,15 +174,15 @@ def main() -> None:
 BEFORE = dict(checkpoint_overhead=0.0, prefetch_cf=False, seed_defaults=False)
 
 
-def _plain_tune_overhead(trials: int) -> float:
+def _plain_tune_overhead(trials: int, reports: int) -> float:
     """Seconds per trial of plain Ray Tune: OptunaSearch + ASHA, a function trainable that only
-    reports 3 epochs, reuse_actors=True (Ray start-up excluded)."""
+    reports ``reports`` epochs, reuse_actors=True (Ray start-up excluded)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     def trainable(config):
-        for i in range(3):
+        for i in range(reports):
             tune.report({"score": config["x"] * (i + 1)})
 
     from raysearch.search.tune import _auto_loggers
@@ -187,15 +190,41 @@ def _plain_tune_overhead(trials: int) -> float:
     t0 = time.perf_counter()
     tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)},
                tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=trials, max_concurrent_trials=1,
-                                           search_alg=OptunaSearch(), scheduler=ASHAScheduler(max_t=3),
+                                           search_alg=OptunaSearch(), scheduler=ASHAScheduler(max_t=reports),
                                            reuse_actors=True),
                run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="plain-tune-"), verbose=0,
                                          callbacks=_auto_loggers([]))).fit()
     return (time.perf_counter() - t0) / trials
 
 
+def _first_report_s(result, started: float) -> float:
+    """Seconds from the sweep's start to the first epoch result any trial reported (Tune's result.json)."""
+    import json
+
+    firsts = []
+    for f in Path(result.run_dir).glob("*/result.json"):
+        line = f.read_text().split("\n", 1)[0]
+        if line.strip():
+            firsts.append(float(json.loads(line).get("reported_at", "nan")))
+    return min(firsts) - started if firsts else float("nan")
+
+
+def _print_owner(stats: dict, indent: str = "      ") -> None:
+    """(a'') the data owner's compute per distinct CF configuration, next to the fit's epochs."""
+    for fit in sorted(stats.get("cf_fits", {}).values(), key=lambda f: -f["seconds"]):
+        print(f"{indent}{fit['seconds']:6.2f} s  {fit['cf']}  [{fit['how']}]")
+
+
 def overhead_part(args, common, space, run_sweep) -> None:
-    """(a) per-trial overhead, sequential trials: before / after / plain Ray Tune, one Ray instance."""
+    """(a) per-trial overhead, sequential trials: before / after / plain Ray Tune, one Ray instance.
+
+    Orchestration per trial = (sweep wall - training - per-epoch validation - the trials' wait for
+    their data) / trials: what the engine adds around the work a user's trainable would do anyway.
+    Plain Ray Tune reports as many epochs per trial as the engine's trials ran on average (like
+    for like: Tune's per-report cost is part of both); its 3-report figure is printed too.
+    (a') the first trial: the sweep's start to the first epoch result, minus the data owner's
+    compute for that trial (its cold start, images, split and CF fit), shown as its own figure.
+    """
     import shutil
     import statistics as st
 
@@ -203,39 +232,45 @@ def overhead_part(args, common, space, run_sweep) -> None:
     from raysearch.search.tune import SweepConfig
 
     rows = []
-    plain = []
+    plain, plain3 = [], []
     for rnd in range(args.rounds):
         # "no-ckpt": the engine now without per-epoch checkpoints, like for like with plain Tune (which
         # saves none); the difference to "after" is the --checkpoint-overhead budget (<= ~10% of training)
         order = (("before", BEFORE), ("after", {}), ("no-ckpt", {"checkpoint_every": 0}))
         for label, kw in (order if rnd % 2 == 0 else order[::-1]):
             shutil.rmtree(paths.cache_dir("cf"), ignore_errors=True)  # both pay the same first-use CF fits
+            started = time.time()
             a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name=f"overhead-{label}-{rnd}",
                                       scheduler="none", search=args.overhead_search, max_concurrent=1, seed=7, **kw))
-            train_sum = float(a.results["train_time_s"].sum())
-            cf_s = sum(a.shared_stats.get("compute_s", {}).values()) + sum(a.shared_stats.get("prefetched_cf_s", {}).values())
-            rows.append((label, (a.wall_time_s - train_sum) / len(a.results), a, train_sum, cf_s))
-        plain.append(_plain_tune_overhead(args.overhead_trials))
-    plain = st.mean(plain)
+            rows.append((label, a, _first_report_s(a, started)))
+        reports = round(st.mean(float(r[1].results["epochs_run"].mean()) for r in rows[-3:]))
+        plain.append(_plain_tune_overhead(args.overhead_trials, reports))
+        plain3.append(_plain_tune_overhead(args.overhead_trials, 3))
+    plain, plain3 = st.mean(plain), st.mean(plain3)
     print(f"\n(a) per-trial overhead ({args.overhead_trials} trials, 1 concurrent, actors reused, first trial and"
-          f" first-use CF fits included; {args.rounds} rounds)")
-    for label, ov, a, train_sum, cf_s in rows:
-        print(f"    {label:<6} sweep wall {a.wall_time_s:6.1f} s, training {train_sum:5.1f} s -> overhead/trial "
-              f"{ov:5.2f} s (training/wall {train_sum / a.wall_time_s:.2f}); first trial wall "
-              f"{a.results['wall_time_s'].iloc[0]:.1f} s; data wait median {a.results['data_s'].median():.2f} s, "
-              f"sum {a.results['data_s'].sum():.1f} s; data-owner compute {cf_s:.1f} s; "
-              f"best val {a.results['best_val_map'].max():.4f}")
-    print(f"    plain Ray Tune (OptunaSearch + ASHA, 3 reports/trial): {plain:.2f} s/trial")
-    b = st.mean(r[1] for r in rows if r[0] == "before")
-    n = st.mean(r[1] for r in rows if r[0] == "after")
-    print(f"    mean overhead/trial: before {b:.2f} s, after {n:.2f} s")
-    # the issue's row: orchestration per trial with the trials' wait for data taken out, in plain-Tune units
+          f" first-use CF fits included; {args.rounds} rounds; load {os.getloadavg()[0]:.1f})")
+    for label, a, first in rows:
+        df = a.results
+        train, ev, data = (float(df[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s"))
+        orch = (a.wall_time_s - train - ev - data) / len(df)
+        print(f"    {label:<7} sweep wall {a.wall_time_s:6.1f} s = training {train:5.1f} + validation {ev:4.1f} + data wait "
+              f"{data:4.1f} + orchestration {orch * len(df):4.1f} s ({orch:.2f} s/trial, {orch / plain:.2f}x plain Tune); "
+              f"{int(df['epochs_run'].sum())} epochs; best val {df['best_val_map'].max():.4f}")
+        first_c = next(iter(a.shared_stats.get("compute_s", {}).values()), float("nan"))  # the first request's
+        first_data = float(df["data_s"].iloc[0])
+        print(f"      (a') first epoch result {first:.1f} s after the sweep started; the first trial waited {first_data:.1f} s"
+              f" for its data (owner's compute for it {first_c:.1f} s) -> {first - first_data:.1f} s without that wait")
+        _print_owner(a.shared_stats)
+    print(f"    plain Ray Tune (OptunaSearch + ASHA, {reports} reports/trial like the engine's trials): {plain:.3f} s/trial;"
+          f" with 3 reports/trial {plain3:.3f} s/trial")
     for label in ("before", "after", "no-ckpt"):
-        orch = st.mean((a.wall_time_s - train_sum - float(a.results["data_s"].sum())) / len(a.results)
-                       for lab, _, a, train_sum, _ in rows if lab == label)
-        print(f"    orchestration/trial without the data wait, {label:<7}: {orch:.2f} s = {orch / plain:.2f}x plain Ray Tune")
-    print(f"    ratio after/before {n / b:.2f}; overhead in plain-Tune units: before {b / plain:.2f}x, after "
-          f"{n / plain:.2f}x (the issue's goal, 1 s with plain Tune at 0.57 s, is {1 / 0.57:.2f}x)")
+        sel = [(a.wall_time_s - sum(float(a.results[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s")))
+               / len(a.results) for lab, a, _ in rows if lab == label]
+        with_eval = [(a.wall_time_s - float(a.results["train_time_s"].sum()) - float(a.results["data_s"].sum()))
+                     / len(a.results) for lab, a, _ in rows if lab == label]
+        orch = st.mean(sel)
+        print(f"    orchestration/trial, {label:<7}: {orch:.3f} s = {orch / plain:.2f}x plain Ray Tune "
+              f"(validation counted as overhead: {st.mean(with_eval):.3f} s = {st.mean(with_eval) / plain:.2f}x)")
 
 
 def memory_part(args, common, out, run_sweep) -> None:
@@ -264,18 +299,54 @@ def memory_part(args, common, out, run_sweep) -> None:
 
 
 
+def _retrain_test(config_json: str, seeds: list[int], cache: dict) -> float:
+    """Mean test mAP of one picked configuration retrained with ``seeds`` (``train.seed``; split and
+    CF fixed): what a user keeps from a sweep, judged on test items it never selected on."""
+    import json
+    import statistics as st
+
+    import torch
+
+    from raysearch.config import RunConfig, from_dict
+    from raysearch.train import fit, prepare_training_data
+
+    if config_json in cache:
+        return cache[config_json]
+    torch.set_num_threads(1)
+    d = json.loads(config_json)
+    data = prepare_training_data(from_dict(RunConfig, d, where="picked config"), data_root=d.get("data_root"))
+    tests = []
+    for seed in seeds:
+        d["train"]["seed"] = seed
+        tests.append(fit(from_dict(RunConfig, d, where="picked config"), data).test_map)
+    cache[config_json] = st.mean(tests)
+    return cache[config_json]
+
+
 def compare_part(args, common, space, run_sweep) -> None:
-    """(c) TPE + ASHA (before / after) vs random without early stopping, same budget.  Each side's
-    best is the trial its sweep picks (``best_row``: among trials that ran their schedule), so an
-    ASHA-cut trial's lucky early val mAP does not count as a result."""
+    """(c) TPE + ASHA (before / after) vs random without early stopping, same trial budget, each
+    sweep run once per searcher seed.  What a user keeps is the trial the sweep picks
+    (``best_row``: best val mAP among trials that ran their schedule), so each pick is retrained with
+    ``--retrain-seeds`` training seeds and judged on *test* mAP; searchers are compared paired by
+    searcher seed (mean difference, 95% t interval over seeds, paired t and Wilcoxon p)."""
+    import statistics as st
+
+    import numpy as np
+    from scipy import stats as sps
+
+    from raysearch.experiment.stats import paired_unit_tests
     from raysearch.search.results import best_row
     from raysearch.search.tune import SweepConfig
 
-    variants = [("random+fifo", "random", "none", {}), ("tpe+asha-585f821", "optuna", "asha", BEFORE)]
+    variants = [("random+fifo", "random", "none", {})]
+    if not args.skip_before:
+        variants.append(("tpe+asha-585f821", "optuna", "asha", BEFORE))
     variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
                  for rf in args.rf]
     if args.space_asha:
-        variants.insert(2, ("tpe+asha-space", "optuna", "asha", {}))
+        variants.insert(1 if args.skip_before else 2, ("tpe+asha-space", "optuna", "asha", {}))
+    retrain_seeds = [1000 + k for k in range(args.retrain_seeds)]  # not the sweeps' own training seed
+    cache: dict = {}
     rows = []
     for seed in args.seeds:
         for label, search, sched, kw in variants:
@@ -283,25 +354,31 @@ def compare_part(args, common, space, run_sweep) -> None:
                                       scheduler=sched, search=search, max_concurrent=args.cpus, seed=seed, **kw))
             df = r.results
             best = best_row(df)  # the trial the sweep picks (best.yaml): ran its whole schedule
-            rows.append((label, seed, float(best["best_val_map"]), float(best["test_map"]),
-                         int(df["epochs_run"].sum()), r.wall_time_s, int((df["stop_reason"] == "asha_stopped").sum())))
-    print(f"\n(c) {args.trials} trials each, {args.epochs} epochs max, dataset {args.dataset}")
-    print(f"    {'strategy':<18} {'seed':>4} {'best val':>9} {'its test':>9} {'epochs':>7} {'wall s':>7} {'asha-stopped':>12}")
-    for lab, seed, v, t, e, w, s in rows:
-        print(f"    {lab:<18} {seed:>4} {v:>9.4f} {t:>9.4f} {e:>7d} {w:>7.1f} {s:>12d}")
-    import statistics as st
-
-    def agg(label, i):
-        return st.mean(r[i] for r in rows if r[0] == label)
-
+            kept = _retrain_test(str(best["config"]), retrain_seeds, cache) if args.retrain_seeds else float("nan")
+            rows.append(dict(label=label, seed=seed, val=float(best["best_val_map"]), test=float(best["test_map"]),
+                             kept=kept, epochs=int(df["epochs_run"].sum()), wall=r.wall_time_s,
+                             cut=int((df["stop_reason"] == "asha_stopped").sum())))
+    print(f"\n(c) {args.trials} trials each, {args.epochs} epochs max, dataset {args.dataset}; each pick retrained with "
+          f"{args.retrain_seeds} seeds (load {os.getloadavg()[0]:.1f})")
+    print(f"    {'strategy':<18} {'seed':>4} {'pick val':>9} {'pick test':>9} {'retrained':>9} {'epochs':>7} {'wall s':>7}"
+          f" {'asha-cut':>8}")
+    for r in rows:
+        print(f"    {r['label']:<18} {r['seed']:>4} {r['val']:>9.4f} {r['test']:>9.4f} {r['kept']:>9.4f} {r['epochs']:>7d}"
+              f" {r['wall']:>7.1f} {r['cut']:>8d}")
+    by = {(r["label"], r["seed"]): r for r in rows}
     rnd = "random+fifo"
-    by = {(r[0], r[1]): r for r in rows}
     for o, *_ in variants[1:]:
-        reached = sum(by[(o, s)][2] >= by[(rnd, s)][2] for s in args.seeds)
-        print(f"    {o}: mean best val {agg(o, 2):.4f} vs random {agg(rnd, 2):.4f} (ratio {agg(o, 2) / agg(rnd, 2):.3f}), "
-              f"test of best {agg(o, 3):.4f} vs {agg(rnd, 3):.4f}; epochs ratio {agg(o, 4) / agg(rnd, 4):.2f} "
-              f"({agg(o, 4):.1f} vs {agg(rnd, 4):.1f}); wall ratio {agg(o, 5) / agg(rnd, 5):.2f}; "
-              f"reached random's best val on {reached}/{len(args.seeds)} seeds")
+        ref = np.array([by[(rnd, s)]["kept"] for s in args.seeds])
+        oth = np.array([by[(o, s)]["kept"] for s in args.seeds])
+        d = oth - ref
+        half = (sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        p_t, p_w = paired_unit_tests(ref, oth)
+        ep = st.mean(by[(o, s)]["epochs"] for s in args.seeds) / st.mean(by[(rnd, s)]["epochs"] for s in args.seeds)
+        wall = st.mean(by[(o, s)]["wall"] for s in args.seeds) / st.mean(by[(rnd, s)]["wall"] for s in args.seeds)
+        print(f"    {o} vs random: epochs {ep:.2f}x, wall {wall:.2f}x; retrained test of the pick {oth.mean():.4f} vs "
+              f"{ref.mean():.4f}: diff {d.mean():+.4f} [95% CI {d.mean() - half:+.4f}, {d.mean() + half:+.4f}] over "
+              f"{len(d)} searcher seeds (paired t p = {p_t:.3f}, Wilcoxon p = {p_w:.3f}); at least as good on "
+              f"{int((d >= 0).sum())}/{len(d)} seeds")
 
 
 #: (n) configs, for the synthetic space: its base (TPE's seeded first trial) and random search's best

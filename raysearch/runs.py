@@ -77,8 +77,9 @@ CORE_COLUMNS = ["trial_id", "method", "weighting", "best_val_map", "test_map", "
                 "stop_reason", "wall_time_s", "train_time_s"]
 #: ``node`` is the Ray node id (56 hex digits); ``host`` / ``node_ip`` say where that is (the node
 #: that ran the training: for a DDP trial, its rank-0 worker's node); ``checkpoint`` is a local path,
-#: a URI, or (older sweeps on cloud storage) a path inside the storage's filesystem
-EXTRA_COLUMNS = ["data_s", "retries", "resumed_from_epoch", "node", "host", "node_ip", "checkpoint", "error",
+#: a URI, or (older sweeps on cloud storage) a path inside the storage's filesystem; ``data_s`` is the
+#: trial's wait for its data, ``eval_time_s`` its per-epoch validation (both outside ``train_time_s``)
+EXTRA_COLUMNS = ["data_s", "eval_time_s", "retries", "resumed_from_epoch", "node", "host", "node_ip", "checkpoint", "error",
                  "config"]
 
 

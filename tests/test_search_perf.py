@@ -55,6 +55,11 @@ def test_prefetch_runs_one_per_cf_model_base_first(tmp_path):
     data["params"]["cf.beta"] = {"type": "float", "low": 0.1, "high": 1.0}
     assert prefetch_runs(_space(tmp_path, data)) == []  # a continuous CF parameter: unbounded
     assert cf_key(space.base) == cf_key(space.apply({"train.alpha": 0.3}))  # training params share the model
+    # a base CF value the space never samples (dim 8 of choices 16/32) is never asked for: not prefetched
+    data = copy.deepcopy(SPACE)
+    data["base"]["cf"]["dim"] = 8
+    runs8 = prefetch_runs(_space(tmp_path, data))
+    assert len(runs8) == 6 and 8 not in {r["cf"]["dim"] for r in runs8}
 
 
 def test_checkpoint_cadence_bounded_by_its_cost():

@@ -88,6 +88,10 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     assert set(stats["computed"].values()) == {1}
     assert len(stats["computed"]) == df["weighting"].nunique()
     assert sum(stats["requests"].values()) == 4
+    # where the time went (issue 21): validation apart from training, and each epoch's report time
+    assert (disk["eval_time_s"] > 0).all() and (disk["eval_time_s"] < disk["wall_time_s"]).all()
+    first = [json.loads(f.read_text().splitlines()[0]) for f in res.run_dir.glob("*/result.json")]
+    assert len(first) == 4 and all(abs(r["reported_at"] - r["timestamp"]) < 2 for r in first)
     # `raysearch results RUN_DIR` reprints the same table
     r = CliRunner().invoke(app, ["results", str(res.run_dir), "--json"])
     assert r.exit_code == 0, r.output
@@ -114,6 +118,11 @@ def test_two_cf_configs_each_computed_once(ray_session, tmp_path, home):
     computed = res.shared_stats["computed"]
     assert len(computed) == 2 and set(computed.values()) == {1}
     assert sorted(res.shared_stats["requests"].values()) == sorted(dims.values())
+    # the owner's cost per CF configuration, named by its model, dim and epochs (issue 21 a'')
+    fits = res.shared_stats["cf_fits"]
+    labels = {f["cf"].split(",")[0] for f in fits.values()}  # the prefetch may also fit the base config's
+    assert {"vaecf dim 4", "vaecf dim 12"} <= labels and all(" 5 epochs" in f["cf"] for f in fits.values()), fits
+    assert all(f["seconds"] > 0 and f["how"] for f in fits.values())
     new_models = [p for p in set(cf_cache.glob("*.parquet")) - before if ".weights-" not in p.name]
     assert len(new_models) == 2  # the on-disk CF cache holds exactly one trained model per config
 
@@ -288,6 +297,8 @@ def test_trial_resume_state_round_trip(tmp_path):
     assert resumed.best_val_map == pytest.approx(full.best_val_map, abs=1e-6)
     assert resumed.test_map == pytest.approx(full.test_map, abs=1e-6)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    # validation time carries over a resume like training time (cumulative, never restarted at 0)
+    assert states[0]["eval_time_s"] == pytest.approx(sum(h["val_time_s"] for h in full.history[:2]))
 
 
 def test_logged_config_leaves_out_options_the_trial_did_not_use():

@@ -38,8 +38,8 @@ class SweepWandbCallback(DriverWandbCallback):
     """One W&B run per trial, logged from the driver: see the module docstring."""
 
     EXTRA_EXCLUDED_RESULTS = (
-        "final", "trial_id", "pid", "date", "timestamp", "hostname", "node_ip", "node_id", "node_host", "node_address",
-        "done",
+        "final", "trial_id", "pid", "date", "timestamp", "reported_at", "hostname", "node_ip", "node_id", "node_host",
+        "node_address", "done",
         "checkpoint_dir_name", "should_checkpoint", "time_since_restore", "iterations_since_restore")
 
     def __init__(self, settings: WandbSettings, space: Any, stop_reason: Any) -> None:

@@ -119,6 +119,7 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
             "wall_time_s": float(m.get("time_total_s", float("nan"))),
             "train_time_s": float(m.get("train_time_s", float("nan"))),
             "data_s": float(m.get("data_s", float("nan"))),
+            "eval_time_s": float(m.get("eval_time_s", float("nan"))),
             "retries": int(retries.get(trial_id, 0)),
             "resumed_from_epoch": int(m.get("resumed_from_epoch", 0) or 0),
             "node": m.get("node_id"),

@@ -59,6 +59,17 @@ def cf_key(run: RunConfig) -> str:
                          "cf": to_dict(run.cf)})
 
 
+def cf_label(run: RunConfig) -> str:
+    """A CF configuration as a person reads it (model, dim, epochs and the model's own knobs)."""
+    from raysearch.train import METHODS
+
+    if not METHODS.get(run.train.method).uses_cf:
+        return "no CF"
+    c = to_dict(run.cf)
+    knobs = ", ".join(f"{k} {c[k]}" for k in ("beta", "lr", "batch_size", "trainer") if k in c)
+    return f"{run.cf.model} dim {run.cf.dim}, {run.cf.epochs} epochs ({knobs})"
+
+
 def _fit_cf(run: RunConfig) -> None:
     """The run's CF model into the on-disk cache (a cache hit returns at once)."""
     from raysearch.cf import compute_item_vectors
@@ -73,8 +84,9 @@ def _fit_cf(run: RunConfig) -> None:
 
 
 def prefetch_runs(space: Any, limit: int = 8) -> list[dict[str, Any]]:
-    """One run per distinct CF model the space can sample, base config first; [] unless every
-    searched ``cf.*`` parameter is categorical and there are at most ``limit`` models."""
+    """One run per distinct CF model the space can sample, the base config's first (TPE's first trial)
+    when the space can sample it (a base value outside the choices is never asked for: not fitted);
+    [] unless every searched ``cf.*`` parameter is categorical and there are at most ``limit`` models."""
     import itertools
 
     cf_params = [p for p in space.params if p.name.startswith("cf.")]
@@ -82,7 +94,7 @@ def prefetch_runs(space: Any, limit: int = 8) -> list[dict[str, Any]]:
         return []
     combos = [dict(zip([p.name for p in cf_params], vals)) for vals in
               itertools.product(*[p.encoded_choices for p in cf_params])]
-    runs, seen = [space.base], {cf_key(space.base)}
+    runs, seen = [], set()
     for values in combos:
         # leave out values whose `when` on another cf.* parameter does not hold (the sampler would)
         active = {n: v for n, v in values.items()
@@ -94,6 +106,8 @@ def prefetch_runs(space: Any, limit: int = 8) -> list[dict[str, Any]]:
             runs.append(run)
         if len(runs) > limit:
             return []
+    base = cf_key(space.base)
+    runs.sort(key=lambda r: cf_key(r) != base)  # stable: the base config's model first, if sampled
     return [to_dict(r) for r in runs]
 
 
@@ -120,6 +134,7 @@ class SharedData:
         self.requests: dict[str, int] = {}
         self.compute_s: dict[str, float] = {}
         self.prefetched: dict[str, float] = {}
+        self.cf_fits: dict[str, dict[str, Any]] = {}  # per CF configuration: what it cost, who waited
 
     def _import_heavy(self) -> None:
         import torch
@@ -149,6 +164,8 @@ class SharedData:
                 continue
             with self._lock:
                 self.prefetched[key] = time.perf_counter() - t0
+                self.cf_fits.setdefault(key, {"cf": cf_label(run), "seconds": self.prefetched[key],
+                                              "how": "prefetched (no trial waiting)"})
 
     def check(self, dataset: str, data_root: str | None) -> dict[str, Any]:
         """Load the dataset where the trials' data will be made: a missing one fails here, once."""
@@ -193,6 +210,10 @@ class SharedData:
                 with self._lock:
                     self.computed[key] = self.computed.get(key, 0) + 1
                     self.compute_s[key] = time.perf_counter() - t0
+                    ck = cf_key(run)
+                    if ck not in self.cf_fits:  # not prefetched: fitted (with the images) while a trial waited
+                        self.cf_fits[ck] = {"cf": cf_label(run), "seconds": self.compute_s[key],
+                                            "how": "on request (a trial waited; includes its images and split)"}
         # wrapped in a list: the caller receives the refs themselves, not the values
         return [self._images[img_key], self._parts[key]]
 
@@ -200,7 +221,7 @@ class SharedData:
         with self._lock:
             return {"computed": dict(self.computed), "requests": dict(self.requests),
                     "compute_s": dict(self.compute_s), "n_images_objects": len(self._images),
-                    "prefetched_cf_s": dict(self.prefetched)}
+                    "prefetched_cf_s": dict(self.prefetched), "cf_fits": dict(self.cf_fits)}
 
 
 def start_shared_actor(name: str) -> Any:

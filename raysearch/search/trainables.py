@@ -179,6 +179,7 @@ class EpochReporter:
         self.report, self.make_checkpoint = report, make_checkpoint
         self.every, self.max_t, self.write_state, self.extra = every, max_t, write_state, extra
         self.spent = float(extra.pop("train_time_s", 0.0))
+        self.eval_spent = float(extra.pop("eval_time_s", 0.0))  # per-epoch validation: work, not orchestration
         # cadence by cost: a due checkpoint waits until the training since the last one is >= its
         # cost / overhead (tiny epochs: every few epochs; real ones: every epoch, as before)
         # (the cost: state save + a report with checkpoint, minus what a plain report takes)
@@ -190,10 +191,13 @@ class EpochReporter:
         m = clean_metrics(metrics)
         self.spent += float(m.get("epoch_time_s", 0.0))
         self.since += float(m.get("epoch_time_s", 0.0))
+        self.eval_spent += float(m.get("val_time_s", 0.0))
         if not metrics.get("tracked", True):
             return
         epoch = int(metrics["epoch"])
-        out = {**m, TIME_ATTR: epoch, "train_time_s": self.spent, **self.extra}
+        # reported_at (wall clock): when each epoch reached Tune, for time-to-first-result figures
+        out = {**m, TIME_ATTR: epoch, "train_time_s": self.spent, "eval_time_s": self.eval_spent,
+               "reported_at": round(time.time(), 3), **self.extra}
         if not (self.max_t and epoch >= self.max_t):  # the final report is the one ASHA judges at max_t
             out[ASHA_ATTR] = epoch
         state_fn = metrics.get("_state")
@@ -242,11 +246,13 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
-             "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
+             "train_time_s": float(resume["train_time_s"]) if resume else 0.0,
+             "eval_time_s": float(resume.get("eval_time_s", 0.0)) if resume else 0.0}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
                              max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
-    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent,
+             "eval_time_s": reporter.eval_spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         _save_model(res, run, data, tmp, final, weights=ctx.save_weights)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -264,17 +270,20 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     run = from_dict(RunConfig, config["run"], where="trial config")
     rank = ray.train.get_context().get_world_rank()
     resume = load_resume_state(ray.train.get_checkpoint())
-    data = get_training_data(config["shared_actor"], run)
+    t0 = time.perf_counter()
+    data = get_training_data(config["shared_actor"], run)  # the training imports run while it is fetched
     rt = ray.get_runtime_context()
-    extra = {"node_id": rt.get_node_id(), "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
+    extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(), "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
              **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
-             "train_time_s": float(resume["train_time_s"]) if resume else 0.0}
+             "train_time_s": float(resume["train_time_s"]) if resume else 0.0,
+             "eval_time_s": float(resume.get("eval_time_s", 0.0)) if resume else 0.0}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
                              max_t=config["max_t"], write_state=rank == 0, extra=extra)
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
-    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent,
+             "eval_time_s": reporter.eval_spent}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         ckpt = None
         if rank == 0:

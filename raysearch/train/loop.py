@@ -213,6 +213,7 @@ class _Run:
         self.tracker = EarlyStopping(t.patience, ckpt, to_dict(run))
         self.history: list[dict[str, Any]] = []
         self.epoch, self.train_time, self.start_stage, self.start_k = 0, 0.0, 0, 0
+        self.val_time = 0.0
         if resume is not None:
             self._restore(resume)
 
@@ -220,6 +221,7 @@ class _Run:
         """Continue after the epoch a per-epoch state was taken (see :meth:`_state_fn`)."""
         self.start_stage, self.start_k = int(r["stage"]), int(r["stage_epoch"])
         self.epoch, self.train_time = int(r["epoch"]), float(r["train_time_s"])
+        self.val_time = float(r.get("eval_time_s", 0.0))  # absent in states written before it was kept
         self.tracker.load(r, bad_epochs=int(r["bad_epochs"]))
         self.history = list(r.get("history", []))
         self.core.load_state_dict(r["model"])
@@ -259,19 +261,24 @@ class _Run:
         if sched is not None:
             sched.step()
         split = self.data.split
+        tv = time.perf_counter()
         val_map = mean_average_precision(self.data.labels[split.val], self.predict(split.val))
+        ep_val = time.perf_counter() - tv
+        self.val_time += ep_val
         improved = stage.track_best and self.tracker.update(val_map, self.epoch, self.core)
         m = {"epoch": self.epoch, "stage": stage.name, "train_loss": losses["train_loss"],
              "main_loss": losses["main_loss"], "aux_loss": losses["aux_loss"], "val_map": val_map,
              "best_val_map": max(self.tracker.best_val, 0.0), "improved": improved, "lr": lr,
              "tracked": stage.track_best,  # False: aux-only stage, val mAP of an untrained classifier
-             "images_per_s": losses["n_seen"] * self.world / max(ep_train, 1e-9), "epoch_time_s": ep_train}
+             "images_per_s": losses["n_seen"] * self.world / max(ep_train, 1e-9), "epoch_time_s": ep_train,
+             "val_time_s": ep_val}
         self.history.append(m)
         return m
 
     def _state_fn(self, si: int, k: int, opt: Any, sched: Any) -> Callable[[], dict[str, Any]]:
         """The full training state after this epoch, built only if the caller asks for it."""
         snap = dict(stage=si, stage_epoch=k + 1, epoch=self.epoch, train_time_s=self.train_time,
+                    eval_time_s=self.val_time,
                     bad_epochs=self.tracker.bad_epochs, **self.tracker.state(), history=list(self.history))
         gen = getattr(self.sampler, "generator", None)
         return lambda: {**snap, "model": state_copy(self.core), "optimizer": opt.state_dict(),

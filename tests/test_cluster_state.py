@@ -284,3 +284,17 @@ def test_a_ddp_or_gpu_trial_driver_takes_no_cpu():
     assert driver.get("cpu", 0) == 0 and driver.get("gpu", 0) == 0 and sum(driver.values()) > 0
     assert worker_cpus(8, 1) == 8 and worker_cpus(8, 2) == 4
     assert trial_resources(False, 2, 0) == {"cpu": 2, "gpu": 0}
+
+
+def test_ddp_trials_take_the_checkpoint_budget_and_the_training_settings():
+    """A TorchTrainer trial's workers get what a function trial gets: the checkpoint cost budget
+    (rank 0 decides the cadence) and the run itself."""
+    from raysearch.config import RunConfig
+    from raysearch.search.trainables import torch_trainer
+
+    run = RunConfig(dataset="synthetic-tiny")
+    t = torch_trainer(run, workers=2, cpus_per_worker=1.0, gpus_per_worker=0.0, shared_actor="owner", name="n",
+                      storage="/tmp/x", callbacks=[], checkpoint_overhead=0.1)
+    cfg = t.train_loop_config
+    assert cfg["checkpoint_overhead"] == 0.1 and cfg["checkpoint_every"] == 1 and cfg["run"]["dataset"] == "synthetic-tiny"
+    assert t.scaling_config.num_workers == 2 and t.scaling_config.placement_strategy == "PACK"

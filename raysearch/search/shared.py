@@ -245,8 +245,8 @@ _WARM = False
 
 
 def warm_trial_imports() -> None:
-    """Import what a trial's first epoch would import lazily (torch, the training code, sklearn's
-    metrics, ``torch._dynamo``, which the first optimizer and ``torch.use_deterministic_algorithms``
+    """Import what a trial's first epoch would import lazily (torch, the training code,
+    ``torch._dynamo``, which the first optimizer and ``torch.use_deterministic_algorithms``
     load via ``torch._inductor.config``): ~3 s in a fresh worker process, now spent while the data
     owner computes, not after."""
     global _WARM
@@ -254,7 +254,6 @@ def warm_trial_imports() -> None:
         return
     _WARM = True
     try:
-        import sklearn.metrics  # noqa: F401
         import torch._inductor.config  # noqa: F401
 
         import raysearch.metrics  # noqa: F401

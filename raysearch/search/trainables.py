@@ -278,8 +278,10 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
              "train_time_s": float(resume["train_time_s"]) if resume else 0.0,
              "eval_time_s": float(resume.get("eval_time_s", 0.0)) if resume else 0.0}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
+    # rank 0 alone decides the checkpoint cadence (only it writes state; every rank reports either way)
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
-                             max_t=config["max_t"], write_state=rank == 0, extra=extra)
+                             max_t=config["max_t"], write_state=rank == 0, extra=extra,
+                             overhead=config.get("checkpoint_overhead", 0.0))
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
     final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent,
@@ -294,7 +296,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                   shared_actor: str, name: str, storage: str, callbacks: list[Any], max_t: int = 0,
-                  checkpoint_every: int = 1, max_failures: int = 2, save_weights: bool = True) -> Any:
+                  checkpoint_every: int = 1, max_failures: int = 2, save_weights: bool = True,
+                  checkpoint_overhead: float = 0.0) -> Any:
     """A ``TorchTrainer`` running DDP ``fit`` for ``run`` (a sweep trial or ``raysearch train --workers``).
 
     Reusing ``name`` under ``storage`` resumes from that run's latest checkpoint (Train V2 restores
@@ -310,7 +313,8 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
     return TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"run": to_dict(run), "shared_actor": shared_actor, "cpus_per_worker": cpus_per_worker,
-                           "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights},
+                           "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights,
+                           "checkpoint_overhead": checkpoint_overhead},
         # PACK: a trial's workers fill one node before the next, so GPU nodes are not split between trials
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=res_per_worker, placement_strategy="PACK"),
@@ -336,6 +340,7 @@ def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]
         run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,
         shared_actor=ctx.shared_actor, name=f"train-{tune.get_context().get_trial_id()}", storage=ctx.storage,
         callbacks=[TuneReportCallback()], max_t=ctx.max_t, checkpoint_every=ctx.checkpoint_every,
+        checkpoint_overhead=ctx.checkpoint_overhead,
         max_failures=ctx.max_failures, save_weights=ctx.save_weights)
     result = trainer.fit()
     return dict(result.metrics or {})

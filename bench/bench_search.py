@@ -367,15 +367,16 @@ def compare_part(args, common, space, run_sweep) -> None:
               f" {r['wall']:>7.1f} {r['cut']:>8d}")
     by = {(r["label"], r["seed"]): r for r in rows}
     rnd = "random+fifo"
+    judge, what = ("kept", "retrained test") if args.retrain_seeds else ("test", "test (one training seed)")
     for o, *_ in variants[1:]:
-        ref = np.array([by[(rnd, s)]["kept"] for s in args.seeds])
-        oth = np.array([by[(o, s)]["kept"] for s in args.seeds])
+        ref = np.array([by[(rnd, s)][judge] for s in args.seeds])
+        oth = np.array([by[(o, s)][judge] for s in args.seeds])
         d = oth - ref
         half = (sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
         p_t, p_w = paired_unit_tests(ref, oth)
         ep = st.mean(by[(o, s)]["epochs"] for s in args.seeds) / st.mean(by[(rnd, s)]["epochs"] for s in args.seeds)
         wall = st.mean(by[(o, s)]["wall"] for s in args.seeds) / st.mean(by[(rnd, s)]["wall"] for s in args.seeds)
-        print(f"    {o} vs random: epochs {ep:.2f}x, wall {wall:.2f}x; retrained test of the pick {oth.mean():.4f} vs "
+        print(f"    {o} vs random: epochs {ep:.2f}x, wall {wall:.2f}x; {what} of the pick {oth.mean():.4f} vs "
               f"{ref.mean():.4f}: diff {d.mean():+.4f} [95% CI {d.mean() - half:+.4f}, {d.mean() + half:+.4f}] over "
               f"{len(d)} searcher seeds (paired t p = {p_t:.3f}, Wilcoxon p = {p_w:.3f}); at least as good on "
               f"{int((d >= 0).sum())}/{len(d)} seeds")

@@ -347,3 +347,157 @@ def test_a_second_command_on_the_same_experiment_folder_is_refused(tmp_path):
                                      "--out", str(out), "--no-wandb"])
     assert r.exit_code != 0 and "is being run by another process" in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_next_inner_search_owner_starts_in_the_tail_once_and_is_closed():
+    """NextOwner: nothing while trials of this search may still start; one start when every trial
+    has started and one has ended (a free slot); a failed start is only a lost head start."""
+    from raysearch.experiment.protocol import NextOwner
+
+    calls = []
+    nxt = NextOwner(3, "r0.1-f1-mtl-uniform", BASE, start=lambda name, run: calls.append((name, run)) or object())
+    nxt.on_trial_start(trial="a")
+    nxt.on_trial_start(trial="b")
+    nxt.on_trial_complete(trial="a")  # the third trial takes this slot: no head start yet
+    assert calls == []
+    nxt.on_trial_start(trial="c")
+    nxt.on_trial_error(trial="b")
+    nxt.on_trial_complete(trial="c")
+    assert len(calls) == 1 and calls[0][0] == "r0.1-f1-mtl-uniform"
+    assert from_dict(RunConfig, calls[0][1]) == BASE
+
+    # the next search's CF model still being fitted in the background: its owner starts, asked for nothing
+    later = NextOwner(1, "k2", BASE, start=lambda name, run: calls.append((name, run)) or object(), ready=lambda: False)
+    later.on_trial_start()
+    later.on_trial_complete()
+    assert calls[-1] == ("k2", None)
+
+    def broken(name, run):
+        raise RuntimeError("no Ray")
+
+    bad = NextOwner(1, "k", BASE, start=broken)
+    bad.on_trial_start()
+    bad.on_trial_complete()  # logged, not raised; never retried
+    bad.on_trial_complete()
+    assert bad.actor is False
+    bad.close()
+
+
+@pytest.mark.timeout(180)
+def test_prestarted_owner_is_the_one_the_next_search_adopts_and_its_data_is_ready(ray_session):
+    """The head-started owner has the name run_sweep gives its own (``get_if_exists``): the next
+    search adopts it, and a trial's request (other searched values, same data key) is served from
+    what it prepared for the base configuration, computed once."""
+    import ray
+
+    from raysearch.experiment.protocol import _start_owner
+    from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
+
+    run = dataclasses.replace(arm_run(BASE, parse_variants(["mtl:uniform"])[1]),
+                              cf=CFConfig(model="bpr", epochs=2, dim=8))
+    actor = _start_owner("test-next-owner", to_dict(run))
+    try:
+        adopted = start_shared_actor(SHARED_ACTOR_PREFIX + "test-next-owner")
+        assert adopted._actor_id == actor._actor_id
+        trial = dataclasses.replace(run, train=dataclasses.replace(run.train, lr=0.0123, alpha=2.0))
+        ray.get(ray.get(adopted.get.remote(to_dict(trial)), timeout=150), timeout=60)
+        stats = ray.get(adopted.stats.remote(), timeout=30)
+        assert list(stats["computed"].values()) == [1] and list(stats["requests"].values()) == [2], stats
+    finally:
+        ray.kill(actor)
+    # the background CF owner: a search waits for its fold's model there (fitted once, then on disk)
+    from raysearch.experiment.protocol import CFPrefit, _cf_cache_entry, cf_ready
+
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=3)
+    unit = dataclasses.replace(run, split=dataclasses.replace(run.split, folds=3, fold=2, inner=True),
+                               cf=CFConfig(model="bpr", epochs=2, dim=8, seed=7))
+    assert not cf_ready(cfg, unit)
+    prefit = CFPrefit(_start_owner("test-cf-prefit", cpus=1), {_cf_cache_entry(cfg, unit): to_dict(unit)})
+    try:
+        prefit.wait(cfg, unit)
+        assert cf_ready(cfg, unit)
+    finally:
+        prefit.stop()
+
+
+def test_cf_prefit_covers_each_folds_inner_and_outer_cf_model_once_in_order(tmp_path):
+    """The background CF fits: one per on-disk CF cache entry (a fold's train items x the CF
+    config; ratios, seeds and the fold's inner view share it), in the searches' order; finished
+    searches skipped; the units' fits only when the space searches no cf.* parameter."""
+    from raysearch.cf.vectors import cache_key
+    from raysearch.data import load_dataset
+    from raysearch.data.splits import make_split
+    from raysearch.experiment.protocol import cf_prefit_runs, inner_space, resolve_configs, tune_key
+
+    space = {"base": {k: v for k, v in TINY.items() if k != "dataset"},
+             "params": {"train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=3, seeds=2, label_ratios=(1.0, 0.5), tune=2,
+                           tune_space=str(path), variants=("image_only", "mtl:uniform", "mtl:loss"),
+                           shuffle_control="first")
+    variants = parse_variants(cfg.variants, cfg.shuffle_control)
+    runs, _ = resolve_configs(cfg, variants)
+    todo = [from_dict(RunConfig, r) for r in cf_prefit_runs(cfg, variants, runs, {})]
+    ds = load_dataset("synthetic-tiny")
+    keys = [cache_key(ds, make_split(ds, r.split), r.cf) for r in todo]
+    # the inner view of a fold keeps its train items: one fit per fold serves both ratios' searches and the units
+    assert len(keys) == len(set(keys)) == cfg.folds
+    assert [r.split.inner for r in todo] == [True] * 3 and [r.split.fold for r in todo] == [0, 1, 2]
+    inner0 = inner_space(cfg, runs["mtl:uniform"], variants[1], 1.0, 0).base
+    assert cache_key(ds, make_split(ds, inner0.split), inner0.cf) == keys[0]
+    done = {tune_key(1.0, f, v): {} for f in range(3) for v in ("mtl:uniform", "mtl:loss")}
+    assert len(cf_prefit_runs(cfg, variants, runs, done)) == 3
+    done |= {tune_key(0.5, f, v): {} for f in range(3) for v in ("mtl:uniform", "mtl:loss")}
+    left = [from_dict(RunConfig, r) for r in cf_prefit_runs(cfg, variants, runs, done)]  # resumed: the units' fits
+    assert [r.split.inner for r in left] == [False] * 3
+    assert [cache_key(ds, make_split(ds, r.split), r.cf) for r in left] == keys
+    # a space that searches the CF model: the units' CF config is unknown until the searches end
+    space["params"]["cf.dim"] = {"type": "categorical", "choices": [8, 16]}
+    path.write_text(yaml.safe_dump(space))
+    assert [from_dict(RunConfig, r).split.inner for r in cf_prefit_runs(cfg, variants, runs, {})] == [True] * 3
+    assert cf_prefit_runs(cfg, variants, runs, done) == []
+
+
+def test_run_tuning_holds_each_handed_over_owner_until_its_search_ran(tmp_path, monkeypatch):
+    """Ray destroys an actor once no handle to it is left: the owner search k started for search
+    k+1 must stay referenced until run_sweep(k+1) has run (it adopts it by name).  Seen on the
+    posters: a search's waits between the two let Ray collect it and every trial failed to find it."""
+    import gc
+    import weakref
+
+    import raysearch.experiment.protocol as protocol
+    import raysearch.search.tune as tune_mod
+
+    space = {"base": {k: v for k, v in TINY.items() if k != "dataset"},
+             "params": {"train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=2, seeds=1, label_ratios=(0.5,), tune=2,
+                           tune_space=str(path), variants=("image_only", "mtl:uniform"))
+    variants = parse_variants(cfg.variants)
+    runs, _ = protocol.resolve_configs(cfg, variants)
+    handed: dict[str, weakref.ref] = {}
+    order = []
+
+    class Owner:  # stands for the callback holding the actor handle
+        pass
+
+    def fake_next_owner(trials, name, run, ready=None):
+        o = Owner()
+        handed[name] = weakref.ref(o)
+        return o
+
+    def fake_run_sweep(sc, space, progress, callbacks):
+        gc.collect()
+        order.append((sc.name, sc.name in handed and handed[sc.name]() is not None))
+        row = {"trial_id": "t0", "best_val_map": 0.5, "stop_reason": "completed", "epochs_run": 2,
+               "config": json.dumps(to_dict(space.base))}
+        return type("R", (), {"results": pd.DataFrame([row])})()
+
+    monkeypatch.setattr(protocol, "next_owner", fake_next_owner)
+    monkeypatch.setattr(tune_mod, "run_sweep", fake_run_sweep)
+    done = protocol.run_tuning(cfg, tmp_path / "exp", variants, runs, {}, lambda d: None)
+    assert len(done) == 4
+    assert order[0] == ("r0.5-f0-image_only", False)  # the first search starts its own
+    assert all(alive for _, alive in order[1:]), order

@@ -17,7 +17,10 @@ Why this shape:
 * **Nested tuning** (``--tune N``): in each outer fold every tuned variant gets its own inner
   sweep (TPE + ASHA, the sweep engine) of N trials on that fold's train/val items only
   (``split.inner``: the test fold is in no role), the same budget for every variant; the chosen
-  configuration is then trained with each seed and tested on the outer fold.  Without it, each
+  configuration is then trained with each seed and tested on the outer fold.  The searches run
+  one after another, with head starts that change no result: one background owner fits each
+  fold's CF model into the on-disk cache ahead of the searches (one fit per fold serves its inner
+  searches and its units), and each search's tail starts the next search's data owner.  Without it, each
   variant runs at a given configuration (``--config`` / ``--from-sweep``), which compares
   configurations as much as variants; ``--same-config V`` runs every weighting of V's method at
   V's configuration (the arms then differ in the weighting only).
@@ -352,45 +355,236 @@ def inner_space(cfg: ExperimentConfig, run: RunConfig, v: Variant, ratio: float,
 
 
 def run_tuning(cfg: ExperimentConfig, out: Path, variants: Sequence[Variant], runs: dict[str, RunConfig],
-               done: dict[str, Any], save: Any) -> dict[str, Any]:
+               done: dict[str, Any], save: Any, prefit: Any = None) -> dict[str, Any]:
     """One inner sweep per (ratio, fold, tuned variant), each ``cfg.tune`` trials of TPE + ASHA.
 
     ``done`` holds the finished ones (resume); an inner sweep interrupted half-way is run again
     from scratch (its trials are cheap next to getting its bookkeeping right).  ``save(done)``
-    records each as it finishes."""
+    records each as it finishes.  The searches run one after another; each one's tail (every
+    trial started, a slot free) starts the next one's data owner (:class:`NextOwner`).  ``prefit``
+    (:func:`start_cf_prefit`): a search that needs a CF model first waits for its fit there, so
+    no fold's model is fitted twice at once."""
     from raysearch.search.results import best_row, best_run_config
     from raysearch.search.tune import SweepConfig, run_sweep
 
     tuned = [v for v in variants if config_owner(cfg, v, variants) == v.name]
     storage = out / TUNING_DIR
-    for ratio in cfg.label_ratios:
-        for fold in range(cfg.folds):
-            for v in tuned:
-                key = tune_key(ratio, fold, v.name)
-                if key in done:
-                    continue
-                shutil.rmtree(storage / key, ignore_errors=True)
-                space = inner_space(cfg, runs[v.name], v, ratio, fold)
-                t0 = time.perf_counter()
-                res = run_sweep(SweepConfig(
-                    dataset=cfg.dataset, data_root=cfg.data_root, trials=cfg.tune, storage=str(storage), name=key,
-                    address=cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
-                    workers_per_trial=cfg.workers_per_trial, max_concurrent=cfg.max_concurrent,
-                    max_failures=cfg.max_failures, checkpoint_every=cfg.checkpoint_every, seed=1000 * fold + 7,
-                    wandb=False), space=space, progress=False)
-                row = best_row(res.results)
-                if row is None:
-                    raise ConfigError(f"nested tuning {key}: no inner trial finished ({out / TUNING_DIR / key}); "
-                                      "see its results.parquet")
-                chosen = best_run_config(row)
-                done[key] = {"ratio": float(ratio), "fold": fold, "variant": v.name, "run": to_dict(chosen),
-                             "inner_val_map": float(row["best_val_map"]), "trial_id": str(row["trial_id"]),
-                             "trials": int(len(res.results)), "wall_s": round(time.perf_counter() - t0, 1),
-                             "epochs": int(res.results["epochs_run"].sum())}
-                log.warning("nested tuning %s: %d trials, %d epochs, inner val mAP %.4f (%.0f s)", key,
-                            done[key]["trials"], done[key]["epochs"], done[key]["inner_val_map"], done[key]["wall_s"])
-                save(done)
+    jobs = [(float(ratio), fold, v) for ratio in cfg.label_ratios for fold in range(cfg.folds) for v in tuned
+            if tune_key(ratio, fold, v.name) not in done]
+    nxt = None
+    for i, (ratio, fold, v) in enumerate(jobs):
+        key = tune_key(ratio, fold, v.name)
+        shutil.rmtree(storage / key, ignore_errors=True)
+        space = inner_space(cfg, runs[v.name], v, ratio, fold)
+        # the owner the last search started for this one: Ray destroys an actor whose handles are all
+        # gone, so its handle is held until this search's run_sweep has adopted (and then stopped) it
+        adopted, nxt = nxt, None
+        if i + 1 < len(jobs):
+            r2, f2, v2 = jobs[i + 1]
+            base2 = inner_space(cfg, runs[v2.name], v2, r2, f2).base
+            nxt = next_owner(cfg.tune, tune_key(r2, f2, v2.name), base2, ready=functools.partial(cf_ready, cfg, base2))
+        t0 = time.perf_counter()
+        try:
+            if prefit is not None:
+                prefit.wait(cfg, space.base)
+            res = run_sweep(SweepConfig(
+                dataset=cfg.dataset, data_root=cfg.data_root, trials=cfg.tune, storage=str(storage), name=key,
+                address=cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+                workers_per_trial=cfg.workers_per_trial, max_concurrent=cfg.max_concurrent,
+                max_failures=cfg.max_failures, checkpoint_every=cfg.checkpoint_every, seed=1000 * fold + 7,
+                wandb=False), space=space, progress=False, callbacks=[nxt] if nxt is not None else ())
+        except BaseException:
+            if nxt is not None:  # the next search will not run in this command: its owner goes too
+                nxt.close()
+            raise
+        finally:
+            del adopted
+        row = best_row(res.results)
+        if row is None:
+            if nxt is not None:
+                nxt.close()
+            raise ConfigError(f"nested tuning {key}: no inner trial finished ({out / TUNING_DIR / key}); "
+                              "see its results.parquet")
+        chosen = best_run_config(row)
+        done[key] = {"ratio": float(ratio), "fold": fold, "variant": v.name, "run": to_dict(chosen),
+                     "inner_val_map": float(row["best_val_map"]), "trial_id": str(row["trial_id"]),
+                     "trials": int(len(res.results)), "wall_s": round(time.perf_counter() - t0, 1),
+                     "epochs": int(res.results["epochs_run"].sum())}
+        log.warning("nested tuning %s: %d trials, %d epochs, inner val mAP %.4f (%.0f s)", key,
+                    done[key]["trials"], done[key]["epochs"], done[key]["inner_val_map"], done[key]["wall_s"])
+        save(done)
     return done
+
+
+def _start_owner(name: str, run: dict[str, Any] | None = None, cpus: int | None = None) -> Any:
+    """A data owner named as ``run_sweep(name=...)`` names its own, so that sweep adopts it (it finds
+    its owner with ``get_if_exists``), asked now for ``run``'s data.  It reserves no CPU while it
+    waits: the running search's trials keep their slots; ``cpus``: its torch threads."""
+    from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
+
+    actor = start_shared_actor(SHARED_ACTOR_PREFIX + name, reserve=False, threads=cpus)
+    if run is not None:
+        actor.get.remote(run)  # the next search's data (CF fit included) while this one's last trials run
+    return actor
+
+
+def cf_prefit_runs(cfg: ExperimentConfig, variants: Sequence[Variant], runs: dict[str, RunConfig],
+                   done: dict[str, Any]) -> list[dict[str, Any]]:
+    """One run per distinct CF model the nested tuning and then the units will fit, in the order
+    they will ask: the inner splits of the searches not yet done, then the outer folds; one per
+    on-disk CF cache entry (:func:`raysearch.cf.vectors.cache_key`: train items x CF config).  A
+    fold's inner view keeps its train items, and ratios and seeds do not change them, so this is
+    one fit per fold.  The outer folds only when the tune space searches no ``cf.*`` parameter
+    (the units' CF config is then known before the searches end)."""
+    from raysearch.cf.vectors import cache_key
+    from raysearch.data.splits import make_split
+    from raysearch.search.space import default_space_path, load_space
+    from raysearch.train.methods import METHODS
+
+    ds = _dataset(cfg.dataset, cfg.data_root)
+    tuned = [v for v in variants if config_owner(cfg, v, variants) == v.name and METHODS.get(v.method).uses_cf]
+    wanted = [inner_space(cfg, runs[v.name], v, float(r), f).base for r in cfg.label_ratios for f in range(cfg.folds)
+              for v in tuned if tune_key(r, f, v.name) not in done]
+    fixed_cf = not any(p.name.startswith("cf.") for p in load_space(cfg.tune_space or default_space_path(cfg.dataset)).params)
+    if fixed_cf:
+        wanted += [unit_run(cfg, runs[v.name], f, s, float(r)) for f in range(cfg.folds) for s in range(cfg.seeds)
+                   for r in cfg.label_ratios for v in variants if not v.shuffled_from and METHODS.get(v.method).uses_cf]
+    out, seen = [], set()
+    for run in wanted:
+        k = cache_key(ds, make_split(ds, run.split), run.cf)
+        if k not in seen:
+            seen.add(k)
+            out.append(to_dict(run))
+    return out
+
+
+def _cf_cache_entry(cfg: ExperimentConfig, run: RunConfig) -> str | None:
+    """The on-disk CF cache key ``run``'s data needs (None: its method uses no CF)."""
+    from raysearch.cf.vectors import cache_key
+    from raysearch.data.splits import make_split
+    from raysearch.train.methods import METHODS
+
+    if not METHODS.get(run.train.method).uses_cf:
+        return None
+    ds = _dataset(cfg.dataset, cfg.data_root)
+    return cache_key(ds, make_split(ds, run.split), run.cf)
+
+
+def cf_ready(cfg: ExperimentConfig, run: RunConfig) -> bool:
+    """``run``'s CF model is in the on-disk cache (or it needs none)."""
+    from raysearch.cf.vectors import cache_path
+
+    key = _cf_cache_entry(cfg, run)
+    return key is None or cache_path(key, cfg.data_root).is_file()
+
+
+@dataclass
+class CFPrefit:
+    """The background owner fitting the experiment's CF models (:func:`start_cf_prefit`) and, per
+    on-disk CF cache key, the run it was given for it (the owner's CF locks are per run config)."""
+
+    actor: Any
+    runs: dict[str, dict[str, Any]]
+
+    def wait(self, cfg: ExperimentConfig, run: RunConfig) -> None:
+        """Block until ``run``'s CF model is on disk (fitted now if its turn has not come): the
+        search's trials would otherwise wait for their own owner to fit it a second time."""
+        if cf_ready(cfg, run):
+            return
+        listed = self.runs.get(_cf_cache_entry(cfg, run) or "")
+        if listed is None:  # not one fitted here: the search's owner fits it, as before
+            return
+        import ray
+
+        try:
+            ray.get(self.actor.fit_cf.remote(listed))
+        except Exception as e:  # only a head start: the search's own owner fits it (and reports an error)
+            log.warning("background CF fit failed (%s); the search fits it itself", e)
+
+    def stop(self) -> None:
+        _kill(self.actor)
+
+
+def start_cf_prefit(cfg: ExperimentConfig, out: Path, variants: Sequence[Variant], runs: dict[str, RunConfig],
+                    done: dict[str, Any]) -> CFPrefit | None:
+    """A background owner (no CPU reserved, one torch thread) fitting :func:`cf_prefit_runs` into the
+    on-disk CF cache while the searches run; each search's owner then reads its fold's CF model
+    instead of fitting it while the trials wait (35-55 s per fold on the posters' VAECF, 2 loaded
+    CPUs, was a search's biggest cost).  A search whose fit is not done yet waits for it
+    (:meth:`CFPrefit.wait`) instead of fitting it a second time.  ``None`` when there is nothing to fit."""
+    from raysearch.search import cluster
+
+    todo = cf_prefit_runs(cfg, variants, runs, done)
+    if not todo:
+        return None
+    cluster.start_trials_engine(cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
+                                workers_per_trial=cfg.workers_per_trial, distributed=cfg.distributed, what="units")
+    actor = _start_owner(f"experiment-cf-{out.name}-{os.getpid()}", cpus=1)
+    actor.prefetch.remote(todo)
+    return CFPrefit(actor, {_cf_cache_entry(cfg, from_dict(RunConfig, r)) or "": r for r in todo})
+
+
+def _kill(actor: Any) -> None:
+    if actor:
+        import ray
+
+        try:
+            ray.kill(actor)
+        except Exception:  # already gone: nothing to free
+            pass
+
+
+class NextOwner:
+    """One inner search's Tune callback (:func:`next_owner`): once all its ``trials`` have started
+    and one has ended (a slot is free and no trial of this search will take it), start the *next*
+    search's data owner and have it prepare that search's base configuration (dataset, image refs, the fold's CF
+    fit and weights: every inner trial of a search shares that data key, the arm's method,
+    weighting and split being pinned).  Without it each search began with its trials waiting for a
+    fresh owner's start-up and compute (~10-18 s per search on the posters, 2 CPUs).  The next
+    ``run_sweep`` adopts the owner by name and stops it at its end, as it does its own."""
+
+    def __init__(self, trials: int, name: str, run: RunConfig, start: Any = None, ready: Any = None) -> None:
+        self.trials, self.name, self.run = trials, name, to_dict(run)
+        self.started = 0
+        self.actor: Any = None
+        self._start = start or _start_owner
+        self._ready = ready or (lambda: True)
+
+    def on_trial_start(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+        self.started += 1
+
+    def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+        self._maybe_start()
+
+    def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+        self._maybe_start()
+
+    def _maybe_start(self) -> None:
+        if self.actor is not None or self.started < self.trials:
+            return
+        try:
+            # its data only when its CF model is on disk: a fit still running in the background
+            # owner is not repeated here (the owner itself still gets its head start)
+            self.actor = self._start(self.name, self.run if self._ready() else None)
+        except Exception as e:  # only a head start: the next search starts its own owner
+            log.warning("could not start the next inner search's data owner early: %s", e)
+            self.actor = False
+
+    def close(self) -> None:
+        """Stop the owner if the next search will not adopt it (this command ends first)."""
+        _kill(self.actor)
+        self.actor = None
+
+
+def next_owner(trials: int, name: str, run: RunConfig, ready: Any = None) -> Any:
+    """:class:`NextOwner` as a Tune ``Callback`` (built lazily, like the sweep's own callbacks:
+    importing this module does not import Ray)."""
+    from ray.tune import Callback
+
+    class NextOwnerCallback(NextOwner, Callback):
+        pass
+
+    return NextOwnerCallback(trials, name, run, ready=ready)
 
 
 def chosen_run(cfg: ExperimentConfig, tuned: dict[str, Any], runs: dict[str, RunConfig],
@@ -520,12 +714,14 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float, given: frozense
     if meta is None:  # a resume keeps the record of how the run was made
         write_json(out / META_FILE, record)
     engine = _Engine(cfg, out)
+    prefit = None
     try:
         if cfg.tune and not cfg.report_only:
             def save(done: dict[str, Any]) -> None:
                 record["tuned"] = done
                 write_json(out / META_FILE, record)
-            run_tuning(cfg, out, variants, runs, dict(record.get("tuned") or {}), save)
+            prefit = start_cf_prefit(cfg, out, variants, runs, dict(record.get("tuned") or {}))
+            run_tuning(cfg, out, variants, runs, dict(record.get("tuned") or {}), save, prefit)
         tuned = dict(record.get("tuned") or {})
         if cfg.tune:
             with atomic_path(out / TUNING_FILE) as tmp:
@@ -538,6 +734,8 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float, given: frozense
             results = engine.run_units(grid, variants)
     finally:
         engine.stop()
+        if prefit is not None:
+            prefit.stop()
     units, preds = collect(results, variants, ds, cfg)
     with atomic_path(out / EXPERIMENT_FILE) as tmp:
         units.to_parquet(tmp, index=False)

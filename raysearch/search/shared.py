@@ -167,6 +167,14 @@ class SharedData:
                 self.cf_fits.setdefault(key, {"cf": cf_label(run), "seconds": self.prefetched[key],
                                               "how": "prefetched (no trial waiting)"})
 
+    def fit_cf(self, run_dict: dict[str, Any]) -> None:
+        """``run``'s CF model into the on-disk cache under this owner's lock for it: a fit of it in
+        progress here (a prefetch, a request) is awaited, never repeated."""
+        run = from_dict(RunConfig, run_dict, where="CF fit")
+        self._warm.join()
+        with self._lock_for(cf_key(run)):
+            _fit_cf(run)
+
     def check(self, dataset: str, data_root: str | None) -> dict[str, Any]:
         """Load the dataset where the trials' data will be made: a missing one fails here, once."""
         import ray
@@ -224,21 +232,25 @@ class SharedData:
                     "prefetched_cf_s": dict(self.prefetched), "cf_fits": dict(self.cf_fits)}
 
 
-def start_shared_actor(name: str) -> Any:
-    """Create (or find) the sweep's data owner, pinned to this driver's node."""
+def start_shared_actor(name: str, reserve: bool = True, threads: int | None = None) -> Any:
+    """Create (or find) the sweep's data owner, pinned to this driver's node.
+
+    ``reserve=False``: an owner started ahead of its sweep (the experiment's next inner search, its
+    background CF fits) reserves no CPU, so the running search's trials keep their slots;
+    ``threads``: its torch threads (default: the CPUs it reserves, else all of the node's)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node_id = ray.get_runtime_context().get_node_id()
     node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-    cpus = DATA_CPUS if node.get("Resources", {}).get("CPU", 0) >= DATA_CPUS else 0
+    cpus = DATA_CPUS if reserve and node.get("Resources", {}).get("CPU", 0) >= DATA_CPUS else 0
     env = {k: os.environ[k] for k in ("RAYSEARCH_HOME", "RAYSEARCH_OFFLINE") if k in os.environ}
     return ray.remote(SharedData).options(
         name=name, namespace=NAMESPACE, get_if_exists=True, num_cpus=cpus,
         max_concurrency=MAX_CONCURRENT_PREP, max_restarts=3, max_task_retries=2,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         runtime_env={"env_vars": env} if env else None,
-    ).remote(cpus=cpus or (os.cpu_count() or 1))
+    ).remote(cpus=threads or cpus or (os.cpu_count() or 1))
 
 
 _WARM = False

@@ -86,6 +86,7 @@ def main() -> None:
     common = dict(dataset="synthetic-tiny", space=str(space), trials=args.trials, max_concurrent=1,
                   scheduler="none", search="random", storage=str(tmp / "runs"), wandb=False)
     rows = {}
+    parts = {}  # per later trial: data fetch + training imports (data_s), validation (eval_time_s)
     ddp = dict(torch_trainer=True, workers_per_trial=args.workers, cpus_per_trial=float(args.workers))
     for name, label, kw in (("fn", "function trial", {}),
                             ("tt-ray-poll", f"TorchTrainer x{args.workers}, Ray's 2 s poll", dict(ddp, train_poll_s=2.0)),
@@ -94,6 +95,8 @@ def main() -> None:
         df = res.results
         over = (df["wall_time_s"] - df["train_time_s"]).tolist()
         rows[label] = (over[0], sum(over[1:]) / max(1, len(over) - 1), res.wall_time_s)
+        later = df.iloc[1:] if len(df) > 1 else df
+        parts[label] = (float(later["data_s"].mean()), float(later["eval_time_s"].mean()))
     # Ray's own floor, with raysearch's poll interval (the env var the trials set)
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
     floor_first, floor_later = _torch_trainer_floor(args.trials, tmp / "floor")
@@ -107,6 +110,10 @@ def main() -> None:
     print(f"TorchTrainer overhead per later trial: {r_later:.1f} s with Ray's poll -> {t_later:.1f} s "
           f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s; "
           f"Ray's floor {floor_later:.1f} s ({t_later / max(floor_later, 1e-9):.2f}x of it)")
+    d, e = parts[list(rows)[-1]]
+    print(f"inside a later TorchTrainer trial: {d:.1f} s fetching its data while importing the training code "
+          f"(torch._dynamo included), {e:.2f} s validation; the rest is Ray Train's start/stop, reports, "
+          f"checkpoints and the model save")
     print(f"above Ray's floor: +{t_later - floor_later:.1f} s per later trial; above a TorchTrainer that only takes one "
           f"torch.optim step: +{t_later - step_later:.1f} s (load {os.getloadavg()[0]:.1f})")
 

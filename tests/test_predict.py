@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from raysearch.cli import app
 from raysearch.config import RunConfig, SplitConfig, TrainConfig, dump_run_config
 from raysearch.model.io import (META_FILE, ModelMismatchError, check_compatible, f1_thresholds, load_model,
-                                save_model)
+                                save_model, score_images)
 from raysearch.predict import SCORE_PREFIX, collect_images, predict, predict_ray, write_predictions
 
 torch.set_num_threads(1)
@@ -94,6 +94,19 @@ def test_f1_thresholds_pick_the_best_cut():
     assert thr[1] == 0.5 and f1[1] is None  # no positive: the default cut, said as None
     thr, f1 = f1_thresholds(scores, labels)  # 3 positives < MIN_VAL_POSITIVES: too few to fit a cut
     assert thr[0] == 0.5 and f1[0] is None
+
+
+def test_scoring_a_split_by_index_gathers_a_batch_at_a_time(trained):
+    """score_images(images, index=idx) == score_images(images[idx]) exactly, without copying the split
+    (a shared read-only array stays unwritable and un-copied)."""
+    run, data, res, model_dir = trained
+    scorer = load_model(model_dir).module
+    images = np.array(data.images)
+    images.setflags(write=False)
+    idx = np.asarray(data.split.val)[::-1]
+    np.testing.assert_array_equal(score_images(scorer, images, batch_size=7, index=idx),
+                                  score_images(scorer, images[idx], batch_size=7))
+    assert score_images(scorer, images, index=idx[:0]).shape == (0, len(data.label_names))
 
 
 def test_python_api_scores_equal_fit_test_predictions(trained):

@@ -268,13 +268,17 @@ def _key_diff(want: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str
 
 
 @torch.inference_mode()
-def score_images(module: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """float32 (N, L) sigmoid scores of uint8 (N, S, S, 3) images, in batches."""
+def score_images(module: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 64,
+                 index: np.ndarray | None = None) -> np.ndarray:
+    """float32 (N, L) sigmoid scores of uint8 (N, S, S, 3) images, in batches; with ``index``, of
+    ``images[index]``, gathered a batch at a time (the images may be the sweep's shared, read-only
+    array: a whole-split copy would cost every trial process its size, 176 MiB at 100k items)."""
     module.eval()
     dev = next(module.parameters()).device
     out = []
-    for s in range(0, len(images), batch_size):
-        x = images[s:s + batch_size]
+    n = len(images) if index is None else len(index)
+    for s in range(0, n, batch_size):
+        x = images[s:s + batch_size] if index is None else images[index[s:s + batch_size]]
         x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
         out.append(module(x.to(dev)).float().cpu().numpy())
     n_labels = module.classifier.out_features if hasattr(module, "classifier") else 0
@@ -331,7 +335,7 @@ def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor
     scorer = build_scoring_model(sd, run.train.backbone, len(data.label_names), mean, std, where=str(out))
     val = np.asarray(data.split.val)
     if len(val):
-        thresholds, f1s = f1_thresholds(score_images(scorer, data.images[val]), data.labels[val])
+        thresholds, f1s = f1_thresholds(score_images(scorer, data.images, index=val), data.labels[val])
         source, positives = "val_f1", [int(v) for v in (data.labels[val] > 0.5).sum(0)]
     else:
         thresholds, f1s, source = np.full(len(data.label_names), DEFAULT_THRESHOLD, np.float32), None, "default"

@@ -85,3 +85,6 @@ def test_checkpoint_cadence_bounded_by_its_cost():
     for i in range(1, 4):
         every({"epoch": i, "epoch_time_s": 0.1, "val_map": 0.5, "_state": lambda: state})
     assert calls == [True, True, True]  # overhead 0: every due epoch, as before
+    calls.clear()
+    every({"epoch": 4, "epoch_time_s": 0.1, "val_map": 0.5, "_state": lambda: state, "_last": True})
+    assert calls == [False]  # the schedule's last epoch: the final report (with the model) follows at once

@@ -201,7 +201,9 @@ class EpochReporter:
         if not (self.max_t and epoch >= self.max_t):  # the final report is the one ASHA judges at max_t
             out[ASHA_ATTR] = epoch
         state_fn = metrics.get("_state")
-        due = self.every and state_fn is not None and epoch % self.every == 0
+        # the schedule's last epoch needs no resume state: the trial's final report (with its model)
+        # follows at once, and a restart after it is finished (finished_report)
+        due = self.every and state_fn is not None and epoch % self.every == 0 and not metrics.get("_last")
         if not due or (self.overhead and self.since * self.overhead < self.last_cost):
             t0 = time.perf_counter()
             self.report(out)

@@ -296,8 +296,9 @@ class _Run:
             opt, sched = self._optimizers(si, stage)
             for k in range(self.start_k if si == self.start_stage else 0, stage.epochs):
                 m = self._epoch(stage, opt, sched, show)
-                if callback is not None:
-                    callback({**m, "_state": self._state_fn(si, k, opt, sched)} if epoch_state else dict(m))
+                if callback is not None:  # _last: the schedule's last epoch (a final report follows it)
+                    callback({**m, "_state": self._state_fn(si, k, opt, sched), "_last": self.epoch == total}
+                             if epoch_state else dict(m))
                 if stage.track_best and self.tracker.exhausted:
                     if self.epoch < total:  # patience ran out on the last epoch: it simply completed
                         return "early_stopped"

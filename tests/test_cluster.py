@@ -196,6 +196,32 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return min(a[1], b[1]) - max(a[0], b[0])
 
 
+@pytest.mark.timeout(420)
+def test_nested_tuning_on_a_cluster_uses_the_head_starts(cluster, tmp_path):
+    """experiment --tune on a head without CPUs and two 1-CPU workers: the background CF fits and
+    the next inner search's early data owner (both pinned to the head, no CPU reserved) serve
+    every inner trial and unit on the workers, whose homes stay empty."""
+    head_home, w1, w2 = tmp_path / "head", tmp_path / "w1", tmp_path / "w2"
+    cluster.start_head(num_cpus=0, home=head_home, dashboard=False)
+    workers = {cluster.node_id(cluster.add_worker(1, w)) for w in (w1, w2)}
+    space = tmp_path / "tune-space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "base": {**SPACE["base"], "train": {**SPACE["base"]["train"],
+                                                                                   "epochs": 2}}}))
+    out = tmp_path / "exp"
+    p = subprocess.run([RAYSEARCH, "experiment", "--dataset", "synthetic-tiny", "--tune", "2", "--tune-space", str(space),
+                        "--variants", "image_only,mtl:uniform", "--folds", "2", "--seeds", "1", "--label-ratios", "1.0",
+                        "--address", cluster.address, "--n-boot", "100", "--no-cf-tables", "--no-wandb",
+                        "--out", str(out), "--json"],
+                       capture_output=True, text=True, env=cluster._env(head_home), timeout=380)
+    assert p.returncode == 0, p.stderr[-3000:]
+    inner = pd.concat([pd.read_parquet(f) for f in sorted((out / "tuning").glob("*/results.parquet"))])
+    assert len(inner) == 8 and inner["stop_reason"].isin(["completed", "early_stopped", "asha_stopped"]).all(), inner
+    assert set(inner["node"]) <= workers, inner[["trial_id", "node"]]
+    units = pd.read_parquet(out / "experiment.parquet")
+    assert len(units) == 2 * 2 and set(units["node"]) <= workers, units[["variant", "fold", "node"]]
+    assert _files(w1) == [] and _files(w2) == []
+
+
 @pytest.mark.timeout(600)
 def test_gpu_trials_never_strand_a_gpu_node(cluster, tmp_path):
     """Two nodes with 1 CPU + 1 logical GPU each (and a CPU-only node): with --gpus-per-trial 1

@@ -185,6 +185,10 @@ class EpochReporter:
         # (the cost: state save + a report with checkpoint, minus what a plain report takes)
         self.overhead, self.last_cost, self.since, self.plain_s = overhead, 0.0, 0.0, 0.0
 
+    def totals(self) -> dict[str, float]:
+        """The trial's cumulative training and validation seconds (restarts included)."""
+        return {"train_time_s": self.spent, "eval_time_s": self.eval_spent}
+
     def __call__(self, metrics: dict[str, Any]) -> None:
         import torch
 
@@ -196,8 +200,7 @@ class EpochReporter:
             return
         epoch = int(metrics["epoch"])
         # reported_at (wall clock): when each epoch reached Tune, for time-to-first-result figures
-        out = {**m, TIME_ATTR: epoch, "train_time_s": self.spent, "eval_time_s": self.eval_spent,
-               "reported_at": round(time.time(), 3), **self.extra}
+        out = {**m, TIME_ATTR: epoch, **self.totals(), "reported_at": round(time.time(), 3), **self.extra}
         if not (self.max_t and epoch >= self.max_t):  # the final report is the one ASHA judges at max_t
             out[ASHA_ATTR] = epoch
         state_fn = metrics.get("_state")
@@ -219,6 +222,14 @@ class EpochReporter:
                 ckpt = self.make_checkpoint(tmp)
             self.report(out, checkpoint=ckpt)
         self.last_cost, self.since = max(0.0, time.perf_counter() - t0 - self.plain_s), 0.0
+
+
+def resumed_totals(resume: dict[str, Any] | None) -> dict[str, Any]:
+    """Where a restarted trial's epochs and cumulative times continue from (zeros for a fresh one)."""
+    if resume is None:
+        return {"resumed_from_epoch": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
+    return {"resumed_from_epoch": int(resume["epoch"]), "train_time_s": float(resume["train_time_s"]),
+            "eval_time_s": float(resume.get("eval_time_s", 0.0))}  # absent in states written before it was kept
 
 
 def trial_fn(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -247,14 +258,11 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
-             **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
-             "train_time_s": float(resume["train_time_s"]) if resume else 0.0,
-             "eval_time_s": float(resume.get("eval_time_s", 0.0)) if resume else 0.0}
+             **node_location(), **resumed_totals(resume)}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
                              max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
-    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent,
-             "eval_time_s": reporter.eval_spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), **reporter.totals()}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         _save_model(res, run, data, tmp, final, weights=ctx.save_weights)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -275,10 +283,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     data = get_training_data(config["shared_actor"], run)  # the training imports run while it is fetched
     rt = ray.get_runtime_context()
-    extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(), "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
-             **node_location(), "resumed_from_epoch": int(resume["epoch"]) if resume else 0,
-             "train_time_s": float(resume["train_time_s"]) if resume else 0.0,
-             "eval_time_s": float(resume.get("eval_time_s", 0.0)) if resume else 0.0}
+    extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(),
+             "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
+             **node_location(), **resumed_totals(resume)}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
     # rank 0 alone decides the checkpoint cadence (only it writes state; every rank reports either way)
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
@@ -286,8 +293,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
                              overhead=config.get("checkpoint_overhead", 0.0))
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
-    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), "train_time_s": reporter.spent,
-             "eval_time_s": reporter.eval_spent}
+    final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), **reporter.totals()}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
         ckpt = None
         if rank == 0:

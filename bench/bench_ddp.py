@@ -11,7 +11,9 @@ The first trial of each path is reported separately (worker processes start cold
 Next to them, Ray's floor: the wall time of ``TorchTrainer.fit()`` on an empty train function
 (no Tune, no raysearch code), i.e. what any Train V2 run costs before it trains, and the same with
 a train function that builds a ``torch.optim`` optimizer and takes one step (the imports any
-PyTorch training pays in a fresh worker process).
+PyTorch training pays in a fresh worker process).  Like for like with a raysearch DDP trial, the
+same two run as plain Ray Tune trials that each build the ``TorchTrainer`` (Train V2 under Tune:
+a fresh trial process per trial, which imports torch to build the trainer; no raysearch code).
 """
 from __future__ import annotations
 
@@ -69,6 +71,33 @@ def _torch_trainer_floor(runs: int, storage: Path, fn=_empty_train_fn) -> tuple[
     return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
 
 
+def _tune_torch_trainer_floor(trials: int, storage: Path, fn=_empty_train_fn) -> tuple[float, float]:
+    """Per-trial seconds (Tune's ``time_total_s``: first, mean of later) of plain Ray Tune trials that
+    each build a ``TorchTrainer`` on ``fn`` and fit it, reporting through ``TuneReportCallback``: how
+    Train V2 runs distributed trials under Tune (no raysearch code), like for like with a raysearch
+    DDP trial (a fresh trial process per trial, which imports torch to build the trainer)."""
+    from ray import tune
+
+    from raysearch.search.cluster import DRIVER_RESOURCES
+
+    def trial(config):
+        os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"  # as raysearch's trials set it
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        TorchTrainer(fn, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(name=f"tune-floor-{tune.get_context().get_trial_id()}",
+                                          storage_path=str(storage), callbacks=[TuneReportCallback()])).fit()
+
+    grid = tune.Tuner(tune.with_resources(trial, dict(DRIVER_RESOURCES)), param_space={"x": tune.uniform(0, 1)},
+                      tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=1, reuse_actors=False),
+                      run_config=tune.RunConfig(storage_path=str(storage), name=f"tune-floor-{fn.__name__}",
+                                                verbose=0)).fit()
+    walls = [float(r.metrics["time_total_s"]) for r in sorted(grid, key=lambda r: r.metrics["timestamp"])]
+    return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=3)
@@ -101,12 +130,16 @@ def main() -> None:
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
     floor_first, floor_later = _torch_trainer_floor(args.trials, tmp / "floor")
     step_first, step_later = _torch_trainer_floor(args.trials, tmp / "floor", _torch_step_train_fn)
+    tune_first, tune_later = _tune_torch_trainer_floor(args.trials, tmp / "tune-floor")
+    tstep_first, tstep_later = _tune_torch_trainer_floor(args.trials, tmp / "tune-floor", _torch_step_train_fn)
     print(f"{'path':<38} {'1st trial s':>12} {'later trials s':>15} {'sweep wall s':>13}")
     for label, (first, later, wall) in rows.items():
         print(f"{label:<38} {first:>12.1f} {later:>15.1f} {wall:>13.1f}")
     (f_first, f_later, _), (r_first, r_later, _), (t_first, t_later, _) = rows.values()
     print(f"{'TorchTrainer.fit(), empty fn (Ray floor)':<38} {floor_first:>12.1f} {floor_later:>15.1f} {'-':>13}")
     print(f"{'TorchTrainer.fit(), one torch.optim step':<38} {step_first:>12.1f} {step_later:>15.1f} {'-':>13}")
+    print(f"{'Tune trial -> TorchTrainer, empty fn':<38} {tune_first:>12.1f} {tune_later:>15.1f} {'-':>13}")
+    print(f"{'Tune trial -> TorchTrainer, optim step':<38} {tstep_first:>12.1f} {tstep_later:>15.1f} {'-':>13}")
     print(f"TorchTrainer overhead per later trial: {r_later:.1f} s with Ray's poll -> {t_later:.1f} s "
           f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s; "
           f"Ray's floor {floor_later:.1f} s ({t_later / max(floor_later, 1e-9):.2f}x of it)")
@@ -116,6 +149,8 @@ def main() -> None:
           f"checkpoints and the model save")
     print(f"above Ray's floor: +{t_later - floor_later:.1f} s per later trial; above a TorchTrainer that only takes one "
           f"torch.optim step: +{t_later - step_later:.1f} s (load {os.getloadavg()[0]:.1f})")
+    print(f"like for like, above plain Ray Tune trials that each build a TorchTrainer (a fresh trial process): "
+          f"+{t_later - tune_later:.1f} s over the empty fn, +{t_later - tstep_later:.1f} s over one torch.optim step")
 
 
 if __name__ == "__main__":

@@ -224,12 +224,12 @@ class SweepConfig:
     max_failures: int = option(2, "Restarts per trial after a failure (node loss), each from its last checkpoint.")
     checkpoint_every: int = option(
         1, "Epochs between fault-tolerance checkpoints (0: none). Saves are spaced by cost: a due save is "
-           "skipped until the training since the last save is at least 10x what a save costs (checkpoints "
-           "take <= ~10% of training time), so short epochs are saved every few epochs, not every N "
-           "(tune: --checkpoint-overhead 0 saves every N epochs; DDP trials always save every N).")
+           "skipped until the training since the last save is at least 20x what a save costs (checkpoints "
+           "take <= ~5% of training time), so short epochs are saved every few epochs, not every N "
+           "(tune: --checkpoint-overhead 0 saves every N epochs).")
     checkpoint_overhead: float = option(
-        0.1, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
-             "the training since the last save is >= its measured cost / this (0.1: ~10%). 0: no spacing, save "
+        0.05, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
+             "the training since the last save is >= its measured cost / this (0.05: ~5%). 0: no spacing, save "
              "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")
     status_every: float = option(
         60.0, "Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "

@@ -190,4 +190,4 @@ def test_trial_context_reads_the_sweep_config():
 
     e = ExperimentConfig(cpus_per_trial=3.0, checkpoint_every=0, max_failures=1)
     s = trial_settings(e)
-    assert (s.cpus_per_trial, s.checkpoint_every, s.max_failures, s.checkpoint_overhead) == (3.0, 0, 1, 0.1)
+    assert (s.cpus_per_trial, s.checkpoint_every, s.max_failures, s.checkpoint_overhead) == (3.0, 0, 1, 0.05)

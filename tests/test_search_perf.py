@@ -88,3 +88,21 @@ def test_checkpoint_cadence_bounded_by_its_cost():
     calls.clear()
     every({"epoch": 4, "epoch_time_s": 0.1, "val_map": 0.5, "_state": lambda: state, "_last": True})
     assert calls == [False]  # the schedule's last epoch: the final report (with the model) follows at once
+
+
+def test_a_trial_asks_for_its_data_before_the_heavy_imports():
+    """What a trial process (or a Ray Train worker) imports before its data request leaves: the
+    trainable and the request path only, not the sweep driver (pandas results, the Tuner code) or
+    the dataset readers (scipy); those load while the data owner works."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raysearch.search.trainables as t; t.get_training_data; "
+            "print(sorted(m for m in ('raysearch.search.tune', 'raysearch.search.results', 'raysearch.data', "
+            "'raysearch.train.data', 'scipy', 'torch', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    # the flat API still resolves (lazily)
+    import raysearch.search as s
+
+    assert s.run_sweep.__module__ == "raysearch.search.tune" and "SweepConfig" in dir(s)

@@ -39,7 +39,6 @@ import time
 from typing import Any
 
 from raysearch.config import RunConfig, from_dict, to_dict
-from raysearch.train.data import config_key, data_keys
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,8 @@ MAX_CONCURRENT_PREP = 4  # distinct configurations prepared at once
 
 def cf_key(run: RunConfig) -> str:
     """What one CF model depends on (not the weighting): the prefetch and request paths share its lock."""
-    from raysearch.train import METHODS
+    from raysearch.train.data import config_key
+    from raysearch.train.methods import METHODS
 
     if not METHODS.get(run.train.method).uses_cf:
         return "cf:none"
@@ -61,7 +61,8 @@ def cf_key(run: RunConfig) -> str:
 
 def cf_label(run: RunConfig) -> str:
     """A CF configuration as a person reads it (model, dim, epochs and the model's own knobs)."""
-    from raysearch.train import METHODS
+    from raysearch.train.data import config_key
+    from raysearch.train.methods import METHODS
 
     if not METHODS.get(run.train.method).uses_cf:
         return "no CF"
@@ -75,7 +76,8 @@ def _fit_cf(run: RunConfig) -> None:
     from raysearch.cf import compute_item_vectors
     from raysearch.data.registry import load_dataset
     from raysearch.data.splits import make_split
-    from raysearch.train import METHODS
+    from raysearch.train.data import config_key
+    from raysearch.train.methods import METHODS
 
     if not METHODS.get(run.train.method).uses_cf:
         return
@@ -196,6 +198,8 @@ class SharedData:
         from raysearch.train import prepare_training_data
 
         run = from_dict(RunConfig, run_dict, where="trial config")
+        from raysearch.train.data import data_keys
+
         img_key, key = data_keys(run)
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raysearch.config import RunConfig, SweepConfig, from_dict, to_dict
-from raysearch.search.results import TIME_ATTR, node_location
 from raysearch.search.shared import get_training_data
 
 METRIC = "val_map"
@@ -95,6 +94,8 @@ def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 def final_metrics(res: Any) -> dict[str, Any]:
     """A trial's final report: ``TrainResult.outcome()`` plus what Tune and ASHA key on."""
+    from raysearch.search.results import TIME_ATTR
+
     out = res.outcome()
     return {"final": 1, **out, METRIC: out["best_val_map"], "fit_wall_time_s": out["wall_time_s"],
             TIME_ATTR: out["epochs_run"], ASHA_ATTR: out["epochs_run"]}
@@ -164,7 +165,7 @@ def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
 class EpochReporter:
     """``fit``'s per-epoch callback for both trial paths: report to Tune/Train, with a
     fault-tolerance checkpoint every ``every`` epochs, held back while the training since the last
-    checkpoint is under ``cost / overhead`` (function trials: at most ~10% of training time goes to
+    checkpoint is under ``cost / overhead`` (the default budget: at most ~5% of training time goes to
     checkpoints; a 0.3 s epoch no longer pays a state save + storage copy + a forced Tune
     experiment snapshot each time).
 
@@ -191,6 +192,8 @@ class EpochReporter:
 
     def __call__(self, metrics: dict[str, Any]) -> None:
         import torch
+
+        from raysearch.search.results import TIME_ATTR
 
         m = clean_metrics(metrics)
         self.spent += float(m.get("epoch_time_s", 0.0))
@@ -254,6 +257,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     data = get_training_data(ctx.shared_actor, run)  # asks first: torch is imported while the owner works
     import torch
 
+    from raysearch.search.results import node_location
     from raysearch.train import fit
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
@@ -272,16 +276,18 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: DDP ``fit`` on the shared data; rank 0's epochs reach Tune via the callback."""
     import ray
     import ray.train
-    import torch
 
-    from raysearch.train import fit
-
-    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     run = from_dict(RunConfig, config["run"], where="trial config")
     rank = ray.train.get_context().get_world_rank()
     resume = load_resume_state(ray.train.get_checkpoint())
     t0 = time.perf_counter()
-    data = get_training_data(config["shared_actor"], run)  # the training imports run while it is fetched
+    data = get_training_data(config["shared_actor"], run)  # asks first: the training imports run while it is fetched
+    import torch
+
+    from raysearch.search.results import node_location
+    from raysearch.train import fit
+
+    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     rt = ray.get_runtime_context()
     extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(),
              "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),

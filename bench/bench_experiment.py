@@ -129,12 +129,15 @@ def main() -> None:
     tuning = pd.read_parquet(outp / "tuning.parquet")
     units = res.units
     trials = []
-    owner_s = 0.0
+    owner_s: dict[str, float] = {}  # per owner: its compute (an owner shared by searches: its last, cumulative, counters)
     for d in sorted(glob.glob(str(outp / "tuning" / "*" / "results.parquet"))):
         trials.append(pd.read_parquet(d))
         st = Path(d).parent / "shared_objects.json"
         if st.is_file():
-            owner_s += sum(json.loads(st.read_text()).get("compute_s", {}).values())
+            stats = json.loads(st.read_text())
+            who = stats.get("shared_owner") or d
+            owner_s[who] = max(owner_s.get(who, 0.0), sum(stats.get("compute_s", {}).values()))
+    n_owners, owner_s = len(owner_s), sum(owner_s.values())
     tr = pd.concat(trials, ignore_index=True)
     n_searches, n_trials, n_units = len(tuning), len(tr), len(units)
     arms = units["variant"].nunique()
@@ -152,7 +155,7 @@ def main() -> None:
           f"training {tr['train_time_s'].sum():.1f} s + wait for data {tr['data_s'].sum():.1f} s + "
           f"other {tr['wall_time_s'].sum() - tr['train_time_s'].sum() - tr['data_s'].sum():.1f} s "
           f"(process start, imports, checkpoints, test eval)")
-    print(f"      data owners' compute (dataset, images, CF fits, weights): {owner_s:.1f} s over {n_searches} owners")
+    print(f"      data owners' compute (dataset, images, CF fits, weights): {owner_s:.1f} s over {n_owners} owner(s) for {n_searches} searches")
     print(f"  units ({n_units})                  {unit_s:7.1f} s  (training {units['train_time_s'].sum():.1f} s, "
           f"wait for data {units['data_s'].sum():.1f} s, epochs {int(units['epochs_run'].sum())})")
     print(f"  outputs (stats, figures, report)  {phases['outputs']:7.1f} s")

@@ -199,8 +199,8 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
 @pytest.mark.timeout(420)
 def test_nested_tuning_on_a_cluster_uses_the_head_starts(cluster, tmp_path):
     """experiment --tune on a head without CPUs and two 1-CPU workers: the background CF fits and
-    the next inner search's early data owner (both pinned to the head, no CPU reserved) serve
-    every inner trial and unit on the workers, whose homes stay empty."""
+    the tuning's one data owner (both pinned to the head, no CPU reserved there) serve every inner
+    trial and unit on the workers, whose homes stay empty."""
     head_home, w1, w2 = tmp_path / "head", tmp_path / "w1", tmp_path / "w2"
     cluster.start_head(num_cpus=0, home=head_home, dashboard=False)
     workers = {cluster.node_id(cluster.add_worker(1, w)) for w in (w1, w2)}

@@ -207,7 +207,7 @@ def test_status_every_is_a_tune_option_and_checkpoint_spacing_is_explained():
     text = _plain(r.output)
     assert "--status-every" in text and "plain line" in text
     assert "--checkpoint-overhead" in text and "0: no spacing" in text
-    assert "Saves are spaced by cost" in text and "10x what a save costs" in text
+    assert "Saves are spaced by cost" in text and "20x what a save costs" in text
     r = CliRunner().invoke(app, ["experiment", "--help"], env={"COLUMNS": "120"})
     assert "Saves are spaced by cost" in _plain(r.output)
     r = CliRunner().invoke(app, ["tune", "--status-every", "-1"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -349,55 +350,58 @@ def test_a_second_command_on_the_same_experiment_folder_is_refused(tmp_path):
     assert not out.exists()
 
 
-def test_next_inner_search_owner_starts_in_the_tail_once_and_is_closed():
-    """NextOwner: nothing while trials of this search may still start; one start when every trial
-    has started and one has ended (a free slot); a failed start is only a lost head start."""
-    from raysearch.experiment.protocol import NextOwner
+def test_next_inner_search_data_is_asked_in_the_tail_once():
+    """NextData: nothing while trials of this search may still start; one ask when every trial
+    has started and one has ended (a free slot); none while the next CF model is still being
+    fitted in the background; a failed ask is only a lost head start."""
+    from raysearch.experiment.protocol import NextData
 
-    calls = []
-    nxt = NextOwner(3, "r0.1-f1-mtl-uniform", BASE, start=lambda name, run: calls.append((name, run)) or object())
+    asked = []
+    nxt = NextData(3, BASE, ask=asked.append)
     nxt.on_trial_start(trial="a")
     nxt.on_trial_start(trial="b")
     nxt.on_trial_complete(trial="a")  # the third trial takes this slot: no head start yet
-    assert calls == []
+    assert asked == []
     nxt.on_trial_start(trial="c")
     nxt.on_trial_error(trial="b")
     nxt.on_trial_complete(trial="c")
-    assert len(calls) == 1 and calls[0][0] == "r0.1-f1-mtl-uniform"
-    assert from_dict(RunConfig, calls[0][1]) == BASE
+    assert len(asked) == 1 and from_dict(RunConfig, asked[0]) == BASE
 
-    # the next search's CF model still being fitted in the background: its owner starts, asked for nothing
-    later = NextOwner(1, "k2", BASE, start=lambda name, run: calls.append((name, run)) or object(), ready=lambda: False)
+    later = NextData(1, BASE, ask=asked.append, ready=lambda: False)
     later.on_trial_start()
     later.on_trial_complete()
-    assert calls[-1] == ("k2", None)
+    assert len(asked) == 1
 
-    def broken(name, run):
+    def broken(run):
         raise RuntimeError("no Ray")
 
-    bad = NextOwner(1, "k", BASE, start=broken)
+    bad = NextData(1, BASE, ask=broken)
     bad.on_trial_start()
     bad.on_trial_complete()  # logged, not raised; never retried
     bad.on_trial_complete()
-    assert bad.actor is False
-    bad.close()
+    assert bad.asked
 
 
 @pytest.mark.timeout(180)
-def test_prestarted_owner_is_the_one_the_next_search_adopts_and_its_data_is_ready(ray_session):
-    """The head-started owner has the name run_sweep gives its own (``get_if_exists``): the next
-    search adopts it, and a trial's request (other searched values, same data key) is served from
-    what it prepared for the base configuration, computed once."""
+def test_the_tuning_owner_serves_the_next_search_from_what_its_tail_asked(ray_session):
+    """The tuning's one owner, asked (by the previous search's tail) for the next search's base
+    configuration: that search's sweep finds it by name (``get_if_exists``), and a trial's request
+    (other searched values, same data key) is served from what it prepared, computed once."""
+    import functools
+
     import ray
 
-    from raysearch.experiment.protocol import _start_owner
+    from raysearch.experiment.protocol import NextData, _ask, _start_owner
     from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
 
     run = dataclasses.replace(arm_run(BASE, parse_variants(["mtl:uniform"])[1]),
                               cf=CFConfig(model="bpr", epochs=2, dim=8))
-    actor = _start_owner("test-next-owner", to_dict(run))
+    actor = start_shared_actor(SHARED_ACTOR_PREFIX + "test-tuning-owner")
     try:
-        adopted = start_shared_actor(SHARED_ACTOR_PREFIX + "test-next-owner")
+        tail = NextData(1, run, ask=functools.partial(_ask, actor))
+        tail.on_trial_start()
+        tail.on_trial_complete()
+        adopted = start_shared_actor(SHARED_ACTOR_PREFIX + "test-tuning-owner")
         assert adopted._actor_id == actor._actor_id
         trial = dataclasses.replace(run, train=dataclasses.replace(run.train, lr=0.0123, alpha=2.0))
         ray.get(ray.get(adopted.get.remote(to_dict(trial)), timeout=150), timeout=60)
@@ -459,14 +463,12 @@ def test_cf_prefit_covers_each_folds_inner_and_outer_cf_model_once_in_order(tmp_
     assert cf_prefit_runs(cfg, variants, runs, done) == []
 
 
-def test_run_tuning_holds_each_handed_over_owner_until_its_search_ran(tmp_path, monkeypatch):
-    """Ray destroys an actor once no handle to it is left: the owner search k started for search
-    k+1 must stay referenced until run_sweep(k+1) has run (it adopts it by name).  Seen on the
-    posters: a search's waits between the two let Ray collect it and every trial failed to find it."""
-    import gc
-    import weakref
-
+def test_run_tuning_runs_every_search_on_one_owner_and_stops_it(tmp_path, monkeypatch):
+    """Every inner search gets the same, already started owner (``run_sweep(owner=...)``), each
+    search's tail is set to ask it for the next search's data, and the owner is stopped when the
+    tuning ends, also when a search fails."""
     import raysearch.experiment.protocol as protocol
+    import raysearch.search.shared as shared
     import raysearch.search.tune as tune_mod
 
     space = {"base": {k: v for k, v in TINY.items() if k != "dataset"},
@@ -477,27 +479,33 @@ def test_run_tuning_holds_each_handed_over_owner_until_its_search_ran(tmp_path, 
                            tune_space=str(path), variants=("image_only", "mtl:uniform"))
     variants = parse_variants(cfg.variants)
     runs, _ = protocol.resolve_configs(cfg, variants)
-    handed: dict[str, weakref.ref] = {}
-    order = []
+    started, killed, seen = [], [], []
 
-    class Owner:  # stands for the callback holding the actor handle
-        pass
+    def fake_start(name, **kw):
+        started.append(name)
+        return f"actor:{name}"
 
-    def fake_next_owner(trials, name, run, ready=None):
-        o = Owner()
-        handed[name] = weakref.ref(o)
-        return o
-
-    def fake_run_sweep(sc, space, progress, callbacks):
-        gc.collect()
-        order.append((sc.name, sc.name in handed and handed[sc.name]() is not None))
+    def fake_run_sweep(sc, space, progress, callbacks, owner=None):
+        seen.append((sc.name, owner, [type(c).__name__ for c in callbacks]))
         row = {"trial_id": "t0", "best_val_map": 0.5, "stop_reason": "completed", "epochs_run": 2,
                "config": json.dumps(to_dict(space.base))}
         return type("R", (), {"results": pd.DataFrame([row])})()
 
-    monkeypatch.setattr(protocol, "next_owner", fake_next_owner)
+    monkeypatch.setattr(shared, "start_shared_actor", fake_start)
+    monkeypatch.setattr(protocol, "_kill", killed.append)
     monkeypatch.setattr(tune_mod, "run_sweep", fake_run_sweep)
     done = protocol.run_tuning(cfg, tmp_path / "exp", variants, runs, {}, lambda d: None)
-    assert len(done) == 4
-    assert order[0] == ("r0.5-f0-image_only", False)  # the first search starts its own
-    assert all(alive for _, alive in order[1:]), order
+    assert len(done) == 4 and len(started) == 1 and killed == [f"actor:{started[0]}"]
+    assert started[0].endswith(f"experiment-tune-exp-{os.getpid()}")
+    assert {owner for _, owner, _ in seen} == {started[0]}
+    assert [cbs for _, _, cbs in seen] == [["NextDataCallback"]] * 3 + [[]]  # the last search has no next one
+    assert protocol.run_tuning(cfg, tmp_path / "exp", variants, runs, dict(done), lambda d: None) == done
+    assert len(started) == 1  # nothing left to tune: no owner started
+
+    def failing(sc, space, progress, callbacks, owner=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tune_mod, "run_sweep", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        protocol.run_tuning(cfg, tmp_path / "exp2", variants, runs, {}, lambda d: None)
+    assert len(started) == 2 and killed[-1] == f"actor:{started[1]}"

@@ -195,7 +195,7 @@ def test_shared_data_key_is_the_weighting_actually_used():
     """contrastive trains with uniform weights whatever train.weighting says: it must not share
     (or poison) the cache entry of an mtl trial with that weighting."""
     from raysearch.config import RunConfig, TrainConfig
-    from raysearch.search.shared import data_keys
+    from raysearch.train.data import data_keys
 
     def key(method, weighting, **kw):
         return data_keys(RunConfig(dataset="synthetic-tiny", train=TrainConfig(method=method, weighting=weighting, **kw)))[1]

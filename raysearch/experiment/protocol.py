@@ -20,7 +20,8 @@ Why this shape:
   configuration is then trained with each seed and tested on the outer fold.  The searches run
   one after another, with head starts that change no result: one background owner fits each
   fold's CF model into the on-disk cache ahead of the searches (one fit per fold serves its inner
-  searches and its units), and each search's tail starts the next search's data owner.  Without it, each
+  searches and its units), every search runs on one warm data owner (no owner start-up per
+  search), and each search's tail asks it for the next search's data.  Without it, each
   variant runs at a given configuration (``--config`` / ``--from-sweep``), which compares
   configurations as much as variants; ``--same-config V`` runs every weighting of V's method at
   V's configuration (the arms then differ in the weighting only).
@@ -360,31 +361,38 @@ def run_tuning(cfg: ExperimentConfig, out: Path, variants: Sequence[Variant], ru
 
     ``done`` holds the finished ones (resume); an inner sweep interrupted half-way is run again
     from scratch (its trials are cheap next to getting its bookkeeping right).  ``save(done)``
-    records each as it finishes.  The searches run one after another; each one's tail (every
-    trial started, a slot free) starts the next one's data owner (:class:`NextOwner`).  ``prefit``
-    (:func:`start_cf_prefit`): a search that needs a CF model first waits for its fit there, so
-    no fold's model is fitted twice at once."""
+    records each as it finishes.  The searches run one after another on one data owner, started
+    here and stopped at the end (``run_sweep(owner=...)``): it imports torch and Cornac and maps
+    the images once, not once per search, and keeps each search's small per-configuration parts.
+    Each search's tail (every trial started, a slot free) asks it for the next search's data
+    (:class:`NextData`).  ``prefit`` (:func:`start_cf_prefit`): a search that needs a CF model
+    first waits for its fit there, so no fold's model is fitted twice at once."""
     from raysearch.search.results import best_row, best_run_config
+    from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
     from raysearch.search.tune import SweepConfig, run_sweep
 
     tuned = [v for v in variants if config_owner(cfg, v, variants) == v.name]
     storage = out / TUNING_DIR
     jobs = [(float(ratio), fold, v) for ratio in cfg.label_ratios for fold in range(cfg.folds) for v in tuned
             if tune_key(ratio, fold, v.name) not in done]
-    nxt = None
-    for i, (ratio, fold, v) in enumerate(jobs):
-        key = tune_key(ratio, fold, v.name)
-        shutil.rmtree(storage / key, ignore_errors=True)
-        space = inner_space(cfg, runs[v.name], v, ratio, fold)
-        # the owner the last search started for this one: Ray destroys an actor whose handles are all
-        # gone, so its handle is held until this search's run_sweep has adopted (and then stopped) it
-        adopted, nxt = nxt, None
-        if i + 1 < len(jobs):
-            r2, f2, v2 = jobs[i + 1]
-            base2 = inner_space(cfg, runs[v2.name], v2, r2, f2).base
-            nxt = next_owner(cfg.tune, tune_key(r2, f2, v2.name), base2, ready=functools.partial(cf_ready, cfg, base2))
-        t0 = time.perf_counter()
-        try:
+    if not jobs:
+        return done
+    owner_name = f"{SHARED_ACTOR_PREFIX}experiment-tune-{out.name}-{os.getpid()}"
+    # started before the first search and pinned to this (the driver's) node, as a sweep's own owner;
+    # the handle held here keeps it alive between searches
+    owner = start_shared_actor(owner_name)
+    try:
+        for i, (ratio, fold, v) in enumerate(jobs):
+            key = tune_key(ratio, fold, v.name)
+            shutil.rmtree(storage / key, ignore_errors=True)
+            space = inner_space(cfg, runs[v.name], v, ratio, fold)
+            nxt = None
+            if i + 1 < len(jobs):
+                r2, f2, v2 = jobs[i + 1]
+                base2 = inner_space(cfg, runs[v2.name], v2, r2, f2).base
+                nxt = next_data(cfg.tune, base2, ask=functools.partial(_ask, owner),
+                                ready=functools.partial(cf_ready, cfg, base2))
+            t0 = time.perf_counter()
             if prefit is not None:
                 prefit.wait(cfg, space.base)
             res = run_sweep(SweepConfig(
@@ -392,40 +400,35 @@ def run_tuning(cfg: ExperimentConfig, out: Path, variants: Sequence[Variant], ru
                 address=cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
                 workers_per_trial=cfg.workers_per_trial, max_concurrent=cfg.max_concurrent,
                 max_failures=cfg.max_failures, checkpoint_every=cfg.checkpoint_every, seed=1000 * fold + 7,
-                wandb=False), space=space, progress=False, callbacks=[nxt] if nxt is not None else ())
-        except BaseException:
-            if nxt is not None:  # the next search will not run in this command: its owner goes too
-                nxt.close()
-            raise
-        finally:
-            del adopted
-        row = best_row(res.results)
-        if row is None:
-            if nxt is not None:
-                nxt.close()
-            raise ConfigError(f"nested tuning {key}: no inner trial finished ({out / TUNING_DIR / key}); "
-                              "see its results.parquet")
-        chosen = best_run_config(row)
-        done[key] = {"ratio": float(ratio), "fold": fold, "variant": v.name, "run": to_dict(chosen),
-                     "inner_val_map": float(row["best_val_map"]), "trial_id": str(row["trial_id"]),
-                     "trials": int(len(res.results)), "wall_s": round(time.perf_counter() - t0, 1),
-                     "epochs": int(res.results["epochs_run"].sum())}
-        log.warning("nested tuning %s: %d trials, %d epochs, inner val mAP %.4f (%.0f s)", key,
-                    done[key]["trials"], done[key]["epochs"], done[key]["inner_val_map"], done[key]["wall_s"])
-        save(done)
+                wandb=False), space=space, progress=False, callbacks=[nxt] if nxt is not None else (),
+                owner=owner_name)
+            row = best_row(res.results)
+            if row is None:
+                raise ConfigError(f"nested tuning {key}: no inner trial finished ({out / TUNING_DIR / key}); "
+                                  "see its results.parquet")
+            chosen = best_run_config(row)
+            done[key] = {"ratio": float(ratio), "fold": fold, "variant": v.name, "run": to_dict(chosen),
+                         "inner_val_map": float(row["best_val_map"]), "trial_id": str(row["trial_id"]),
+                         "trials": int(len(res.results)), "wall_s": round(time.perf_counter() - t0, 1),
+                         "epochs": int(res.results["epochs_run"].sum())}
+            log.warning("nested tuning %s: %d trials, %d epochs, inner val mAP %.4f (%.0f s)", key,
+                        done[key]["trials"], done[key]["epochs"], done[key]["inner_val_map"], done[key]["wall_s"])
+            save(done)
+    finally:
+        _kill(owner)
     return done
 
 
-def _start_owner(name: str, run: dict[str, Any] | None = None, cpus: int | None = None) -> Any:
-    """A data owner named as ``run_sweep(name=...)`` names its own, so that sweep adopts it (it finds
-    its owner with ``get_if_exists``), asked now for ``run``'s data.  It reserves no CPU while it
-    waits: the running search's trials keep their slots; ``cpus``: its torch threads."""
+def _ask(owner: Any, run: dict[str, Any]) -> None:
+    owner.get.remote(run)  # prepared now, served from the owner's cache when the search's trials ask
+
+
+def _start_owner(name: str, cpus: int | None = None) -> Any:
+    """A background data owner (the CF fits ahead of the searches): it reserves no CPU, so the
+    running search's trials keep their slots; ``cpus``: its torch threads."""
     from raysearch.search.shared import SHARED_ACTOR_PREFIX, start_shared_actor
 
-    actor = start_shared_actor(SHARED_ACTOR_PREFIX + name, reserve=False, threads=cpus)
-    if run is not None:
-        actor.get.remote(run)  # the next search's data (CF fit included) while this one's last trials run
-    return actor
+    return start_shared_actor(SHARED_ACTOR_PREFIX + name, reserve=False, threads=cpus)
 
 
 def cf_prefit_runs(cfg: ExperimentConfig, variants: Sequence[Variant], runs: dict[str, RunConfig],
@@ -534,57 +537,51 @@ def _kill(actor: Any) -> None:
             pass
 
 
-class NextOwner:
-    """One inner search's Tune callback (:func:`next_owner`): once all its ``trials`` have started
-    and one has ended (a slot is free and no trial of this search will take it), start the *next*
-    search's data owner and have it prepare that search's base configuration (dataset, image refs, the fold's CF
-    fit and weights: every inner trial of a search shares that data key, the arm's method,
-    weighting and split being pinned).  Without it each search began with its trials waiting for a
-    fresh owner's start-up and compute (~10-18 s per search on the posters, 2 CPUs).  The next
-    ``run_sweep`` adopts the owner by name and stops it at its end, as it does its own."""
+class NextData:
+    """One inner search's Tune callback (:func:`next_data`): once all its ``trials`` have started
+    and one has ended (a slot is free and no trial of this search will take it), ask the tuning's
+    data owner to prepare the *next* search's base configuration (split, the fold's CF vectors
+    from the on-disk cache, weights: every inner trial of a search shares that data key, the
+    arm's method, weighting and split being pinned), so its first trials find their data ready.
+    Only when that CF model is on disk: a fit still running in the background owner is not
+    repeated here.  A failed ask is only a lost head start (the search asks itself)."""
 
-    def __init__(self, trials: int, name: str, run: RunConfig, start: Any = None, ready: Any = None) -> None:
-        self.trials, self.name, self.run = trials, name, to_dict(run)
+    def __init__(self, trials: int, run: RunConfig, ask: Any, ready: Any = None) -> None:
+        self.trials, self.run = trials, to_dict(run)
         self.started = 0
-        self.actor: Any = None
-        self._start = start or _start_owner
+        self.asked = False
+        self._ask = ask
         self._ready = ready or (lambda: True)
 
     def on_trial_start(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
         self.started += 1
 
     def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
-        self._maybe_start()
+        self._maybe_ask()
 
     def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
-        self._maybe_start()
+        self._maybe_ask()
 
-    def _maybe_start(self) -> None:
-        if self.actor is not None or self.started < self.trials:
+    def _maybe_ask(self) -> None:
+        if self.asked or self.started < self.trials:
             return
+        self.asked = True
         try:
-            # its data only when its CF model is on disk: a fit still running in the background
-            # owner is not repeated here (the owner itself still gets its head start)
-            self.actor = self._start(self.name, self.run if self._ready() else None)
-        except Exception as e:  # only a head start: the next search starts its own owner
-            log.warning("could not start the next inner search's data owner early: %s", e)
-            self.actor = False
-
-    def close(self) -> None:
-        """Stop the owner if the next search will not adopt it (this command ends first)."""
-        _kill(self.actor)
-        self.actor = None
+            if self._ready():
+                self._ask(self.run)
+        except Exception as e:  # only a head start
+            log.warning("could not ask for the next inner search's data early: %s", e)
 
 
-def next_owner(trials: int, name: str, run: RunConfig, ready: Any = None) -> Any:
-    """:class:`NextOwner` as a Tune ``Callback`` (built lazily, like the sweep's own callbacks:
+def next_data(trials: int, run: RunConfig, ask: Any, ready: Any = None) -> Any:
+    """:class:`NextData` as a Tune ``Callback`` (built lazily, like the sweep's own callbacks:
     importing this module does not import Ray)."""
     from ray.tune import Callback
 
-    class NextOwnerCallback(NextOwner, Callback):
+    class NextDataCallback(NextData, Callback):
         pass
 
-    return NextOwnerCallback(trials, name, run, ready=ready)
+    return NextDataCallback(trials, run, ask, ready=ready)
 
 
 def chosen_run(cfg: ExperimentConfig, tuned: dict[str, Any], runs: dict[str, RunConfig],

@@ -291,13 +291,18 @@ def _auto_loggers(callbacks: list[Any]) -> list[Any]:
 
 
 def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Sequence[Any] = (),
-              progress: bool | None = None, given: frozenset[str] | None = None) -> SweepResult:
+              progress: bool | None = None, given: frozenset[str] | None = None,
+              owner: str | None = None) -> SweepResult:
     """Run (or ``--resume``) a sweep and write ``results.parquet`` / ``best.yaml`` in the run directory.
 
     Everything that can be refused (name, dataset, resources, State API) is checked before a file
     is written or a trial starts; an interrupted sweep still writes its results.  A ``--resume`` is
     checked against ``sweep.json`` (readable and complete, the same dataset content, no contradicting
     flag), and the sweep's name is locked for the whole run: a second command on it is refused.
+
+    ``owner``: the actor name of a data owner that outlives this sweep (the experiment's nested
+    tuning runs all its searches on one, warm): used, not started or stopped here; the
+    ``shared_objects.json`` it leaves then holds that owner's counters so far, named by ``owner``.
     """
     t0 = time.perf_counter()
     if cfg.resume and not cfg.name:
@@ -305,11 +310,12 @@ def run_sweep(cfg: SweepConfig, space: SearchSpace | None = None, callbacks: Seq
     name = cfg.name or f"{Path(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     # one command per sweep name: a second one started meanwhile is refused before anything starts
     with run_lock(_storage_and_dir(cfg, name)[1], what=f"sweep {name!r}"):
-        return _run_sweep(cfg, name, space, callbacks, progress, t0, given)
+        return _run_sweep(cfg, name, space, callbacks, progress, t0, given, owner)
 
 
 def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks: Sequence[Any],
-               progress: bool | None, t0: float, given: frozenset[str] | None = None) -> SweepResult:
+               progress: bool | None, t0: float, given: frozenset[str] | None = None,
+               owner: str | None = None) -> SweepResult:
     from ray import tune
 
     from raysearch.data import load_dataset
@@ -327,7 +333,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     if meta is not None:
         check_same_dataset(meta, ds.fingerprint, saved_at)
     _check_new_run(cfg, name, exp_path, run_dir)
-    actor_name = f"{SHARED_ACTOR_PREFIX}{name}"
+    actor_name = owner or f"{SHARED_ACTOR_PREFIX}{name}"
     actor = _start_cluster(cfg, space, actor_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, cfg, space, name, ds.fingerprint)
@@ -351,7 +357,9 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     try:
         grid = tuner.fit()
     finally:
-        stats = _final_stats(actor)
+        stats = _final_stats(actor, stop=owner is None)
+        if owner is not None:
+            stats["shared_owner"] = owner
     df = results_frame(grid, space, cfg.scheduler, retries=retries.counts,
                        asha_stopped=_read_ids(run_dir / ASHA_STOPPED_FILE))
     _, best = write_results(df, run_dir)
@@ -392,8 +400,9 @@ def _stop_reason(cfg: SweepConfig, space: SearchSpace, run_dir: Path, trial: Any
     return classify(m, failed, cfg.scheduler, space.base.train.epochs)
 
 
-def _final_stats(actor: Any) -> dict[str, Any]:
-    """The data owner's counters, then stop it; a dead owner (its node lost) must not lose the results."""
+def _final_stats(actor: Any, stop: bool = True) -> dict[str, Any]:
+    """The data owner's counters, then stop it (``stop``: it is this sweep's own); a dead owner (its
+    node lost) must not lose the results."""
     import ray
 
     try:
@@ -401,6 +410,8 @@ def _final_stats(actor: Any) -> dict[str, Any]:
     except Exception as e:  # RayActorError, GetTimeoutError: the results matter more than the counters
         log.warning("shared-data stats unavailable: %s", type(e).__name__)
         stats = {}
+    if not stop:
+        return stats
     try:
         ray.kill(actor)
     except Exception:

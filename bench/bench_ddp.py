@@ -55,6 +55,11 @@ def _torch_step_train_fn(config) -> None:
     ray.train.report({"done": 1})
 
 
+def _first_and_later(walls: list[float]) -> tuple[float, float]:
+    """(first, mean of the later ones): the first run starts its worker processes cold."""
+    return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
+
+
 def _torch_trainer_floor(runs: int, storage: Path, fn=_empty_train_fn) -> tuple[float, float]:
     """Wall seconds of ``TorchTrainer.fit()`` on ``fn`` (no Tune, no raysearch code): (first, mean of later)."""
     import time
@@ -68,7 +73,7 @@ def _torch_trainer_floor(runs: int, storage: Path, fn=_empty_train_fn) -> tuple[
         TorchTrainer(fn, scaling_config=ScalingConfig(num_workers=1),
                      run_config=RunConfig(name=f"floor-{fn.__name__}-{i}", storage_path=str(storage))).fit()
         walls.append(time.perf_counter() - t)
-    return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
+    return _first_and_later(walls)
 
 
 def _tune_torch_trainer_floor(trials: int, storage: Path, fn=_empty_train_fn) -> tuple[float, float]:
@@ -81,7 +86,9 @@ def _tune_torch_trainer_floor(trials: int, storage: Path, fn=_empty_train_fn) ->
     from raysearch.search.cluster import DRIVER_RESOURCES
 
     def trial(config):
-        os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"  # as raysearch's trials set it
+        from raysearch._ray_compat import set_train_health_check_interval
+
+        set_train_health_check_interval(0.25)  # the poll raysearch's trials use (an env var only)
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -95,7 +102,7 @@ def _tune_torch_trainer_floor(trials: int, storage: Path, fn=_empty_train_fn) ->
                       run_config=tune.RunConfig(storage_path=str(storage), name=f"tune-floor-{fn.__name__}",
                                                 verbose=0)).fit()
     walls = [float(r.metrics["time_total_s"]) for r in sorted(grid, key=lambda r: r.metrics["timestamp"])]
-    return walls[0], sum(walls[1:]) / max(1, len(walls) - 1)
+    return _first_and_later(walls)
 
 
 def main() -> None:
@@ -123,11 +130,13 @@ def main() -> None:
         res = run_sweep(SweepConfig(**common, name=name, **kw), progress=False)
         df = res.results
         over = (df["wall_time_s"] - df["train_time_s"]).tolist()
-        rows[label] = (over[0], sum(over[1:]) / max(1, len(over) - 1), res.wall_time_s)
+        rows[label] = (*_first_and_later(over), res.wall_time_s)
         later = df.iloc[1:] if len(df) > 1 else df
         parts[label] = (float(later["data_s"].mean()), float(later["eval_time_s"].mean()))
     # Ray's own floor, with raysearch's poll interval (the env var the trials set)
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    from raysearch._ray_compat import set_train_health_check_interval
+
+    set_train_health_check_interval(0.25)
     floor_first, floor_later = _torch_trainer_floor(args.trials, tmp / "floor")
     step_first, step_later = _torch_trainer_floor(args.trials, tmp / "floor", _torch_step_train_fn)
     tune_first, tune_later = _tune_torch_trainer_floor(args.trials, tmp / "tune-floor")
@@ -147,10 +156,10 @@ def main() -> None:
     print(f"inside a later TorchTrainer trial: {d:.1f} s fetching its data while importing the training code "
           f"(torch._dynamo included), {e:.2f} s validation; the rest is Ray Train's start/stop, reports, "
           f"checkpoints and the model save")
-    print(f"above Ray's floor: +{t_later - floor_later:.1f} s per later trial; above a TorchTrainer that only takes one "
-          f"torch.optim step: +{t_later - step_later:.1f} s (load {os.getloadavg()[0]:.1f})")
+    print(f"above Ray's floor: {t_later - floor_later:+.1f} s per later trial; above a TorchTrainer that only takes one "
+          f"torch.optim step: {t_later - step_later:+.1f} s (load {os.getloadavg()[0]:.1f})")
     print(f"like for like, above plain Ray Tune trials that each build a TorchTrainer (a fresh trial process): "
-          f"+{t_later - tune_later:.1f} s over the empty fn, +{t_later - tstep_later:.1f} s over one torch.optim step")
+          f"{t_later - tune_later:+.1f} s over the empty fn, {t_later - tstep_later:+.1f} s over one torch.optim step")
 
 
 if __name__ == "__main__":

@@ -195,11 +195,9 @@ class SharedData:
         import numpy as np
         import ray
 
-        from raysearch.train import prepare_training_data
+        from raysearch.train.data import data_keys, prepare_training_data
 
         run = from_dict(RunConfig, run_dict, where="trial config")
-        from raysearch.train.data import data_keys
-
         img_key, key = data_keys(run)
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1

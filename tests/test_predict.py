@@ -74,6 +74,36 @@ def test_model_directory_holds_what_inference_needs(trained):
     assert torch.load(model_dir / "model.pt", weights_only=True).keys() == res.best_state.keys()
 
 
+def test_thresholds_are_cut_on_fits_own_val_scores(trained, tmp_path, monkeypatch):
+    """fit keeps the best epoch's val scores; save_model cuts the thresholds on them rather than
+    scoring the val images again (for a frozen trunk a full backbone pass, ~11 s of a posters trial),
+    and scores the images when the given scores are not this split's."""
+    import raysearch.model.io as mio
+    from raysearch.metrics import mean_average_precision
+
+    run, data, res, model_dir = trained
+    val = data.split.val
+    m = load_model(model_dir)
+    assert res.val_scores.shape == (len(val), len(data.label_names))
+    assert mean_average_precision(data.labels[val], res.val_scores) == pytest.approx(res.best_val_map)
+    np.testing.assert_allclose(res.val_scores, m.scores(data.images[val]), atol=1e-5)  # the same function
+    given = np.random.default_rng(0).random(res.val_scores.shape).astype(np.float32)
+    real_scoring = mio.score_images
+
+    def no_scoring(*a, **kw):
+        raise AssertionError("the val images were scored again")
+
+    monkeypatch.setattr(mio, "score_images", no_scoring)
+    meta = json.loads((save_model(tmp_path / "given", res.best_state, run, data, {}, val_scores=given)
+                       / META_FILE).read_text())
+    assert np.allclose(meta["thresholds"], f1_thresholds(given, data.labels[val])[0])
+    save_model(tmp_path / "from-result", res.best_state, run, data, res)  # a TrainResult brings its own
+    monkeypatch.setattr(mio, "score_images", real_scoring)
+    meta = json.loads((save_model(tmp_path / "other", res.best_state, run, data, {}, val_scores=given[:-1])
+                       / META_FILE).read_text())
+    assert np.allclose(meta["thresholds"], f1_thresholds(m.scores(data.images[val]), data.labels[val])[0])
+
+
 def test_mlp_trunk_model_scores_like_fit(tmp_path):
     """train.trunk=mlp (frozen backbone, cached pooled features, shared MLP under the heads)."""
     from raysearch.train import fit, prepare_training_data

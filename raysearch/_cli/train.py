@@ -167,7 +167,7 @@ def _train_local(run, out: Optional[str], json_out: bool) -> None:
     if out:  # the same model directory a sweep trial saves (raysearch predict/export read it)
         from raysearch.model.io import save_model
 
-        guarded(lambda: save_model(out, res.best_state, run, data, result))
+        guarded(lambda: save_model(out, res.best_state, run, data, result, val_scores=res.val_scores))
         if not json_out:
             console.print(f"model saved to {out} (raysearch predict --model {out} IMAGE...)")
     if json_out:

@@ -318,12 +318,16 @@ def f1_thresholds(scores: np.ndarray, labels: np.ndarray, min_positives: int = M
 # ----------------------------------------------------------------------------- save
 
 def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], run: RunConfig,
-               data: Any, result: Any = None) -> Path:
+               data: Any, result: Any = None, val_scores: np.ndarray | None = None) -> Path:
     """Write a model directory (see module docstring) and return its path.
 
     ``data`` is the run's :class:`~raysearch.train.TrainingData`: the validation images and
     labels pick the per-class thresholds, and its dataset name, fingerprint and vocabulary are
     stored.  ``result`` is a :class:`~raysearch.train.TrainResult` or a mapping of metrics.
+    ``val_scores`` (default: the ``TrainResult``'s): the training loop's own val scores of these
+    weights, the same function of the same images; without them the val images are scored again,
+    which for a frozen trunk trained on cached features is a full backbone pass (~11 s of the
+    posters' EfficientNet trials, more than their training).
     Files are written to temporaries and renamed, so a reader never sees half a model.
     """
     from raysearch.data.images import IMAGENET_MEAN, IMAGENET_STD
@@ -334,8 +338,13 @@ def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor
     mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     scorer = build_scoring_model(sd, run.train.backbone, len(data.label_names), mean, std, where=str(out))
     val = np.asarray(data.split.val)
+    if val_scores is None:
+        val_scores = getattr(result, "val_scores", None)
+    if val_scores is not None and np.shape(val_scores) != (len(val), len(data.label_names)):
+        val_scores = None  # not this split's: score the images
     if len(val):
-        thresholds, f1s = f1_thresholds(score_images(scorer, data.images, index=val), data.labels[val])
+        scores = score_images(scorer, data.images, index=val) if val_scores is None else np.asarray(val_scores)
+        thresholds, f1s = f1_thresholds(scores, data.labels[val])
         source, positives = "val_f1", [int(v) for v in (data.labels[val] > 0.5).sum(0)]
     else:
         thresholds, f1s, source = np.full(len(data.label_names), DEFAULT_THRESHOLD, np.float32), None, "default"

@@ -125,7 +125,7 @@ def _save_model(res: Any, run: RunConfig, data: Any, out_dir: str, final: dict[s
     from raysearch.model.io import save_model
 
     if weights:
-        save_model(out_dir, res.best_state, run, data, final)
+        save_model(out_dir, res.best_state, run, data, final, val_scores=res.val_scores)
     else:
         write_json(Path(out_dir, "result.json"), final)
     if res.test_scores is not None:

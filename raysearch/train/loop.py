@@ -56,6 +56,9 @@ class TrainResult:
     checkpoint_path: str | None = None
     best_epoch: int = 0
     test_scores: np.ndarray | None = field(default=None, repr=False)  # (n_test, L) sigmoid scores
+    #: (n_val, L) scores of the best weights, from the epoch that kept them (None after a resume that
+    #: restored them, or with no tracked stage): save_model's thresholds need no second val pass
+    val_scores: np.ndarray | None = field(default=None, repr=False)
 
     def outcome(self) -> dict[str, Any]:
         """The typed outcome as plain values (``OUTCOME_KEYS``; a NaN test mAP when none was computed)."""
@@ -214,6 +217,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.epoch, self.train_time, self.start_stage, self.start_k = 0, 0.0, 0, 0
         self.val_time = 0.0
+        self.best_val_scores: np.ndarray | None = None
         if resume is not None:
             self._restore(resume)
 
@@ -262,10 +266,13 @@ class _Run:
             sched.step()
         split = self.data.split
         tv = time.perf_counter()
-        val_map = mean_average_precision(self.data.labels[split.val], self.predict(split.val))
+        val_scores = self.predict(split.val)
+        val_map = mean_average_precision(self.data.labels[split.val], val_scores)
         ep_val = time.perf_counter() - tv
         self.val_time += ep_val
         improved = stage.track_best and self.tracker.update(val_map, self.epoch, self.core)
+        if improved:
+            self.best_val_scores = val_scores
         m = {"epoch": self.epoch, "stage": stage.name, "train_loss": losses["train_loss"],
              "main_loss": losses["main_loss"], "aux_loss": losses["aux_loss"], "val_map": val_map,
              "best_val_map": max(self.tracker.best_val, 0.0), "improved": improved, "lr": lr,
@@ -339,7 +346,7 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
         best_val_map=float(tr.best_val), test_map=float(mean_average_precision(data.labels[data.split.test], test_scores)),
         epochs_run=r.epoch, stop_reason=stop_reason, history=r.history, wall_time_s=time.perf_counter() - t0,
         train_time_s=r.train_time, best_state=tr.best_state, checkpoint_path=tr.checkpoint_path,
-        best_epoch=tr.best_epoch, test_scores=test_scores,
+        best_epoch=tr.best_epoch, test_scores=test_scores, val_scores=r.best_val_scores,
     )
 
 

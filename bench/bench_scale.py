@@ -22,6 +22,12 @@ use of a built-in world runs, :func:`raysearch.data.registry.build_synthetic`, i
    image array and the small per-config parts).  The per-process breakdown (private heap
    ``Pss_Anon``, shared libraries ``Pss_File``, object-store pages ``Pss_Shmem``) says what a second
    trial costs.
+4. **the engine's floor** (``--no-floor`` skips it): plain Ray Tune in the same Ray instance, no
+   raysearch code: function trials that import torch, get the same image array zero-copy through
+   ``tune.with_parameters`` and train tiny_cnn's layers one epoch on as many items, 1 vs 2
+   concurrent.  What its second trial adds is the price of one more trial process (torch's and Ray
+   Tune's imports, a model, batches), which no sharing of the images removes; the table shows the
+   engine's ratio next to the ratio it would have if its second trial cost only that.
 
 The goal of the row: prepare and cache time per 10k items flat in size; 2 concurrent trials use
 <= 1.2x the memory of 1 (the images are mapped zero-copy from the object store, not copied).
@@ -35,9 +41,9 @@ with items that is quadratic (measured: 3.9 s at 10k items / 5k users, 47.7 s at
     nice -n 10 python bench/bench_scale.py                      # 10k, 30k, 100k at 64 px
     nice -n 10 python bench/bench_scale.py --items 10000 30000 --users 0
 
-Measured: the default command takes ~11 min on the 2-core reference machine (652 s, load average
-0.9 at the start, up to ~14 from other jobs during the run); prepare + cache of the 100k world is
-~3 min of it, the 100k sweeps ~2 min.
+Measured: the default command takes ~9-11 min on the 2-core reference machine (551 s with the floor
+on a quiet machine; 652 s without it, load up to ~14 from other jobs); prepare + cache of the 100k
+world is ~3 min of it, the 100k sweeps ~2 min, the floor's sweeps ~20 s per size.
 """
 from __future__ import annotations
 
@@ -244,9 +250,73 @@ def memory_part(n: int, name: str, image_bytes: int, args, out: Path) -> dict:
                   f"{ms.peak_pss / MIB:.0f} MiB, object store "
                   f"{ms.peak_store / MIB:.0f} MiB, sweep {r.wall_time_s:.1f} s ({len(r.results)} trial(s), "
                   f"training {res[k]['train_s']:.1f} s); load avg {os.getloadavg()[0]:.2f}", flush=True)
+        if args.floor:
+            res["floor"] = floor_part(n, name, image_bytes, raylet, args, out)
         return res
     finally:
         ray.shutdown()
+
+
+def _floor_trial(config, images=None, labels=None):
+    """Plain Ray Tune's trial: torch, the images mapped zero-copy (``tune.with_parameters``), tiny_cnn's
+    layers trained one epoch on as many items as the engine's trials train on; no raysearch code."""
+    import numpy as np
+    import torch
+    from ray import tune
+    from torch import nn
+
+    torch.set_num_threads(1)
+    torch.manual_seed(config["seed"])
+
+    def blk(cin: int, cout: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    model = nn.Sequential(blk(3, 8), blk(8, 16), blk(16, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, labels.shape[1]))
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    items = np.random.default_rng(config["seed"]).permutation(len(images))[:config["items"]]
+    for start in range(0, len(items), 64):
+        idx = np.sort(items[start:start + 64])
+        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), torch.from_numpy(labels[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tune.report({"loss": float(loss)})
+
+
+def floor_part(n: int, name: str, image_bytes: int, raylet: int, args, out: Path) -> dict:
+    """The engine's floor for the same memory: plain Ray Tune trials (a fresh trial process each,
+    torch imported, the same image array shared zero-copy through ``tune.with_parameters``, the same
+    CNN trained on as many items), 1 vs 2 concurrent, measured as the engine's sweeps are.  The
+    image array is put by this driver (not a Ray worker, so not in the sum): what the floor gives is
+    what a second trial adds, the one cost no zero-copy scheme removes."""
+    import numpy as np
+    from ray import tune
+
+    from raysearch.data import load_dataset
+    from raysearch.data.images import load_image_cache
+    from raysearch.search.tune import _auto_loggers  # the JSON logger Tune's results need
+
+    ds = load_dataset(name)
+    images = np.asarray(load_image_cache(ds, args.image_size, progress=False))
+    labels = ds.label_matrix
+    items = int(round(len(images) * 0.7 * args.label_ratio))  # ~ the engine's labelled train items
+    trainable = tune.with_parameters(_floor_trial, images=images, labels=labels)
+    del images
+    res = {}
+    for k in (1, 2):
+        with ScaleSampler(raylet, image_bytes) as ms:
+            tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                       param_space={"lr": tune.grid_search([1e-3, 2e-3][:k]), "seed": 3, "items": items},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=k),
+                       run_config=tune.RunConfig(name=f"floor-{n}-{k}", storage_path=str(out / "runs"), verbose=0,
+                                                 callbacks=_auto_loggers([]))
+                       ).fit()
+        res[k] = {"pss": ms.peak_train, "at_peak": ms.at_train_peak}
+        print(f"  {n} items, plain Tune floor, {k} concurrent: peak PSS training {ms.peak_train / MIB:.0f} MiB; "
+              f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    return res
 
 
 def _cmd(pid: int) -> bytes:
@@ -280,6 +350,8 @@ def main() -> None:
                     help="split.label_ratio of the memory sweeps (image_only trains on the labelled train items)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs for trials (the data owner gets one more)")
     ap.add_argument("--out", default=None, help="keep everything here (default: a temp folder, removed at the end)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip plain Ray Tune's floor (the same images and CNN without raysearch)")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -316,6 +388,17 @@ def report(rows: list, args) -> None:
               f"{p['image_bytes'] / MIB:.0f} | {max(m[1]['store'], m[2]['store']) / MIB:.0f} | {m[1]['pss'] / MIB:.0f} | "
               f"{m[2]['pss'] / MIB:.0f} | {m[2]['pss'] / max(m[1]['pss'], 1):.2f} | "
               f"{(m[2]['pss'] - m[1]['pss']) / MIB:.0f} | {m[1]['overall'] / MIB:.0f} / {m[2]['overall'] / MIB:.0f} |")
+    if args.floor:
+        print("\nthe engine's floor: plain Ray Tune trials (torch, the images zero-copy through tune.with_parameters, "
+              "tiny_cnn's layers, one epoch on as many items); what a 2nd concurrent trial adds, and the ratio the "
+              "engine would have if its 2nd trial cost only that (its 1-trial peak + the floor's addition)")
+        print("| items | floor: 1 trial MiB | 2 trials MiB | 2nd trial adds MiB | engine: 2nd trial adds MiB "
+              "| engine ratio 2/1 | ratio at the floor's addition |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for n, _, m in rows:
+            f1, f2, e1, e2 = m["floor"][1]["pss"], m["floor"][2]["pss"], m[1]["pss"], m[2]["pss"]
+            print(f"| {n} | {f1 / MIB:.0f} | {f2 / MIB:.0f} | {(f2 - f1) / MIB:.0f} | {(e2 - e1) / MIB:.0f} | "
+                  f"{e2 / max(e1, 1):.2f} | {(e1 + f2 - f1) / max(e1, 1):.2f} |")
     if len(rows) > 1:
         (n0, p0, _), (n1, p1, _) = rows[0], rows[-1]
         print(f"\n{n1 // 1000}k vs {n0 // 1000}k items: prepare per 10k x{(p1['prepare'] / n1) / (p0['prepare'] / n0):.2f}, "
@@ -325,6 +408,9 @@ def report(rows: list, args) -> None:
     for n, _, m in rows:
         for k in (1, 2):
             print(f"  {n} items, {k} trial(s), training peak: {_breakdown(m[k]['at_peak'])}")
+        if args.floor:
+            for k in (1, 2):
+                print(f"  {n} items, plain Tune floor, {k} trial(s), training peak: {_breakdown(m['floor'][k]['at_peak'])}")
         owner = [f for r, f in m[2]["at_overall"].values() if r == "owner"]
         if owner:
             f = owner[0]

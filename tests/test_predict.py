@@ -104,6 +104,28 @@ def test_thresholds_are_cut_on_fits_own_val_scores(trained, tmp_path, monkeypatc
     assert np.allclose(meta["thresholds"], f1_thresholds(m.scores(data.images[val]), data.labels[val])[0])
 
 
+def test_fit_keeps_the_val_scores_of_the_best_epoch_not_the_last(tmp_path, monkeypatch):
+    """The scores save_model cuts on belong to the weights it saves: epoch 1 is made the best of 3."""
+    import raysearch.train.loop as loop
+    from raysearch.train import fit, prepare_training_data
+
+    run = tiny_run(epochs=3)
+    data = prepare_training_data(run)
+    real, seen = loop.mean_average_precision, []
+
+    def epoch_one_is_best(labels, scores):
+        seen.append(np.array(scores, copy=True))
+        return (0.9, 0.5, 0.4)[len(seen) - 1] if len(seen) <= 3 else real(labels, scores)
+
+    monkeypatch.setattr(loop, "mean_average_precision", epoch_one_is_best)
+    res = fit(run, data, progress=False)
+    assert res.best_epoch == 1 and res.epochs_run == 3 and len(seen) == 4  # 3 val passes + the test mAP
+    np.testing.assert_array_equal(res.val_scores, seen[0])
+    assert not np.allclose(seen[0], seen[2])  # the last epoch's weights score differently
+    m = load_model(save_model(tmp_path / "m", res.best_state, run, data, res))
+    np.testing.assert_allclose(m.scores(data.images[data.split.val]), seen[0], atol=1e-5)
+
+
 def test_mlp_trunk_model_scores_like_fit(tmp_path):
     """train.trunk=mlp (frozen backbone, cached pooled features, shared MLP under the heads)."""
     from raysearch.train import fit, prepare_training_data

@@ -324,10 +324,12 @@ def save_model(out_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor
     ``data`` is the run's :class:`~raysearch.train.TrainingData`: the validation images and
     labels pick the per-class thresholds, and its dataset name, fingerprint and vocabulary are
     stored.  ``result`` is a :class:`~raysearch.train.TrainResult` or a mapping of metrics.
-    ``val_scores`` (default: the ``TrainResult``'s): the training loop's own val scores of these
-    weights, the same function of the same images; without them the val images are scored again,
-    which for a frozen trunk trained on cached features is a full backbone pass (~11 s of the
-    posters' EfficientNet trials, more than their training).
+    ``val_scores`` (default: the ``TrainResult``'s, kept on CPU only): the training loop's own val
+    scores of these weights; without them the val images are scored again, which for a frozen
+    trunk trained on cached features is a full backbone pass (11 s of a posters EfficientNet trial,
+    more than its training).  With a frozen trunk the loop's scores come from its float16 feature
+    cache, so they differ slightly from this model's float32 ones (2e-4 at most on a posters trial,
+    thresholds 4e-5): far below what a few hundred val items can resolve.
     Files are written to temporaries and renamed, so a reader never sees half a model.
     """
     from raysearch.data.images import IMAGENET_MEAN, IMAGENET_STD

@@ -23,9 +23,9 @@ use of a built-in world runs, :func:`raysearch.data.registry.build_synthetic`, i
    ``Pss_Anon``, shared libraries ``Pss_File``, object-store pages ``Pss_Shmem``) says what a second
    trial costs.
 4. **the engine's floor** (``--no-floor`` skips it): plain Ray Tune in the same Ray instance, no
-   raysearch code: function trials that import torch, get the same image array zero-copy through
-   ``tune.with_parameters`` and train tiny_cnn's layers one epoch on as many items, 1 vs 2
-   concurrent.  What its second trial adds is the price of one more trial process (torch's and Ray
+   raysearch code: function trials that import torch, map the same image array zero-copy from the
+   object store (put by a plain actor, as the engine's owner puts it) and train tiny_cnn's layers
+   one epoch on as many items, 1 vs 2 concurrent.  What its second trial adds is the price of one more trial process (torch's and Ray
    Tune's imports, a model, batches), which no sharing of the images removes; the table shows the
    engine's ratio next to the ratio it would have if its second trial cost only that.
 
@@ -41,9 +41,9 @@ with items that is quadratic (measured: 3.9 s at 10k items / 5k users, 47.7 s at
     nice -n 10 python bench/bench_scale.py                      # 10k, 30k, 100k at 64 px
     nice -n 10 python bench/bench_scale.py --items 10000 30000 --users 0
 
-Measured: the default command takes ~9-11 min on the 2-core reference machine (551 s with the floor
-on a quiet machine; 652 s without it, load up to ~14 from other jobs); prepare + cache of the 100k
-world is ~3 min of it, the 100k sweeps ~2 min, the floor's sweeps ~20 s per size.
+Measured: the default command takes ~8-11 min on the 2-core reference machine (quiet: 452 s without
+the floor, 485 s with it; 652 s without it under load up to ~14 from other jobs); prepare + cache of
+the 100k world is ~3 min of it, the 100k sweeps ~2 min.
 """
 from __future__ import annotations
 
@@ -257,16 +257,18 @@ def memory_part(n: int, name: str, image_bytes: int, args, out: Path) -> dict:
         ray.shutdown()
 
 
-def _floor_trial(config, images=None, labels=None):
-    """Plain Ray Tune's trial: torch, the images mapped zero-copy (``tune.with_parameters``), tiny_cnn's
+def _floor_trial(config, images_ref=None, labels=None):
+    """Plain Ray Tune's trial: torch, the images mapped zero-copy from the object store, tiny_cnn's
     layers trained one epoch on as many items as the engine's trials train on; no raysearch code."""
     import numpy as np
+    import ray
     import torch
     from ray import tune
     from torch import nn
 
     torch.set_num_threads(1)
     torch.manual_seed(config["seed"])
+    images = ray.get(images_ref[0])  # read-only, zero-copy
 
     def blk(cin: int, cout: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
@@ -275,6 +277,7 @@ def _floor_trial(config, images=None, labels=None):
                           nn.Linear(32, labels.shape[1]))
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
     items = np.random.default_rng(config["seed"]).permutation(len(images))[:config["items"]]
+    loss = torch.tensor(float("nan"))
     for start in range(0, len(items), 64):
         idx = np.sort(items[start:start + 64])
         x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255)
@@ -287,36 +290,51 @@ def _floor_trial(config, images=None, labels=None):
 
 def floor_part(n: int, name: str, image_bytes: int, raylet: int, args, out: Path) -> dict:
     """The engine's floor for the same memory: plain Ray Tune trials (a fresh trial process each,
-    torch imported, the same image array shared zero-copy through ``tune.with_parameters``, the same
-    CNN trained on as many items), 1 vs 2 concurrent, measured as the engine's sweeps are.  The
-    image array is put by this driver (not a Ray worker, so not in the sum): what the floor gives is
-    what a second trial adds, the one cost no zero-copy scheme removes."""
+    torch imported, the same image array shared zero-copy through the object store, the same CNN
+    trained on as many items), 1 vs 2 concurrent, measured as the engine's sweeps are.  The array
+    is put by a plain Ray actor that lives through both runs, as the engine's data owner does: a
+    counted worker, so its share of the image pages stays in the sum (put by this driver, which
+    is not counted, a second trial would take over part of the driver's share and look like new
+    memory).  What the floor's second trial adds is the price of one more trial process, which no
+    sharing of the images removes."""
     import numpy as np
+    import ray
     from ray import tune
 
-    from raysearch.data import load_dataset
-    from raysearch.data.images import load_image_cache
     from raysearch.search.tune import _auto_loggers  # the JSON logger Tune's results need
 
-    ds = load_dataset(name)
-    images = np.asarray(load_image_cache(ds, args.image_size, progress=False))
-    labels = ds.label_matrix
-    items = int(round(len(images) * 0.7 * args.label_ratio))  # ~ the engine's labelled train items
-    trainable = tune.with_parameters(_floor_trial, images=images, labels=labels)
-    del images
-    res = {}
-    for k in (1, 2):
-        with ScaleSampler(raylet, image_bytes) as ms:
-            tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
-                       param_space={"lr": tune.grid_search([1e-3, 2e-3][:k]), "seed": 3, "items": items},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=k),
-                       run_config=tune.RunConfig(name=f"floor-{n}-{k}", storage_path=str(out / "runs"), verbose=0,
-                                                 callbacks=_auto_loggers([]))
-                       ).fit()
-        res[k] = {"pss": ms.peak_train, "at_peak": ms.at_train_peak}
-        print(f"  {n} items, plain Tune floor, {k} concurrent: peak PSS training {ms.peak_train / MIB:.0f} MiB; "
-              f"load avg {os.getloadavg()[0]:.2f}", flush=True)
-    return res
+    @ray.remote(num_cpus=0)
+    class FloorImages:
+        def __init__(self, dataset: str, size: int) -> None:
+            from raysearch.data import load_dataset
+            from raysearch.data.images import load_image_cache
+
+            ds = load_dataset(dataset)
+            self.ref = ray.put(np.asarray(load_image_cache(ds, size, progress=False)))
+            self.labels, self.n = ds.label_matrix, ds.n_items
+
+        def get(self):
+            return [self.ref], self.labels, self.n  # the ref in a list: handed on, not fetched here
+
+    holder = FloorImages.remote(name, args.image_size)
+    try:
+        images_ref, labels, n_items = ray.get(holder.get.remote())
+        items = max(1, int(round(n_items * 0.7 * args.label_ratio)))  # ~ the engine's labelled train items
+        trainable = tune.with_parameters(_floor_trial, images_ref=images_ref, labels=labels)
+        res = {}
+        for k in (1, 2):
+            with ScaleSampler(raylet, image_bytes) as ms:
+                tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                           param_space={"lr": tune.grid_search([1e-3, 2e-3][:k]), "seed": 3, "items": items},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=k),
+                           run_config=tune.RunConfig(name=f"floor-{n}-{k}", storage_path=str(out / "runs"), verbose=0,
+                                                     callbacks=_auto_loggers([]))).fit()
+            res[k] = {"pss": ms.peak_train, "at_peak": ms.at_train_peak}
+            print(f"  {n} items, plain Tune floor, {k} concurrent: peak PSS training {ms.peak_train / MIB:.0f} MiB; "
+                  f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+        return res
+    finally:
+        ray.kill(holder)
 
 
 def _cmd(pid: int) -> bytes:
@@ -389,7 +407,7 @@ def report(rows: list, args) -> None:
               f"{m[2]['pss'] / MIB:.0f} | {m[2]['pss'] / max(m[1]['pss'], 1):.2f} | "
               f"{(m[2]['pss'] - m[1]['pss']) / MIB:.0f} | {m[1]['overall'] / MIB:.0f} / {m[2]['overall'] / MIB:.0f} |")
     if args.floor:
-        print("\nthe engine's floor: plain Ray Tune trials (torch, the images zero-copy through tune.with_parameters, "
+        print("\nthe engine's floor: plain Ray Tune trials (torch, the images zero-copy from the object store, put by a plain actor, "
               "tiny_cnn's layers, one epoch on as many items); what a 2nd concurrent trial adds, and the ratio the "
               "engine would have if its 2nd trial cost only that (its 1-trial peak + the floor's addition)")
         print("| items | floor: 1 trial MiB | 2 trials MiB | 2nd trial adds MiB | engine: 2nd trial adds MiB "

@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--max-concurrent", type=int, default=None)
     ap.add_argument("--keep-cf-cache", action="store_true", help="do not empty the CF cache first")
     ap.add_argument("--out", default=None, help="experiment folder (default: a temp dir, removed at the end)")
+    ap.add_argument("--wandb", action="store_true",
+                    help="log every unit to W&B (offline), as the CLI does by default (inner trials are not logged); off: the engine alone")
     a = ap.parse_args()
 
     print(f"load average at start: {_load()}  (cpus: {os.cpu_count()})", flush=True)
@@ -117,9 +119,10 @@ def main() -> None:
     cfg = ExperimentConfig(dataset=a.dataset, variants=tuple(a.variants.split(",")), seeds=a.seeds, folds=a.folds,
                            label_ratios=tuple(float(x) for x in a.label_ratios.split(",")),
                            shuffle_control=a.shuffle_control, tune=a.tune, tune_space=a.tune_space,
-                           max_concurrent=a.max_concurrent, out=out, n_boot=1000, wandb=False, cf_tables=False)
+                           max_concurrent=a.max_concurrent, out=out, n_boot=1000, wandb=a.wandb, cf_tables=False)
     print(f"experiment: --tune {a.tune} --variants {a.variants} --shuffle-control {a.shuffle_control} --folds {a.folds} "
-          f"--seeds {a.seeds} --label-ratios {a.label_ratios} --out {out}", flush=True)
+          f"--seeds {a.seeds} --label-ratios {a.label_ratios} --out {out} "
+          f"(W&B {'offline, one run per unit' if a.wandb else 'off'})", flush=True)
     t0 = time.perf_counter()
     res = run_experiment(cfg)
     wall = time.perf_counter() - t0

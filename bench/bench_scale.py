@@ -113,10 +113,17 @@ class ScaleSampler(MemorySampler):
     first poll in which a trial process has read its images (its share of object-store pages is at
     least 5% of the image array: a worker maps a few small objects before, the trainable's among them) on.  The
     overall peak is usually the data owner's ``ray.put``: the memory-mapped cache file's pages and
-    their copy in the object store, both resident in the owner for a moment, before any trial reads."""
+    their copy in the object store, both resident in the owner for a moment, before any trial reads.
+    The previous sweep's trial and owner processes, which may still be exiting, are left out."""
 
     def __init__(self, raylet: int, image_bytes: int, interval: float = 0.25) -> None:
         super().__init__(interval)
+        me = os.getpid()
+        # the previous sweep's trial and owner processes, still exiting: not this sweep's memory (a
+        # dying trial that had read the old images would also start the training phase at once,
+        # putting this sweep's owner's ray.put inside it); a prestarted idle worker that becomes this
+        # sweep's owner or trial was ``ray::IDLE`` here, so it is counted
+        self._leftover = {p for p in super()._ray_workers() if _descends_from(p, me) and _role(p) in ("owner", "trial")}
         self._reading = 0.05 * image_bytes
         self._plasma = _plasma_file(raylet)
         self.peak_store = 0
@@ -133,7 +140,7 @@ class ScaleSampler(MemorySampler):
             with contextlib.suppress(OSError):
                 self.peak_store = max(self.peak_store, os.stat(self._plasma).st_blocks * 512)
         me = os.getpid()
-        return [p for p in super()._ray_workers() if _descends_from(p, me)]
+        return [p for p in super()._ray_workers() if p not in self._leftover and _descends_from(p, me)]
 
     def _smaps(self, pid: int) -> tuple[int, int]:
         f = dict.fromkeys(SMAPS_FIELDS, 0)

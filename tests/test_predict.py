@@ -161,6 +161,30 @@ def test_scoring_a_split_by_index_gathers_a_batch_at_a_time(trained):
     assert score_images(scorer, images, index=idx[:0]).shape == (0, len(data.label_names))
 
 
+def test_scores_fill_one_array_whatever_the_batch_size(trained):
+    """Both scoring paths write each batch into one preallocated array (no per-batch list pinning
+    the heap): a batch size that does not divide the items, one batch for all, and no items at all
+    give the same scores and shapes."""
+    from raysearch.train.evaluate import predict as fit_predict
+    from raysearch.train.inputs import Inputs
+    from raysearch.train.loop import build_model
+
+    run, data, res, model_dir = trained
+    model, split_at = build_model(run, data)
+    model.load_state_dict(res.best_state)
+    items = np.asarray(data.split.test)
+    inputs = Inputs(source=data.images, split_at=split_at, device=torch.device("cpu"), aug_gen=torch.Generator())
+    n_labels = len(data.label_names)
+    small, whole = (fit_predict(model, inputs, items, n_labels, batch_size=b) for b in (7, 10_000))
+    assert small.shape == (len(items), n_labels) and small.dtype == np.float32
+    np.testing.assert_allclose(small, whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(small, res.test_scores, rtol=0, atol=1e-6)  # what fit itself scored
+    assert fit_predict(model, inputs, items[:0], n_labels).shape == (0, n_labels)
+    scorer = load_model(model_dir).module
+    np.testing.assert_allclose(score_images(scorer, data.images[items], batch_size=7),
+                               score_images(scorer, data.images[items], batch_size=10_000), rtol=0, atol=1e-6)
+
+
 def test_python_api_scores_equal_fit_test_predictions(trained):
     run, data, res, model_dir = trained
     pred = predict(model_dir, split_image_paths(data), top_k=2)

@@ -275,14 +275,19 @@ def score_images(module: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
     array: a whole-split copy would cost every trial process its size, 176 MiB at 100k items)."""
     module.eval()
     dev = next(module.parameters()).device
-    out = []
+    out: np.ndarray | None = None  # one array, not a list of per-batch ones (see train.evaluate.predict)
     n = len(images) if index is None else len(index)
     for s in range(0, n, batch_size):
         x = images[s:s + batch_size] if index is None else images[index[s:s + batch_size]]
         x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-        out.append(module(x.to(dev)).float().cpu().numpy())
-    n_labels = module.classifier.out_features if hasattr(module, "classifier") else 0
-    return np.concatenate(out) if out else np.zeros((0, n_labels), np.float32)
+        y = module(x.to(dev)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((n, y.shape[1]), dtype=np.float32)
+        out[s:s + len(y)] = y
+    if out is None:
+        n_labels = module.classifier.out_features if hasattr(module, "classifier") else 0
+        return np.zeros((0, n_labels), np.float32)
+    return out
 
 
 MIN_VAL_POSITIVES = 5  # fewer validation positives than this: an F1 cut would be noise

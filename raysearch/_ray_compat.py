@@ -81,7 +81,7 @@ def result_grid_trials(grid: Any, n: int) -> list[Any]:
 
 # --- W&B: Ray's WandbLoggerCallback with its private hooks replaced ----------------------------
 
-_WANDB_NAMES = ("WandbSummaryActor", "DriverWandbCallback")
+_WANDB_NAMES = ("WandbRunsActor", "DriverWandbCallback")
 _wandb_lock = threading.Lock()
 
 
@@ -95,56 +95,94 @@ def __getattr__(name: str) -> Any:
 
 
 def _define_wandb_classes() -> None:
-    """Subclasses of Ray's private ``_WandbLoggingActor`` and of ``WandbLoggerCallback`` overriding
-    its private ``_start_logging_actor`` / ``_signal_logging_actor_stop`` hooks and using its
-    private queue items (``_QueueItem``), log cleaner (``_clean_log``) and actor placement
-    (``_force_on_current_node``).  Published as module globals under plain names, so pickle (Tune's
-    callbacks, Ray's actor class) finds them by reference."""
+    """A logging actor shared by a sweep's trials, and a subclass of ``WandbLoggerCallback`` that
+    feeds it.  Relies on the callback's private per-trial bookkeeping (``_trial_logging_actors``,
+    ``_trial_queues``, ``_trial_logging_futures``, ``_logging_future_to_trial``) and hooks
+    (``_start_logging_actor``, ``_signal_logging_actor_stop``, ``_cleanup_logging_actor``), on
+    ``_WandbLoggingActor._handle_result`` (which result keys are logged, which go to the config),
+    the log cleaner ``_clean_log`` and actor placement ``_force_on_current_node``.  Published as
+    module globals under plain names, so pickle (Tune's callbacks, Ray's actor class) finds them by
+    reference."""
+    import logging
+    import types
+
     import ray
-    from ray.air.integrations.wandb import (WANDB_ENV_VAR, WandbLoggerCallback, _clean_log, _QueueItem,
-                                            _WandbLoggingActor)
+    from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback, _clean_log, _WandbLoggingActor
     from ray.air.util.node import _force_on_current_node
 
-    class WandbSummaryActor(_WandbLoggingActor):
-        """Ray's logging actor plus a summary item (stop reason, final metrics) and an exit code;
-        the W&B key comes from a file on this node (``key_file``), never from ``runtime_env``."""
+    log = logging.getLogger("raysearch.wandb")
 
-        def __init__(self, *args: Any, key_file: str | None = None, **kwargs: Any) -> None:
-            # the actor runs on the driver's node (_force_on_current_node), where the key file is; the
-            # key goes into this process's environment only, which dies with the actor
-            if key_file:
+    class WandbRunsActor:
+        """Every W&B run of one sweep, in one process (``wandb.init(reinit="create_new")``).
+
+        Why not Ray's actor per trial: each trial then starts two processes (its logging actor and a
+        queue actor), imports wandb and starts a W&B service, ~3 s of CPU per trial; an experiment's
+        units are short trials, hundreds of them, and that work slowed them by ~70% (measured by
+        ``bench/bench_experiment.py --wandb``).  Here the service starts once and a run costs ~0.1 s.
+        One caller (the driver's callback) and one thread: calls run in the order they were sent,
+        so a run's results follow its start and precede its finish.  One failing run is logged and
+        dropped; the other runs go on.  The W&B key comes from a file on this node (``key_file``),
+        never from a ``runtime_env``."""
+
+        def __init__(self, key_file: str | None = None) -> None:
+            if key_file:  # the actor runs on the driver's node (_force_on_current_node), where the file is
                 with open(key_file) as f:
                     os.environ[WANDB_ENV_VAR] = f.read()
-            super().__init__(*args, **kwargs)
+            import wandb
 
-        def run(self):
-            os.environ["WANDB_START_METHOD"] = "thread"
-            run = self._wandb.init(*self.args, **self.kwargs)
-            exit_code = 0
-            while True:
-                item_type, item = self.queue.get()
-                if item_type == _QueueItem.END:
-                    break
-                if item_type == _QueueItem.RESULT and isinstance(item, dict) and "__summary__" in item:
-                    summary = dict(item["__summary__"])
-                    exit_code = 1 if summary.get("stop_reason") == "error" else 0
+            self._wandb = wandb
+            self._runs: dict[str, Any] = {}
+
+        def start(self, key: str, exclude: list[str], to_config: list[str], init_kwargs: dict[str, Any]) -> None:
+            """A new run.  wandb fills an ``init`` argument left out or None (tags, group, notes) from
+            the process's previous run: the callback passes every per-trial field (id, name, group,
+            config, tags) each time, and tags default to none here."""
+            try:
+                run = self._wandb.init(reinit="create_new", **{"tags": [], **init_kwargs})
+            except Exception as e:  # this run is lost, not the others
+                log.error("W&B run %s could not start: %s", init_kwargs.get("name", key), e)
+                return
+            # what _WandbLoggingActor._handle_result reads: the keys left out, the keys sent to the config
+            self._runs[key] = (run, types.SimpleNamespace(_exclude=set(exclude), _to_config=set(to_config)), [0])
+
+        def log(self, key: str, result: dict) -> None:
+            entry = self._runs.get(key)
+            if entry is None:
+                return
+            run, rules, exit_code = entry
+            try:
+                if "__summary__" in result:  # the trial's end: stop reason and final metrics
+                    summary = dict(result["__summary__"])
+                    exit_code[0] = 1 if summary.get("stop_reason") == "error" else 0
                     for k, v in summary.items():
                         run.summary[k] = v
-                    continue
-                if item_type == _QueueItem.CHECKPOINT:
-                    continue
-                log_, config_update = self._handle_result(item)
-                self._wandb.config.update(config_update, allow_val_change=True)
-                self._wandb.log(log_, step=int(log_["epoch"]) if "epoch" in log_ else None)
-            self._wandb.finish(exit_code=exit_code)
+                    return
+                values, config_update = _WandbLoggingActor._handle_result(rules, result)
+                if config_update:
+                    run.config.update(config_update, allow_val_change=True)
+                run.log(values, step=int(values["epoch"]) if "epoch" in values else None)
+            except Exception as e:
+                log.warning("W&B run %s: a result was not logged: %s", run.name, e)
+
+        def finish(self, key: str) -> None:
+            entry = self._runs.pop(key, None)
+            if entry is not None:
+                run, _, exit_code = entry
+                try:
+                    run.finish(exit_code=exit_code[0])
+                except Exception as e:
+                    log.warning("W&B run %s did not finish cleanly: %s", run.name, e)
+
+        def open_runs(self) -> int:
+            return len(self._runs)
 
     class DriverWandbCallback(WandbLoggerCallback):
-        """Ray's ``WandbLoggerCallback`` logging through :class:`WandbSummaryActor`: actors never
-        restarted, the key handed over as a file, queue items sent without waiting, and a summary
-        item before a run ends.  Subclasses use only the public hooks below (``has_run``,
-        ``start_run``, ``EXTRA_EXCLUDED_RESULTS``, ``wandb_key_file``, ``trial_summary``)."""
+        """Ray's ``WandbLoggerCallback`` (its settings, key and project handling, per-trial bookkeeping,
+        the wait for pending uploads at the end) logging every trial through one
+        :class:`WandbRunsActor`, started on the first trial and stopped at the sweep's end.  Subclasses
+        use only the public hooks below (``has_run``, ``start_run``, ``EXTRA_EXCLUDED_RESULTS``,
+        ``wandb_key_file``, ``trial_summary``)."""
 
-        _logger_actor_cls = WandbSummaryActor
         #: result keys never logged, on top of Ray's own (its private ``_exclude_results``)
         EXTRA_EXCLUDED_RESULTS: tuple[str, ...] = ()
 
@@ -152,54 +190,104 @@ def _define_wandb_classes() -> None:
             super().__init_subclass__(**kwargs)
             cls._exclude_results = WandbLoggerCallback._exclude_results + list(cls.EXTRA_EXCLUDED_RESULTS)
 
+        def __getstate__(self) -> dict:
+            # Tune pickles its callbacks: a copy neither holds nor stops this sweep's actor
+            return {k: v for k, v in self.__dict__.items() if k not in ("_runs_actor", "_run_seq")}
+
         def has_run(self, trial: Any) -> bool:
-            """True when ``trial`` has its logging actor already (a restarted trial continues its run)."""
-            return trial in self._trial_logging_futures
+            """True while ``trial`` has a W&B run (a restarted trial continues it)."""
+            return trial in self._trial_logging_actors
 
         def start_run(self, trial: Any, **wandb_init_kwargs: Any) -> None:
-            """Start ``trial``'s logging actor: ``wandb.init(**wandb_init_kwargs)``, results logged but
-            for the excluded keys and ``config``."""
+            """Start ``trial``'s W&B run: ``wandb.init(**wandb_init_kwargs)``, results logged but for the
+            excluded keys and ``config``."""
             self._start_logging_actor(trial, self._exclude_results + ["config"], **wandb_init_kwargs)
 
         def wandb_key_file(self) -> str | None:
-            """Hook: a file holding the W&B key, read by the logging actors on this node; ``None``: none."""
+            """Hook: a file holding the W&B key, read by the logging actor on this node; ``None``: none."""
             return None
 
         def trial_summary(self, trial: Any, failed: bool) -> dict | None:
             """Hook: the run summary sent before ``trial``'s run ends; ``None``: no summary."""
             return None
 
-        def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
-            if not self._remote_logger_class:
-                # Ray's options but max_restarts=0: Ray restarts its logging actor without limit although
-                # the actor's constructor arguments live in the object store, and says so in an
-                # error-level log line on every sweep (ray#53727).  A crashed logging actor ends that
-                # trial's W&B run; the trial itself goes on.  No runtime_env: the key travels as a file
-                # path (wandb_key_file), never as env_vars.
-                self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node())(self._logger_actor_cls)
-            super()._start_logging_actor(trial, exclude_results, key_file=self.wandb_key_file(), **wandb_init_kwargs)
+        def _actor(self) -> Any:
+            if getattr(self, "_runs_actor", None) is None:
+                # max_restarts=0: a crashed logging actor ends the W&B runs, never the sweep.  No
+                # runtime_env: the key travels as a file path (wandb_key_file), never as env_vars
+                self._runs_actor = ray.remote(num_cpus=0, max_restarts=0, **_force_on_current_node())(
+                    WandbRunsActor).remote(key_file=self.wandb_key_file())
+                self._run_seq = 0
+            return self._runs_actor
 
-        def _send(self, trial: Any, item: Any) -> None:
-            """Queue an item without waiting: Ray's ``Queue.put`` blocks the driver (every trial of the
-            sweep) until the trial's new queue actor has started; calls from one caller to one actor
-            keep their order, so fire-and-forget is safe."""
-            self._trial_queues[trial].actor.put.remote(item)
+        def _start_logging_actor(self, trial: Any, exclude_results: list[str], **wandb_init_kwargs: Any) -> None:
+            if trial in self._trial_logging_actors:
+                return
+            actor = self._actor()
+            self._run_seq += 1
+            key = f"{trial.trial_id}:{self._run_seq}"  # a restarted trial's new run is another key
+            actor.start.remote(key, exclude_results, list(self.AUTO_CONFIG_KEYS), wandb_init_kwargs)
+            # Ray's bookkeeping, kept so its cleanup and end-of-sweep wait work unchanged: the
+            # trial's "queue" is its run key, its future (set when it ends) the run's finish
+            self._trial_logging_actors[trial] = actor
+            self._trial_queues[trial] = key
+
+        def _send(self, trial: Any, result: dict) -> None:
+            """Fire and forget: calls from this driver to the actor keep their order."""
+            self._trial_logging_actors[trial].log.remote(self._trial_queues[trial], result)
 
         def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
             if trial not in self._trial_logging_actors:
                 self.log_trial_start(trial)
-            self._send(trial, (_QueueItem.RESULT, _clean_log(result)))
+            if trial in self._trial_logging_actors:
+                self._send(trial, _clean_log(result))
+
+        def log_trial_save(self, trial: Any) -> None:
+            """Checkpoints are not uploaded (a sweep keeps them in its run directory)."""
 
         def _signal_logging_actor_stop(self, trial: Any) -> None:
-            self._send(trial, (_QueueItem.END, None))
+            if trial not in self._trial_logging_actors or trial in self._trial_logging_futures:
+                return
+            ref = self._trial_logging_actors[trial].finish.remote(self._trial_queues[trial])
+            self._trial_logging_futures[trial] = ref
+            self._logging_future_to_trial[ref] = trial
+
+        def _cleanup_logging_actor(self, trial: Any) -> None:
+            # Ray's kills the trial's actor; this one serves every trial, and stops at the sweep's end
+            self._trial_queues.pop(trial, None)
+            self._trial_logging_futures.pop(trial, None)
+            self._trial_logging_actors.pop(trial, None)
 
         def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-            if trial in self._trial_queues:
+            if trial in self._trial_logging_actors:
                 summary = self.trial_summary(trial, failed)
                 if summary is not None:
-                    self._send(trial, (_QueueItem.RESULT, {"__summary__": summary}))
+                    self._send(trial, {"__summary__": summary})
             super().log_trial_end(trial, failed)
 
-    for cls in (WandbSummaryActor, DriverWandbCallback):
+        def _stop_actor(self) -> None:
+            actor, self._runs_actor = getattr(self, "_runs_actor", None), None
+            if actor is not None and ray.is_initialized():
+                try:
+                    ray.kill(actor)
+                except Exception:  # gone with its node already
+                    pass
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            """Ray's wait for every run's ``finish`` (bounded by its upload timeout), then the actor stops."""
+            try:
+                for trial in list(self._trial_logging_actors):  # runs whose trial never ended (an interrupted sweep)
+                    self._signal_logging_actor_stop(trial)
+                super().on_experiment_end(trials, **info)
+            finally:
+                self._stop_actor()
+
+        def __del__(self) -> None:
+            try:
+                super().__del__()
+            finally:
+                self._stop_actor()
+
+    for cls in (WandbRunsActor, DriverWandbCallback):
         cls.__qualname__ = cls.__name__
         globals()[cls.__name__] = cls

@@ -20,6 +20,7 @@ import yaml
 
 from raysearch.search.tracking import offline_runs
 from tests.ray_cluster import LocalCluster
+from tests.wandb_offline import read_run
 
 pytestmark = [pytest.mark.slow]
 
@@ -99,6 +100,10 @@ def test_multinode_sweep_trials_on_both_workers_homes_stay_empty(cluster, tmp_pa
     # W&B (offline): one run per trial, all on the driver's machine under the run directory
     runs = offline_runs(tmp_path / "runs" / "multi")
     assert len(runs) == 6 and {r.name.rsplit("-", 1)[-1] for r in runs} == set(df["trial_id"])
+    # logged by one process on the head (the sweep's W&B actor), each run with its epochs and stop reason
+    logged = [read_run(r) for r in runs]
+    assert len({x["pid"] for x in logged}) == 1
+    assert all(any("val_map" in h for h in x["history"]) and x["summary"].get("stop_reason") for x in logged)
 
 
 @pytest.mark.timeout(600)

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -331,25 +332,22 @@ def test_contract_node_ip_address_is_public():
 
 
 def test_contract_wandb_logging_actor():
-    entry = "WandbSummaryActor"
+    """WandbRunsActor sorts result keys with Ray's ``_WandbLoggingActor._handle_result`` on a stand-in
+    holding only ``_exclude`` and ``_to_config``."""
+    entry = "WandbRunsActor"
     wandb_mod = importlib.import_module("ray.air.integrations.wandb")
     base = getattr(wandb_mod, "_WandbLoggingActor", None)
     assert isinstance(base, type), _fail("ray.air.integrations.wandb._WandbLoggingActor is gone", entry)
-    params = _params(base.__init__)
-    assert params[:5] == ["self", "logdir", "queue", "exclude", "to_config"] and "kwargs" in params, \
-        _fail(f"_WandbLoggingActor.__init__ changed: {params}", entry)
-    src = inspect.getsource(base)
-    for attr in ("self._wandb = wandb", "self.queue = queue", "self.args = args", "self.kwargs = kwargs"):
-        assert attr in src, _fail(f"_WandbLoggingActor no longer sets {attr.split(' =')[0]}", entry)
     # ray.remote() adds a ``_ray_trace_ctx`` parameter to an actor class's methods in place
     assert _params(base._handle_result) == ["self", "result"], \
         _fail("_WandbLoggingActor._handle_result(result) changed", entry)
-    queue_item = getattr(wandb_mod, "_QueueItem", None)
-    assert queue_item is not None and {"END", "RESULT", "CHECKPOINT"} <= set(queue_item.__members__), \
-        _fail("ray.air.integrations.wandb._QueueItem lost END/RESULT/CHECKPOINT", entry)
-    assert _ray_compat.WandbSummaryActor.__mro__[1] is base
+    reads = set(re.findall(r"self\.(\w+)", inspect.getsource(base._handle_result)))
+    assert reads <= {"_exclude", "_to_config"}, _fail(f"_handle_result now reads {sorted(reads)}", entry)
+    rules = types.SimpleNamespace(_exclude={"done"}, _to_config={"trial_id"})
+    values, config = base._handle_result(rules, {"val_map": 0.5, "done": True, "trial_id": "t1", "note": object()})
+    assert values == {"val_map": 0.5} and config == {"trial_id": "t1"}, _fail("_handle_result sorts keys differently", entry)
     # pickled by reference (Ray exports the actor class; Tune pickles the callback)
-    assert pickle.loads(pickle.dumps(_ray_compat.WandbSummaryActor)) is _ray_compat.WandbSummaryActor
+    assert pickle.loads(pickle.dumps(_ray_compat.WandbRunsActor)) is _ray_compat.WandbRunsActor
 
 
 def test_contract_wandb_logger_callback_hooks():
@@ -357,35 +355,33 @@ def test_contract_wandb_logger_callback_hooks():
     wandb_mod = importlib.import_module("ray.air.integrations.wandb")
     cb_cls = wandb_mod.WandbLoggerCallback
     for hook, expected in (("_start_logging_actor", ["self", "trial", "exclude_results", "wandb_init_kwargs"]),
-                           ("_signal_logging_actor_stop", ["self", "trial"])):
+                           ("_signal_logging_actor_stop", ["self", "trial"]),
+                           ("_cleanup_logging_actor", ["self", "trial"]),
+                           ("_cleanup_logging_actors", ["self", "timeout", "kill_on_timeout"])):
         fn = getattr(cb_cls, hook, None)
         assert callable(fn), _fail(f"WandbLoggerCallback.{hook} is gone", entry)
         got = _params(fn)
         assert got == expected, _fail(f"WandbLoggerCallback.{hook}{tuple(got)} is not {tuple(expected)}", entry)
-    start = inspect.getsource(cb_cls._start_logging_actor)
-    assert "if not self._remote_logger_class" in start, \
-        _fail("_start_logging_actor no longer keeps a preset _remote_logger_class (max_restarts=0, no key in "
-              "runtime_env)", entry)
-    assert "**wandb_init_kwargs" in start and "self._trial_queues[trial]" in start, \
-        _fail("_start_logging_actor no longer passes its kwargs to the actor (key_file) or keeps _trial_queues", entry)
-    assert "self._signal_logging_actor_stop" in inspect.getsource(cb_cls.log_trial_end), \
-        _fail("log_trial_end no longer ends a run through _signal_logging_actor_stop", entry)
+    end = inspect.getsource(cb_cls.log_trial_end)
+    assert "self._signal_logging_actor_stop" in end and "self._cleanup_logging_actors" in end, \
+        _fail("log_trial_end no longer ends a run through _signal_logging_actor_stop + _cleanup_logging_actors", entry)
+    cleanup = inspect.getsource(cb_cls._cleanup_logging_actors)
+    assert "self._trial_logging_futures" in cleanup and "self._logging_future_to_trial" in cleanup \
+        and "self._cleanup_logging_actor(" in cleanup, \
+        _fail("_cleanup_logging_actors no longer waits on _trial_logging_futures and cleans per trial", entry)
+    assert "self._cleanup_logging_actors" in inspect.getsource(cb_cls.on_experiment_end), \
+        _fail("on_experiment_end no longer waits for the runs' finish", entry)
     assert isinstance(getattr(cb_cls, "_exclude_results", None), list), \
         _fail("WandbLoggerCallback._exclude_results is no longer a list", entry)
-    assert getattr(cb_cls, "_logger_actor_cls", None) is wandb_mod._WandbLoggingActor, \
-        _fail("WandbLoggerCallback no longer builds its actor from _logger_actor_cls", entry)
     cb = cb_cls(project="p")
-    for attr in ("_remote_logger_class", "_trial_logging_actors", "_trial_logging_futures", "_trial_queues"):
+    for attr in ("_trial_logging_actors", "_trial_logging_futures", "_logging_future_to_trial", "_trial_queues",
+                 "AUTO_CONFIG_KEYS"):
         assert hasattr(cb, attr), _fail(f"WandbLoggerCallback lost {attr}", entry)
     for name in ("_clean_log",):
         assert callable(getattr(wandb_mod, name, None)), _fail(f"ray.air.integrations.wandb.{name} is gone", entry)
     node = importlib.import_module("ray.air.util.node")
     assert callable(getattr(node, "_force_on_current_node", None)), \
         _fail("ray.air.util.node._force_on_current_node is gone", entry)
-    from ray.util.queue import Queue
-
-    assert "self.actor = " in inspect.getsource(Queue.__init__), \
-        _fail("ray.util.queue.Queue no longer exposes its actor (fire-and-forget put)", entry)
     # the sweep's subclass builds, excludes Ray's keys and its own
     from raysearch.search._wandb_callback import SweepWandbCallback
 

@@ -88,8 +88,7 @@ def test_logging_actor_reads_the_key_file_on_its_node(ray_session, tmp_path, mon
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     assert _wcb.WANDB_ENV_VAR not in os.environ
-    actor = ray.remote(num_cpus=0)(_wcb._Actor).remote(logdir=str(tmp_path), queue=None, exclude=[],
-                                                       to_config=[], key_file=path)
+    actor = ray.remote(num_cpus=0)(_wcb._Actor).remote(key_file=path)
     try:
         def env_key(_self):  # a local function: pickled by value for the actor's process
             return os.environ.get("WANDB_API_KEY")

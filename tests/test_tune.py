@@ -23,6 +23,7 @@ from raysearch.cli import app
 from raysearch.config import ConfigError, load_run_config
 from raysearch.search.tracking import offline_runs
 from raysearch.search.tune import SweepConfig, run_sweep
+from tests.wandb_offline import read_run
 
 SPACE = {
     "base": {
@@ -80,8 +81,19 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     assert best.train.lr == pytest.approx(top["train.lr"]) and best.train.backbone == "tiny_cnn"
     assert Path(top["checkpoint"], "model.pt").is_file()
     # offline W&B: one run per trial under the run directory, grouped by sweep, tagged method + weighting
-    runs = offline_runs(res.run_dir)
-    assert len(runs) == 4 and all(list(r.glob("run-*.wandb")) for r in runs)
+    runs = [read_run(r) for r in offline_runs(res.run_dir)]
+    assert len(runs) == 4
+    by_trial = {r["id"].rsplit("-", 1)[-1]: r for r in runs}  # run id: <group>-<trial id>
+    assert set(by_trial) == set(df["trial_id"])
+    for tid, run in by_trial.items():
+        row = df.set_index("trial_id").loc[tid]
+        epochs = [h["epoch"] for h in run["history"] if "val_map" in h]
+        assert epochs and epochs == sorted(epochs) and max(epochs) == row["epochs_run"], (tid, epochs)
+        assert run["summary"]["stop_reason"] == row["stop_reason"] and run["exit_code"] == 0
+        assert run["summary"]["best_val_map"] == pytest.approx(row["best_val_map"])
+        assert row["weighting"] in run["tags"] and "mtl" in run["tags"]
+    # every run written by one logging process (the sweep's WandbRunsActor), not one per trial
+    assert len({r["pid"] for r in runs}) == 1 and runs[0]["pid"] is not None
     # one image array + one object per distinct (CF config, weighting) in the object store
     stats = res.shared_stats
     assert stats["n_images_objects"] == 1

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.air.integrations.wandb import WANDB_ENV_VAR
 
-from raysearch._ray_compat import DriverWandbCallback, WandbSummaryActor
+from raysearch._ray_compat import DriverWandbCallback, WandbRunsActor
 from raysearch.search.tracking import WandbSettings, used_config
 from raysearch.train.methods import METHODS
 
@@ -30,8 +30,8 @@ def write_key_file(key: str) -> str:
     return path
 
 
-#: the logging actor: Ray's, plus a summary item, an exit code and the key read from a file
-_Actor = WandbSummaryActor
+#: the sweep's logging actor: every trial's W&B run in one process, the key read from a file
+_Actor = WandbRunsActor
 
 
 class SweepWandbCallback(DriverWandbCallback):
@@ -56,7 +56,7 @@ class SweepWandbCallback(DriverWandbCallback):
 
     def __getstate__(self) -> dict:
         # a copy (Tune pickles its callbacks with the tuner) neither owns nor removes the key file
-        return {k: v for k, v in self.__dict__.items() if k not in ("_key_file", "_key_cleanup")}
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_key_file", "_key_cleanup")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _key_file=None, _key_cleanup=None)
@@ -104,7 +104,7 @@ class SweepWandbCallback(DriverWandbCallback):
         return summary
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Ray's wait for the actors' ``wandb.finish``, then the key file goes: every actor read it
+        """The wait for every run's ``wandb.finish``, then the key file goes: the logging actor read it
         in its constructor, and a resumed sweep writes a new one."""
         try:
             super().on_experiment_end(trials, **info)

@@ -9,8 +9,10 @@ Sweeps log from the driver through Ray's ``WandbLoggerCallback`` (:class:`SweepW
 not from inside trials: trials run on any node (their offline files would stay there), DDP
 workers keep running for a moment after ASHA stops them (a run they own would say "completed"),
 and a trial restarted after a node loss must continue its run, not open a second one.  The
-callback's logging actors live on the driver's node and see exactly what Tune saw; they read
-``WANDB_API_KEY`` there from a private file, never from a ``runtime_env`` (Ray logs those in clear).
+callback's one logging actor (every run of the sweep in one process: Ray's default of a process
+pair per trial cost an experiment's short units ~70% more time) lives on the driver's node and sees
+exactly what Tune saw; it reads ``WANDB_API_KEY`` there from a private file, never from a
+``runtime_env`` (Ray logs those in clear).
 """
 from __future__ import annotations
 

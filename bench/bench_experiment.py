@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--wandb", action="store_true",
                     help="log every unit to W&B (offline), as the CLI does by default (inner trials are not logged); off: the engine alone")
     a = ap.parse_args()
+    if a.wandb:
+        os.environ["WANDB_MODE"] = "offline"  # never an upload, even with WANDB_API_KEY set
 
     print(f"load average at start: {_load()}  (cpus: {os.cpu_count()})", flush=True)
     from raysearch import paths

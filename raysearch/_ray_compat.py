@@ -120,7 +120,9 @@ def _define_wandb_classes() -> None:
         units are short trials, hundreds of them, and that work slowed them by ~70% (measured by
         ``bench/bench_experiment.py --wandb``).  Here the service starts once and a run costs ~0.1 s.
         One caller (the driver's callback) and one thread: calls run in the order they were sent,
-        so a run's results follow its start and precede its finish.  One failing run is logged and
+        so a run's results follow its start and precede its finish.  The trials never wait for it
+        (every call is fire-and-forget); online, W&B's server round trips of one run delay the
+        logging of the runs queued behind it, not the sweep.  One failing run is logged and
         dropped; the other runs go on.  The W&B key comes from a file on this node (``key_file``),
         never from a ``runtime_env``."""
 
@@ -138,7 +140,7 @@ def _define_wandb_classes() -> None:
             the process's previous run: the callback passes every per-trial field (id, name, group,
             config, tags) each time, and tags default to none here."""
             try:
-                run = self._wandb.init(reinit="create_new", **{"tags": [], **init_kwargs})
+                run = self._wandb.init(**{"tags": [], **init_kwargs, "reinit": "create_new"})
             except Exception as e:  # this run is lost, not the others
                 log.error("W&B run %s could not start: %s", init_kwargs.get("name", key), e)
                 return
@@ -153,7 +155,7 @@ def _define_wandb_classes() -> None:
             try:
                 if "__summary__" in result:  # the trial's end: stop reason and final metrics
                     summary = dict(result["__summary__"])
-                    exit_code[0] = 1 if summary.get("stop_reason") == "error" else 0
+                    exit_code[0] = 1 if summary.get("stop_reason") in ("error", "interrupted") else 0
                     for k, v in summary.items():
                         run.summary[k] = v
                     return
@@ -190,9 +192,17 @@ def _define_wandb_classes() -> None:
             super().__init_subclass__(**kwargs)
             cls._exclude_results = WandbLoggerCallback._exclude_results + list(cls.EXTRA_EXCLUDED_RESULTS)
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.upload_checkpoints:  # Ray's actor uploads them; a sweep keeps them in its run directory
+                raise ValueError("DriverWandbCallback does not upload checkpoints (upload_checkpoints=True)")
+
         def __getstate__(self) -> dict:
-            # Tune pickles its callbacks: a copy neither holds nor stops this sweep's actor
-            return {k: v for k, v in self.__dict__.items() if k not in ("_runs_actor", "_run_seq")}
+            # Tune pickles its callbacks: a copy neither holds, feeds nor stops this sweep's actor and runs
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_runs_actor", "_run_seq")}
+            for k in ("_trial_logging_actors", "_trial_queues", "_trial_logging_futures", "_logging_future_to_trial"):
+                state[k] = {}
+            return state
 
         def has_run(self, trial: Any) -> bool:
             """True while ``trial`` has a W&B run (a restarted trial continues it)."""
@@ -253,7 +263,19 @@ def _define_wandb_classes() -> None:
             self._logging_future_to_trial[ref] = trial
 
         def _cleanup_logging_actor(self, trial: Any) -> None:
-            # Ray's kills the trial's actor; this one serves every trial, and stops at the sweep's end
+            # Ray's kills the trial's actor; this one serves every trial, and stops at the sweep's end.
+            # A finish that failed because the actor died: later trials get a new actor (the runs
+            # open in the dead one are lost, said once here), not silence for the rest of the sweep
+            ref, actor = self._trial_logging_futures.get(trial), self._trial_logging_actors.get(trial)
+            if ref is not None:
+                try:
+                    ray.get(ref, timeout=0)
+                except ray.exceptions.RayActorError as e:
+                    if actor is not None and actor is getattr(self, "_runs_actor", None):
+                        log.warning("the W&B logging actor died (%s); later trials log through a new one", e)
+                        self._runs_actor = None
+                except Exception:  # not finished (a timeout at the sweep's end) or a run's own error: logged there
+                    pass
             self._trial_queues.pop(trial, None)
             self._trial_logging_futures.pop(trial, None)
             self._trial_logging_actors.pop(trial, None)
@@ -277,6 +299,8 @@ def _define_wandb_classes() -> None:
             """Ray's wait for every run's ``finish`` (bounded by its upload timeout), then the actor stops."""
             try:
                 for trial in list(self._trial_logging_actors):  # runs whose trial never ended (an interrupted sweep)
+                    if trial not in self._trial_logging_futures:
+                        self._send(trial, {"__summary__": {"stop_reason": "interrupted"}})
                     self._signal_logging_actor_stop(trial)
                 super().on_experiment_end(trials, **info)
             finally:

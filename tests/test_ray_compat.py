@@ -388,3 +388,60 @@ def test_contract_wandb_logger_callback_hooks():
     assert issubclass(SweepWandbCallback, _ray_compat.DriverWandbCallback)
     excluded = SweepWandbCallback._exclude_results
     assert set(cb_cls._exclude_results) <= set(excluded) and "final" in excluded
+
+
+class _Trial:
+    """What DriverWandbCallback reads of a Tune trial: its id, ``str()`` and ``last_result``."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.last_result, self.config = trial_id, {}, {}
+
+    def __str__(self) -> str:
+        return f"t_{self.trial_id}"
+
+
+@pytest.mark.timeout(180)
+def test_wandb_runs_actor_survives_a_crash_and_marks_interrupted_runs(ray_session, tmp_path, monkeypatch):
+    """One logging actor for all runs: each run keeps its own epochs; a crashed actor costs the runs
+    open in it, later trials log through a new one; runs whose trial never ended (an interrupted
+    sweep) end as interrupted, exit code 1; upload_checkpoints is refused, not ignored."""
+    import ray
+
+    from tests.wandb_offline import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cb_cls = _ray_compat.DriverWandbCallback
+    with pytest.raises(ValueError, match="upload_checkpoints"):
+        cb_cls(project="p", upload_checkpoints=True)
+    cb = cb_cls(project="p", mode="offline", dir=str(tmp_path))
+    cb.setup()
+
+    def run(trial_id: str, epochs: int, end: bool = True) -> _Trial:
+        t = _Trial(trial_id)
+        cb.start_run(t, **cb.kwargs, id=trial_id, name=str(t), group="g", project="p", config={"k": trial_id},
+                     tags=[trial_id])
+        for e in range(1, epochs + 1):
+            cb.log_trial_result(e, t, {"epoch": e, "val_map": e / 10, "config": {}})
+        if end:
+            cb.log_trial_end(t)
+        return t
+
+    run("a", 3)
+    cb._cleanup_logging_actors(timeout=60)  # a's run finished and forgotten
+    assert not cb._trial_logging_actors
+    b = run("b", 2, end=False)
+    ray.kill(cb._runs_actor)  # the logging process dies while b's run is open
+    cb.log_trial_end(b)
+    cb._cleanup_logging_actors(timeout=30)  # b's finish fails: the dead actor is noticed
+    run("c", 2)
+    run("d", 1, end=False)  # never ended: the sweep is interrupted
+    cb.on_experiment_end([])
+    folders = {f.name.rsplit("-", 1)[-1]: f for f in (tmp_path / "wandb").glob("offline-run-*")}
+    assert set(folders) - {"b"} == {"a", "c", "d"}  # b died with the actor (its folder exists if its init began)
+    runs = {k: read_run(folders[k]) for k in "acd"}
+    assert [h["epoch"] for h in runs["a"]["history"]] == [1, 2, 3] and runs["a"]["exit_code"] == 0
+    assert [h["epoch"] for h in runs["c"]["history"]] == [1, 2] and runs["c"]["tags"] == ["c"]
+    assert runs["a"]["pid"] != runs["c"]["pid"] == runs["d"]["pid"]  # c and d: the new actor
+    assert runs["d"]["summary"]["stop_reason"] == "interrupted" and runs["d"]["exit_code"] == 1
+    assert cb._runs_actor is None and not cb._trial_logging_actors  # stopped and forgotten at the end

@@ -144,22 +144,22 @@ def _define_wandb_classes() -> None:
             except Exception as e:  # this run is lost, not the others
                 log.error("W&B run %s could not start: %s", init_kwargs.get("name", key), e)
                 return
-            # what _WandbLoggingActor._handle_result reads: the keys left out, the keys sent to the config
-            self._runs[key] = (run, types.SimpleNamespace(_exclude=set(exclude), _to_config=set(to_config)), [0])
+            # _exclude/_to_config: what _WandbLoggingActor._handle_result reads (keys left out, keys sent to the config)
+            self._runs[key] = types.SimpleNamespace(run=run, _exclude=set(exclude), _to_config=set(to_config), exit_code=0)
 
         def log(self, key: str, result: dict) -> None:
             entry = self._runs.get(key)
             if entry is None:
                 return
-            run, rules, exit_code = entry
+            run = entry.run
             try:
                 if "__summary__" in result:  # the trial's end: stop reason and final metrics
                     summary = dict(result["__summary__"])
-                    exit_code[0] = 1 if summary.get("stop_reason") in ("error", "interrupted") else 0
+                    entry.exit_code = 1 if summary.get("stop_reason") in ("error", "interrupted") else 0
                     for k, v in summary.items():
                         run.summary[k] = v
                     return
-                values, config_update = _WandbLoggingActor._handle_result(rules, result)
+                values, config_update = _WandbLoggingActor._handle_result(entry, result)
                 if config_update:
                     run.config.update(config_update, allow_val_change=True)
                 run.log(values, step=int(values["epoch"]) if "epoch" in values else None)
@@ -169,14 +169,10 @@ def _define_wandb_classes() -> None:
         def finish(self, key: str) -> None:
             entry = self._runs.pop(key, None)
             if entry is not None:
-                run, _, exit_code = entry
                 try:
-                    run.finish(exit_code=exit_code[0])
+                    entry.run.finish(exit_code=entry.exit_code)
                 except Exception as e:
-                    log.warning("W&B run %s did not finish cleanly: %s", run.name, e)
-
-        def open_runs(self) -> int:
-            return len(self._runs)
+                    log.warning("W&B run %s did not finish cleanly: %s", entry.run.name, e)
 
     class DriverWandbCallback(WandbLoggerCallback):
         """Ray's ``WandbLoggerCallback`` (its settings, key and project handling, per-trial bookkeeping,

@@ -6,6 +6,7 @@ more CPUs than exist hangs instead of failing.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+def pytest_unconfigure(config):
+    """Remove the session's temp tree (Ray logs, homes, spill files: tens of MB per run).
+
+    Without this every run left one behind in /tmp, and CI machines have little disk.
+    Set RAYSEARCH_KEEP_TEST_TMP=1 to keep it for debugging.
+    """
+    if os.environ.get("RAYSEARCH_KEEP_TEST_TMP") == "1":
+        print(f"\nraysearch test temp kept: {_TMP}")
+        return
+    shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -90,6 +90,27 @@ def test_checkpoint_cadence_bounded_by_its_cost():
     assert calls == [False]  # the schedule's last epoch: the final report (with the model) follows at once
 
 
+def test_checkpoint_cost_carries_over_to_the_next_trial_in_the_process(monkeypatch):
+    """A reused trial actor's next trial starts from the cost measured last, so its first due
+    epoch is spaced like the rest instead of saving at once."""
+    monkeypatch.setattr(EpochReporter, "process_cost", 0.0)
+    calls = []
+    clock = iter([0.0, 0.5])  # the one save: reported 0.5 s after it started
+
+    def report(metrics, checkpoint=None):
+        calls.append(checkpoint is not None)
+
+    monkeypatch.setattr("raysearch.search.trainables.time.perf_counter", lambda: next(clock, 0.5))
+    first = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
+    first({"epoch": 1, "epoch_time_s": 1.0, "val_map": 0.5, "_state": dict})
+    assert calls == [True] and EpochReporter.process_cost == 0.5  # a fresh process: nothing known, it saves
+    calls.clear()
+    second = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
+    for i in range(1, 6):  # 0.5 s / 0.1 -> 5 s of training before the first save
+        second({"epoch": i, "epoch_time_s": 1.0, "val_map": 0.5, "_state": dict})
+    assert calls == [False, False, False, False, True]
+
+
 def test_a_trial_asks_for_its_data_before_the_heavy_imports():
     """What a trial process (or a Ray Train worker) imports before its data request leaves: the
     trainable and the request path only, not the sweep driver (pandas results, the Tuner code) or

@@ -169,11 +169,18 @@ class EpochReporter:
     checkpoints; a 0.3 s epoch no longer pays a state save + storage copy + a forced Tune
     experiment snapshot each time).
 
+    The cost measured last in this process carries over to the next trial it runs (Tune reuses
+    trial actors): otherwise every trial's first due epoch saves at once, which with one-second
+    trials is most of their checkpoints (each also forces a Tune experiment snapshot).
+
     Untracked epochs (sequential's aux-only stage) are not reported: an untrained classifier's val
     mAP must not feed ASHA (and every DDP rank skips the same epochs, so Train V2's report barrier
     stays consistent).  ``train_time_s`` is cumulative: what results.parquet keeps for trials ASHA
     stops mid-way.
     """
+
+    #: the last checkpoint cost measured in this process (seconds), the next trial's starting point
+    process_cost: float = 0.0
 
     def __init__(self, report: Callable[..., None], make_checkpoint: Callable[[str], Any], *, every: int,
                  max_t: int, write_state: bool, extra: dict[str, Any], overhead: float = 0.0) -> None:
@@ -184,7 +191,7 @@ class EpochReporter:
         # cadence by cost: a due checkpoint waits until the training since the last one is >= its
         # cost / overhead (tiny epochs: every few epochs; real ones: every epoch, as before)
         # (the cost: state save + a report with checkpoint, minus what a plain report takes)
-        self.overhead, self.last_cost, self.since, self.plain_s = overhead, 0.0, 0.0, 0.0
+        self.overhead, self.last_cost, self.since, self.plain_s = overhead, EpochReporter.process_cost, 0.0, 0.0
 
     def totals(self) -> dict[str, float]:
         """The trial's cumulative training and validation seconds (restarts included)."""
@@ -225,6 +232,7 @@ class EpochReporter:
                 ckpt = self.make_checkpoint(tmp)
             self.report(out, checkpoint=ckpt)
         self.last_cost, self.since = max(0.0, time.perf_counter() - t0 - self.plain_s), 0.0
+        EpochReporter.process_cost = self.last_cost
 
 
 def resumed_totals(resume: dict[str, Any] | None) -> dict[str, Any]:

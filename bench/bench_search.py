@@ -340,7 +340,8 @@ def compare_part(args, common, space, run_sweep) -> None:
 
     variants = [("random+fifo", "random", "none", {})]
     if not args.skip_before:
-        variants.append(("tpe+asha-585f821", "optuna", "asha", BEFORE))
+        # 585f821's synthetic space had grace 2 / rf 2 (the shipped one has grace 1 / rf 4 since)
+        variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
     variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
                  for rf in args.rf]
     if args.space_asha:

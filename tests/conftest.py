@@ -5,6 +5,7 @@ more CPUs than exist hangs instead of failing.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -30,6 +31,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 
+
+def _remove_session_tmp() -> None:
+    """Remove the session's temp tree (Ray logs, homes, spill files: tens of MB per run); every
+    run used to leave one behind, and CI machines have little disk.  Registered before any Ray
+    start, so it runs after Ray's own exit handler (atexit is last-in, first-out).
+    RAYSEARCH_KEEP_TEST_TMP=1 keeps it for debugging."""
+    if os.environ.get("RAYSEARCH_KEEP_TEST_TMP") == "1":
+        print(f"raysearch test temp kept: {_TMP}")
+        return
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+atexit.register(_remove_session_tmp)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -52,18 +67,6 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
-
-
-def pytest_unconfigure(config):
-    """Remove the session's temp tree (Ray logs, homes, spill files: tens of MB per run).
-
-    Without this every run left one behind in /tmp, and CI machines have little disk.
-    Set RAYSEARCH_KEEP_TEST_TMP=1 to keep it for debugging.
-    """
-    if os.environ.get("RAYSEARCH_KEEP_TEST_TMP") == "1":
-        print(f"\nraysearch test temp kept: {_TMP}")
-        return
-    shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

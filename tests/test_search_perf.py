@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
 from raysearch.search.shared import cf_key, prefetch_runs
@@ -62,6 +63,12 @@ def test_prefetch_runs_one_per_cf_model_base_first(tmp_path):
     assert len(runs8) == 6 and 8 not in {r["cf"]["dim"] for r in runs8}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_cost(monkeypatch):
+    """Each test starts like a fresh trial process: no checkpoint cost measured yet."""
+    monkeypatch.setattr(EpochReporter, "process_cost", 0.0)
+
+
 def test_checkpoint_cadence_bounded_by_its_cost():
     calls = []
     state = {"epoch": 0}
@@ -90,25 +97,32 @@ def test_checkpoint_cadence_bounded_by_its_cost():
     assert calls == [False]  # the schedule's last epoch: the final report (with the model) follows at once
 
 
-def test_checkpoint_cost_carries_over_to_the_next_trial_in_the_process(monkeypatch):
+def test_checkpoint_cost_carries_over_to_the_next_trial_in_the_process():
     """A reused trial actor's next trial starts from the cost measured last, so its first due
     epoch is spaced like the rest instead of saving at once."""
-    monkeypatch.setattr(EpochReporter, "process_cost", 0.0)
+    import time
+
     calls = []
-    clock = iter([0.0, 0.5])  # the one save: reported 0.5 s after it started
 
     def report(metrics, checkpoint=None):
         calls.append(checkpoint is not None)
 
-    monkeypatch.setattr("raysearch.search.trainables.time.perf_counter", lambda: next(clock, 0.5))
-    first = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
+    def slow_checkpoint(d):
+        time.sleep(0.2)  # a save that costs >= 0.2 s
+        return object()
+
+    first = EpochReporter(report, slow_checkpoint, every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
     first({"epoch": 1, "epoch_time_s": 1.0, "val_map": 0.5, "_state": dict})
-    assert calls == [True] and EpochReporter.process_cost == 0.5  # a fresh process: nothing known, it saves
+    assert calls == [True]  # a fresh process: nothing known, the first due epoch saves
+    cost = EpochReporter.process_cost
+    assert cost >= 0.2
     calls.clear()
     second = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.1)
-    for i in range(1, 6):  # 0.5 s / 0.1 -> 5 s of training before the first save
-        second({"epoch": i, "epoch_time_s": 1.0, "val_map": 0.5, "_state": dict})
-    assert calls == [False, False, False, False, True]
+    n = next(i for i in range(1, 10_000) if (i * 0.5) * 0.1 >= cost)  # 0.5 s epochs until cost / overhead
+    assert n > 1
+    for i in range(1, n + 1):
+        second({"epoch": i, "epoch_time_s": 0.5, "val_map": 0.5, "_state": dict})
+    assert calls == [False] * (n - 1) + [True], (cost, calls)
 
 
 def test_a_trial_asks_for_its_data_before_the_heavy_imports():

@@ -301,7 +301,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
              "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
              **node_location(), **resumed_totals(resume)}
     # every rank must call ray.train.report (a barrier in Train V2); rank 0 writes the checkpoints
-    # rank 0 alone decides the checkpoint cadence (only it writes state; every rank reports either way)
+    # only rank 0 writes state, so only its checkpoint cadence matters; every rank reports every epoch
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
                              max_t=config["max_t"], write_state=rank == 0, extra=extra,
                              overhead=config.get("checkpoint_overhead", 0.0))

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_cluster import _descendants
 
 
 def _cmdline(pid: int) -> str:
@@ -108,23 +107,28 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
     from raysearch.cli import app
 
     cfg = json.loads(json.dumps(TINY))
-    cfg["train"].update(epochs=60, patience=60, image_size=32)  # long enough to be killed mid-run
+    cfg["train"].update(epochs=200, patience=200, image_size=32)  # long enough to be killed mid-run
     out = tmp_path / "exp"
     killed: dict[str, int] = {}
 
     def kill_after_checkpoint() -> None:
         # checkpoints are persisted to the storage path by the trial itself during its report (the
-        # driver's result.json may reach it only later): once one exists, SIGKILL the trial's process
-        deadline, seen = time.time() + 300, None
+        # driver's result.json may reach it only later): once a unit that is still running has one of
+        # its own, SIGKILL that unit's process (result.json names it).  Another unit's checkpoint is
+        # not enough: a reused process spaces a new unit's first save by the cost it last measured.
+        deadline, seen = time.time() + 300, {}
         while time.time() < deadline and not killed:
-            if seen is None and any((out / "trials").glob("*/checkpoint_*/train_state.pt")):
-                seen = time.time()
-            if seen is not None and time.time() - seen > 1.5:  # Tune has registered a checkpoint by then
-                # only this session's Ray (the test process started it): its trial workers descend from us
-                pids = [p for p in _descendants(os.getpid()) if "ray::ImplicitFunc" in _cmdline(p)]
-                if pids:
-                    killed["pid"] = int(pids[0])
-                    os.kill(killed["pid"], signal.SIGKILL)
+            for state in (out / "trials").glob("*/checkpoint_*/train_state.pt"):
+                seen.setdefault(state.parent.parent, time.time())
+            for trial_dir, t in seen.items():
+                lines = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip()] \
+                    if (trial_dir / "result.json").is_file() else []
+                if not lines or lines[-1].get("final") or time.time() - t < 1.5:  # Tune has registered it by then
+                    continue
+                pid = int(lines[-1]["pid"])
+                if "ray::ImplicitFunc" in _cmdline(pid):  # still this unit's trial process
+                    killed["pid"] = pid
+                    os.kill(pid, signal.SIGKILL)
                     return
             time.sleep(0.2)
 

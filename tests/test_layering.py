@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-0. stage-neutral: ``_io errors config choices registry paths progress _lazy metrics runs _ray_compat cluster_cuda``
+0. stage-neutral: ``_io errors config choices registry paths progress _lazy _gc metrics runs _ray_compat cluster_cuda``
    (``runs``: the results schema, the best trial and run/checkpoint resolution on any filesystem)
 1. ``data`` -> 2. ``cf`` -> 3. ``model`` -> 4. ``train`` -> 5. ``search``
 6. what a sweep's outputs are used for: ``report`` (results table, sweep dashboard), ``predict``, ``export``
@@ -30,7 +30,7 @@ import raysearch
 PKG = Path(raysearch.__file__).resolve().parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("_io", "errors", "config", "choices", "registry", "paths", "progress", "_lazy", "metrics", "runs",
+    ("_io", "errors", "config", "choices", "registry", "paths", "progress", "_lazy", "_gc", "metrics", "runs",
      "_ray_compat", "cluster_cuda"),
     ("data",),
     ("cf",),

@@ -262,16 +262,19 @@ def warm_trial_imports() -> None:
     """Import what a trial's first epoch would import lazily (torch, the training code,
     ``torch._dynamo``, which the first optimizer and ``torch.use_deterministic_algorithms``
     load via ``torch._inductor.config``): ~3 s in a fresh worker process, now spent while the data
-    owner computes, not after."""
+    owner computes, not after, and with the cyclic GC paused (:mod:`raysearch._gc`)."""
+    from raysearch._gc import gc_paused
+
     global _WARM
     if _WARM:
         return
     _WARM = True
     try:
-        import torch._inductor.config  # noqa: F401
+        with gc_paused():
+            import torch._inductor.config  # noqa: F401
 
-        import raysearch.metrics  # noqa: F401
-        import raysearch.train.loop  # noqa: F401
+            import raysearch.metrics  # noqa: F401
+            import raysearch.train.loop  # noqa: F401
     except ImportError as e:  # only a head start: the trial imports what it needs anyway
         log.debug("warm-up import failed: %s", e)
 

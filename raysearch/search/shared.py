@@ -270,7 +270,7 @@ def warm_trial_imports() -> None:
         return
     _WARM = True
     try:
-        with gc_paused():
+        with gc_paused(freeze=True):  # imports live as long as the process: no full pass need scan them
             import torch._inductor.config  # noqa: F401
 
             import raysearch.metrics  # noqa: F401

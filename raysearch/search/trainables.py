@@ -351,7 +351,7 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
 def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]:
     from raysearch._gc import gc_paused
 
-    with gc_paused():  # a fresh trial process: these import torch (Ray Train's TorchTrainer needs it)
+    with gc_paused(freeze=True):  # a fresh trial process: these import torch (Ray Train's TorchTrainer needs it)
         from ray import tune
         from ray.train.torch import TorchTrainer  # noqa: F401
         from ray.tune.integration.ray_train import TuneReportCallback

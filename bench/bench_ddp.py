@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -111,16 +112,6 @@ def _tune_torch_trainer_floor(trials: int, storage: Path, fn=_empty_train_fn, na
     return _first_and_later(walls)
 
 
-def _paired_ci(diffs: list[float]) -> tuple[float, float]:
-    """Mean of the per-round differences and its 95% t half-width (nan for one round)."""
-    import numpy as np
-    from scipy import stats as sps
-
-    d = np.asarray(diffs, dtype=float)
-    half = float(sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), half
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=3, help="trials per sweep (the first is reported apart)")
@@ -138,6 +129,7 @@ def main() -> None:
     space.write_text(yaml.safe_dump(SPACE))
 
     from raysearch._ray_compat import set_train_health_check_interval
+    from raysearch.experiment.stats import mean_t_interval
     from raysearch.search.cluster import init_ray
     from raysearch.search.tune import SweepConfig, run_sweep
 
@@ -164,20 +156,15 @@ def main() -> None:
     step_first, step_later = _torch_trainer_floor(args.trials, tmp / "floor", _torch_step_train_fn)
     tune_first, tune_later = _tune_torch_trainer_floor(args.trials, tmp / "tune-floor")
     # the goal row, like for like and side by side: each round runs both, ABBA so drift cancels
-    rounds = []  # (raysearch first, raysearch later, floor first, floor later, load)
+    rounds = []  # (order, raysearch first, raysearch later, floor first, floor later, load)
     for r in range(args.rounds):
-        out = {}
-        for which in (("rs", "floor") if r % 4 in (0, 3) else ("floor", "rs")):
-            if which == "rs":
-                out[which] = sweep(f"tt-{r}", **ddp)[:2]
-            else:
-                out[which] = _tune_torch_trainer_floor(args.trials, tmp / "tune-floor", _torch_step_train_fn,
-                                                       name=f"tune-floor-step-{r}")
-        rounds.append((*out["rs"], *out["floor"], os.getloadavg()[0]))
-    rs_first = sum(x[0] for x in rounds) / len(rounds)
-    rs_later = sum(x[1] for x in rounds) / len(rounds)
-    tstep_first = sum(x[2] for x in rounds) / len(rounds)
-    tstep_later = sum(x[3] for x in rounds) / len(rounds)
+        order, out = ("rs", "floor") if r % 4 in (0, 3) else ("floor", "rs"), {}
+        for which in order:
+            out[which] = (sweep(f"tt-{r}", **ddp)[:2] if which == "rs" else
+                          _tune_torch_trainer_floor(args.trials, tmp / "tune-floor", _torch_step_train_fn,
+                                                    name=f"tune-floor-step-{r}"))
+        rounds.append((", ".join(order), *out["rs"], *out["floor"], os.getloadavg()[0]))
+    rs_first, rs_later, tstep_first, tstep_later = (statistics.fmean(col) for col in list(zip(*rounds))[1:5])
     rows[f"TorchTrainer x{args.workers}, 0.25 s poll"] = (rs_first, rs_later, float("nan"))
 
     print(f"{'path':<38} {'1st trial s':>12} {'later trials s':>15} {'sweep wall s':>13}")
@@ -192,8 +179,7 @@ def main() -> None:
     print(f"TorchTrainer overhead per later trial: {r_later:.1f} s with Ray's poll -> {t_later:.1f} s "
           f"({r_later / max(t_later, 1e-9):.1f}x less); function trial {f_later:.1f} s; "
           f"Ray's floor {floor_later:.1f} s ({t_later / max(floor_later, 1e-9):.2f}x of it)")
-    d = sum(p[0] for p in parts) / len(parts)
-    e = sum(p[1] for p in parts) / len(parts)
+    d, e = (statistics.fmean(col) for col in zip(*parts))
     print(f"inside a later TorchTrainer trial: {d:.1f} s fetching its data while importing the training code "
           f"(torch._dynamo included), {e:.2f} s validation; the rest is Ray Train's start/stop, reports, "
           f"checkpoints and the model save")
@@ -203,12 +189,10 @@ def main() -> None:
     print(f"\nlike for like, paired rounds (ABBA): raysearch DDP trial vs plain Ray Tune trials that each build a "
           f"TorchTrainer taking one torch.optim step, later trials (s)")
     print(f"{'round':>5} {'order':>12} {'raysearch':>10} {'plain Tune':>11} {'diff':>7} {'load':>6}")
-    diffs = []
-    for r, (_, rl, _, fl, load) in enumerate(rounds):
-        diffs.append(rl - fl)
-        order = "rs, floor" if r % 4 in (0, 3) else "floor, rs"
-        print(f"{r:>5} {order:>12} {rl:>10.2f} {fl:>11.2f} {rl - fl:>+7.2f} {load:>6.1f}")
-    mean, half = _paired_ci(diffs)
+    diffs = [rl - fl for _, _, rl, _, fl, _ in rounds]
+    for r, ((order, _, rl, _, fl, load), diff) in enumerate(zip(rounds, diffs)):
+        print(f"{r:>5} {order:>12} {rl:>10.2f} {fl:>11.2f} {diff:>+7.2f} {load:>6.1f}")
+    mean, half = mean_t_interval(diffs)
     print(f"raysearch's own start-up per later DDP trial, like for like: {mean:+.2f} s, 95% CI "
           f"[{mean - half:+.2f}, {mean + half:+.2f}] (t over {len(diffs)} rounds); "
           f"rounds at or under +1 s: {sum(x <= 1.0 for x in diffs)}/{len(diffs)}")

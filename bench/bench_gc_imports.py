@@ -37,7 +37,7 @@ def cb(phase, info):
     full[1] += dt
     if info["generation"] == 2:
         full[0] += dt
-import contextlib
+import contextlib, importlib
 site, paused, BURST = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if site == "worker":
     import torch, ray.train.torch  # noqa: F401  (a Train worker has these before the train fn runs)
@@ -51,7 +51,8 @@ mode = {0: None, 1: dict(), 2: dict(freeze=True)}[paused]
 ctx = gc_paused(**mode) if mode is not None else contextlib.nullcontext()
 with ctx:
     if site == "worker":  # warm_trial_imports' list
-        import torch._inductor.config, raysearch.metrics, raysearch.train.loop  # noqa: F401,E401
+        for name in raysearch.search.shared.WARM_IMPORTS:
+            importlib.import_module(name)
     else:  # _fit_with_torch_trainer's
         from ray.train.torch import TorchTrainer  # noqa: F401
         from ray.tune.integration.ray_train import TuneReportCallback  # noqa: F401

@@ -332,9 +332,8 @@ def compare_part(args, common, space, run_sweep) -> None:
     import statistics as st
 
     import numpy as np
-    from scipy import stats as sps
 
-    from raysearch.experiment.stats import paired_unit_tests
+    from raysearch.experiment.stats import mean_t_interval, paired_unit_tests
     from raysearch.search.results import best_row
     from raysearch.search.tune import SweepConfig
 
@@ -373,7 +372,7 @@ def compare_part(args, common, space, run_sweep) -> None:
         ref = np.array([by[(rnd, s)][judge] for s in args.seeds])
         oth = np.array([by[(o, s)][judge] for s in args.seeds])
         d = oth - ref
-        half = (sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        _, half = mean_t_interval(d)
         p_t, p_w = paired_unit_tests(ref, oth)
         ep = st.mean(by[(o, s)]["epochs"] for s in args.seeds) / st.mean(by[(rnd, s)]["epochs"] for s in args.seeds)
         wall = st.mean(by[(o, s)]["wall"] for s in args.seeds) / st.mean(by[(rnd, s)]["wall"] for s in args.seeds)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raysearch.experiment.stats import (_boot_indices, bootstrap_counts, corrected_resampled_ttest, fold_level_ttest,
-                                        holm, paired_item_bootstrap, paired_unit_tests)
+                                        holm, mean_t_interval, paired_item_bootstrap, paired_unit_tests)
 from raysearch.metrics import mean_average_precision, per_class_ap, resampled_map
 
 
@@ -85,6 +85,16 @@ def test_item_bootstrap_difference_and_p_value_by_hand():
     assert res.diff_low["strong"] > 0 and res.p_value["strong"] == pytest.approx(2 / (B + 1))  # never 0
     with pytest.raises(ValueError, match="no pooled scores"):
         paired_item_bootstrap(y, {"image_only": [weak], "empty": []}, "image_only", n_boot=5)
+
+
+def test_mean_t_interval_matches_hand_computation():
+    """d = (1, 2, 3): mean 2, sd 1; Student t with 2 df has F(t) = 1/2 + t / (2 sqrt(t^2 + 2)), so its
+    0.975 quantile solves t / sqrt(t^2 + 2) = 0.95: t^2 = 2 * 0.9025 / 0.0975; half-width t / sqrt 3."""
+    t = math.sqrt(2 * 0.9025 / 0.0975)
+    mean, half = mean_t_interval([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and half == pytest.approx(t / math.sqrt(3), rel=1e-9)
+    assert mean_t_interval([0.5])[0] == 0.5 and math.isnan(mean_t_interval([0.5])[1])
+    assert all(math.isnan(x) for x in mean_t_interval([]))
 
 
 def test_paired_unit_tests_match_hand_computation():

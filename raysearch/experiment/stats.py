@@ -113,6 +113,17 @@ def pd_groupby_mean(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.array([values[ok][keys[ok] == k].mean() for k in uniq])
 
 
+def mean_t_interval(diffs, level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of its ``level`` t interval) of independent paired differences, e.g. one per
+    searcher seed or per benchmark round; the half-width is NaN for fewer than 2 differences."""
+    from scipy.stats import t
+
+    d = np.asarray(diffs, float)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else float("nan"), float("nan")
+    return float(d.mean()), float(t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def paired_unit_tests(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """(paired t-test p, Wilcoxon signed-rank p) of ``other - ref`` over matched units."""
     from scipy.stats import ttest_rel, wilcoxon

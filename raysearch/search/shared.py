@@ -256,6 +256,8 @@ def start_shared_actor(name: str, reserve: bool = True, threads: int | None = No
 
 
 _WARM = False
+#: what :func:`warm_trial_imports` imports (``bench/bench_gc_imports.py`` measures the same list)
+WARM_IMPORTS = ("torch._inductor.config", "raysearch.metrics", "raysearch.train.loop")
 
 
 def warm_trial_imports() -> None:
@@ -263,18 +265,18 @@ def warm_trial_imports() -> None:
     ``torch._dynamo``, which the first optimizer and ``torch.use_deterministic_algorithms``
     load via ``torch._inductor.config``): ~3 s in a fresh worker process, now spent while the data
     owner computes, not after, and with the cyclic GC paused (:mod:`raysearch._gc`)."""
-    from raysearch._gc import gc_paused
-
     global _WARM
     if _WARM:
         return
     _WARM = True
+    import importlib
+
+    from raysearch._gc import gc_paused
+
     try:
         with gc_paused(freeze=True):  # imports live as long as the process: no full pass need scan them
-            import torch._inductor.config  # noqa: F401
-
-            import raysearch.metrics  # noqa: F401
-            import raysearch.train.loop  # noqa: F401
+            for name in WARM_IMPORTS:
+                importlib.import_module(name)
     except ImportError as e:  # only a head start: the trial imports what it needs anyway
         log.debug("warm-up import failed: %s", e)
 

@@ -176,25 +176,49 @@ BEFORE = dict(checkpoint_overhead=0.0, prefetch_cf=False, seed_defaults=False)
 
 def _plain_tune_overhead(trials: int, reports: int) -> float:
     """Seconds per trial of plain Ray Tune: OptunaSearch + ASHA, a function trainable that only
-    reports ``reports`` epochs, reuse_actors=True (Ray start-up excluded)."""
+    reports ``reports`` epochs, reuse_actors=True (Ray start-up excluded).
+
+    Every trial reports the same score, so ASHA stops none and each makes all ``reports`` reports,
+    as the engine's trials (scheduler none) run all their epochs; a score rising with ``x`` let
+    ASHA stop most trials at its first rungs (59-99 of 176 reports made), which undercounted the
+    floor's per-report cost."""
+    import shutil
+
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     def trainable(config):
-        for i in range(reports):
-            tune.report({"score": config["x"] * (i + 1)})
+        for _ in range(reports):
+            tune.report({"score": 1.0})
 
     from raysearch.search.tune import _auto_loggers
 
+    storage = tempfile.mkdtemp(prefix="plain-tune-")
     t0 = time.perf_counter()
-    tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)},
-               tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=trials, max_concurrent_trials=1,
-                                           search_alg=OptunaSearch(), scheduler=ASHAScheduler(max_t=reports),
-                                           reuse_actors=True),
-               run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="plain-tune-"), verbose=0,
-                                         callbacks=_auto_loggers([]))).fit()
-    return (time.perf_counter() - t0) / trials
+    grid = tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)},
+                      tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=trials,
+                                                  max_concurrent_trials=1, search_alg=OptunaSearch(),
+                                                  scheduler=ASHAScheduler(max_t=reports), reuse_actors=True),
+                      run_config=tune.RunConfig(storage_path=storage, verbose=0,
+                                                callbacks=_auto_loggers([]))).fit()
+    per_trial = (time.perf_counter() - t0) / trials
+    made = sum(len(r.metrics_dataframe) for r in grid)
+    shutil.rmtree(storage, ignore_errors=True)
+    if made != trials * reports:
+        raise RuntimeError(f"plain Tune floor: {made} reports made, {trials * reports} wanted (not like for like)")
+    return per_trial
+
+
+def _checkpoints_reported(result) -> list[int]:
+    """Per trial: the per-epoch reports that carried a checkpoint (Tune's result.json)."""
+    import json
+
+    out = []
+    for f in Path(result.run_dir).glob("*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        out.append(sum(1 for r in rows if r.get("checkpoint_dir_name") and not r.get("final")))
+    return out
 
 
 def _first_report_s(result, started: float) -> float:
@@ -235,15 +259,17 @@ def overhead_part(args, common, space, run_sweep) -> None:
     plain, plain3 = [], []
     for rnd in range(args.rounds):
         # "no-ckpt": the engine now without per-epoch checkpoints, like for like with plain Tune (which
-        # saves none); the difference to "after" is the --checkpoint-overhead budget (<= ~10% of training)
-        order = (("before", BEFORE), ("after", {}), ("no-ckpt", {"checkpoint_every": 0}))
+        # saves none); "budget": checkpoints spaced by the --checkpoint-overhead budget alone
+        # (--checkpoint-mtbf 0, the engine before Young's interval was added); "after": as shipped
+        order = (("before", BEFORE), ("budget", {"checkpoint_mtbf": 0.0}), ("after", {}),
+                 ("no-ckpt", {"checkpoint_every": 0}))
         for label, kw in (order if rnd % 2 == 0 else order[::-1]):
             shutil.rmtree(paths.cache_dir("cf"), ignore_errors=True)  # both pay the same first-use CF fits
             started = time.time()
             a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name=f"overhead-{label}-{rnd}",
                                       scheduler="none", search=args.overhead_search, max_concurrent=1, seed=7, **kw))
             rows.append((label, a, _first_report_s(a, started)))
-        reports = round(st.mean(float(r[1].results["epochs_run"].mean()) for r in rows[-3:]))
+        reports = round(st.mean(float(r[1].results["epochs_run"].mean()) for r in rows[-len(order):]))
         plain.append(_plain_tune_overhead(args.overhead_trials, reports))
         plain3.append(_plain_tune_overhead(args.overhead_trials, 3))
     plain, plain3 = st.mean(plain), st.mean(plain3)
@@ -253,9 +279,10 @@ def overhead_part(args, common, space, run_sweep) -> None:
         df = a.results
         train, ev, data = (float(df[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s"))
         orch = (a.wall_time_s - train - ev - data) / len(df)
+        ckpts = sum(_checkpoints_reported(a))
         print(f"    {label:<7} sweep wall {a.wall_time_s:6.1f} s = training {train:5.1f} + validation {ev:4.1f} + data wait "
               f"{data:4.1f} + orchestration {orch * len(df):4.1f} s ({orch:.2f} s/trial, {orch / plain:.2f}x plain Tune); "
-              f"{int(df['epochs_run'].sum())} epochs; best val {df['best_val_map'].max():.4f}")
+              f"{int(df['epochs_run'].sum())} epochs, {ckpts} mid-trial checkpoints; best val {df['best_val_map'].max():.4f}")
         first_c = next(iter(a.shared_stats.get("compute_s", {}).values()), float("nan"))  # the first request's
         first_data = float(df["data_s"].iloc[0])
         print(f"      (a') first epoch result {first:.1f} s after the sweep started; the first trial waited {first_data:.1f} s"
@@ -263,7 +290,7 @@ def overhead_part(args, common, space, run_sweep) -> None:
         _print_owner(a.shared_stats)
     print(f"    plain Ray Tune (OptunaSearch + ASHA, {reports} reports/trial like the engine's trials): {plain:.3f} s/trial;"
           f" with 3 reports/trial {plain3:.3f} s/trial")
-    for label in ("before", "after", "no-ckpt"):
+    for label in ("before", "budget", "after", "no-ckpt"):
         sel = [(a.wall_time_s - sum(float(a.results[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s")))
                / len(a.results) for lab, a, _ in rows if lab == label]
         with_eval = [(a.wall_time_s - float(a.results["train_time_s"].sum()) - float(a.results["data_s"].sum()))

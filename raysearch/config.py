@@ -231,6 +231,11 @@ class SweepConfig:
         0.05, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
              "the training since the last save is >= its measured cost / this (0.05: ~5%). 0: no spacing, save "
              "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")
+    checkpoint_mtbf: float = option(
+        600.0, "Mean seconds between failures of a trial's node that checkpoint spacing assumes: a due save also "
+               "waits until the training since the last save is >= Young's optimal interval sqrt(2 x its cost x "
+               "this) (600: a 10 ms save every ~3.5 s of training, a 1 s save every ~35 s). 0: the "
+               "--checkpoint-overhead budget alone.")
     status_every: float = option(
         60.0, "Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "
               "this many seconds (0: none). On a terminal the status line is redrawn in place.")
@@ -259,8 +264,10 @@ class SweepConfig:
             raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.max_failures < 0 or self.checkpoint_every < 0 or self.checkpoint_overhead < 0:
-            raise ConfigError("--max-failures, --checkpoint-every and checkpoint_overhead must be >= 0")
+        if (self.max_failures < 0 or self.checkpoint_every < 0 or not self.checkpoint_overhead >= 0
+                or not self.checkpoint_mtbf >= 0):
+            raise ConfigError("--max-failures, --checkpoint-every, --checkpoint-overhead and --checkpoint-mtbf "
+                              "must be >= 0")
         if self.name is not None and not _NAME_OK.match(self.name):
             raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
                               "(no path separators; it names a folder under the runs directory)")

@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from raysearch.cli import app
-from raysearch.config import RunConfig, TrainConfig, to_dict
+from raysearch.config import ConfigError, RunConfig, TrainConfig, to_dict
 from raysearch.report import results_table
 from raysearch.search.results import (
     EXTRA_COLUMNS, load_results, node_labels, node_location, results_frame, trial_failure, write_results,
@@ -208,6 +208,11 @@ def test_status_every_is_a_tune_option_and_checkpoint_spacing_is_explained():
     assert "--status-every" in text and "plain line" in text
     assert "--checkpoint-overhead" in text and "0: no spacing" in text
     assert "Saves are spaced by cost" in text and "20x what a save costs" in text
+    assert "--checkpoint-mtbf" in text and "Young's optimal interval" in text
+    assert SweepConfig().checkpoint_mtbf == 600.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--checkpoint-mtbf"):
+            SweepConfig(checkpoint_mtbf=bad)
     r = CliRunner().invoke(app, ["experiment", "--help"], env={"COLUMNS": "120"})
     assert "Saves are spaced by cost" in _plain(r.output)
     r = CliRunner().invoke(app, ["tune", "--status-every", "-1"])

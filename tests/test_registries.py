@@ -163,11 +163,11 @@ def test_tune_options_reach_the_sweep_config(monkeypatch):
     monkeypatch.setattr(tune_mod, "build_space", lambda cfg: None)
     r = runner.invoke(app, ["tune", "--dataset", "synthetic-tiny", "-n", "3", "--scheduler", "none", "--search",
                             "random", "--no-wandb", "--checkpoint-every", "2", "--checkpoint-overhead", "0",
-                            "--torch-trainer", "--seed", "5"])
+                            "--checkpoint-mtbf", "60", "--torch-trainer", "--seed", "5"])
     assert r.exit_code == 0, r.output
     cfg = got["cfg"]
     want = SweepConfig(dataset="synthetic-tiny", trials=3, scheduler="none", search="random", wandb=False,
-                       checkpoint_every=2, checkpoint_overhead=0.0, torch_trainer=True, seed=5)
+                       checkpoint_every=2, checkpoint_overhead=0.0, checkpoint_mtbf=60.0, torch_trainer=True, seed=5)
     assert cfg == want
     r = runner.invoke(app, ["tune", "--scheduler", "fifo"])
     assert r.exit_code == 2 and re.search(r"--scheduler 'fifo' unknown; choose one of: asha, none", r.output), r.output
@@ -191,3 +191,4 @@ def test_trial_context_reads_the_sweep_config():
     e = ExperimentConfig(cpus_per_trial=3.0, checkpoint_every=0, max_failures=1)
     s = trial_settings(e)
     assert (s.cpus_per_trial, s.checkpoint_every, s.max_failures, s.checkpoint_overhead) == (3.0, 0, 1, 0.05)
+    assert s.checkpoint_mtbf == 600.0  # an experiment's units space their saves like a sweep's trials

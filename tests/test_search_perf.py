@@ -97,6 +97,41 @@ def test_checkpoint_cadence_bounded_by_its_cost():
     assert calls == [False]  # the schedule's last epoch: the final report (with the model) follows at once
 
 
+def test_checkpoint_spacing_is_at_least_youngs_interval():
+    """With a node failing every ``mtbf`` seconds, saving more often than sqrt(2 * cost * mtbf)
+    seconds of training costs more than the work it protects: a cheap save on short epochs waits
+    for that, not for the overhead budget's cost / overhead; a real epoch still saves each time."""
+    import math
+
+    calls = []
+    state = {"epoch": 0}
+
+    def report(metrics, checkpoint=None):
+        calls.append(checkpoint is not None)
+
+    rep = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.05,
+                        mtbf=600.0)
+    rep.last_cost = 0.01  # a 10 ms save: the budget alone would save every 0.2 s of training
+    assert rep.spacing_s() == pytest.approx(math.sqrt(2 * 0.01 * 600))  # ~3.46 s
+    for i in range(1, 51):  # 50 epochs of 0.1 s
+        rep({"epoch": i, "epoch_time_s": 0.1, "val_map": 0.5, "_state": lambda: state})
+        rep.last_cost = 0.01  # the test's saves cost ~0 s; keep the cost the spacing is about
+    # the first save once 3.5 s of training have passed (epoch 35), not at epoch 2
+    assert calls.index(True) == 34 and sum(calls) == 1, calls
+    budget_only = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={},
+                                overhead=0.05, mtbf=0.0)
+    budget_only.last_cost = 0.01
+    assert budget_only.spacing_s() == pytest.approx(0.2)
+    slow = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.05,
+                         mtbf=600.0)
+    slow.last_cost = 1.0  # a 1 s save of a big model: ~35 s, so 60 s epochs save every epoch
+    assert slow.spacing_s() == pytest.approx(math.sqrt(1200)) and slow.spacing_s() < 60
+    off = EpochReporter(report, lambda d: object(), every=1, max_t=0, write_state=True, extra={}, overhead=0.0,
+                        mtbf=600.0)
+    off.last_cost = 1.0
+    assert off.spacing_s() == 0.0  # --checkpoint-overhead 0: every due epoch saves, whatever the MTBF
+
+
 def test_checkpoint_cost_carries_over_to_the_next_trial_in_the_process():
     """A reused trial actor's next trial starts from the cost measured last, so its first due
     epoch is spaced like the rest instead of saving at once."""

@@ -19,6 +19,7 @@ Why:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -66,7 +67,7 @@ class TrialContext:
 
 #: the SweepConfig fields a trial reads (through ``ctx.<name>``)
 TRIAL_FIELDS = frozenset({"cpus_per_trial", "gpus_per_trial", "workers_per_trial", "torch_trainer", "max_failures",
-                          "checkpoint_every", "checkpoint_overhead", "train_poll_s"})
+                          "checkpoint_every", "checkpoint_overhead", "checkpoint_mtbf", "train_poll_s"})
 assert TRIAL_FIELDS <= {f.name for f in fields(SweepConfig)}
 
 
@@ -165,9 +166,12 @@ def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
 class EpochReporter:
     """``fit``'s per-epoch callback for both trial paths: report to Tune/Train, with a
     fault-tolerance checkpoint every ``every`` epochs, held back while the training since the last
-    checkpoint is under ``cost / overhead`` (the default budget: at most ~5% of training time goes to
-    checkpoints; a 0.3 s epoch no longer pays a state save + storage copy + a forced Tune
-    experiment snapshot each time).
+    checkpoint is under :meth:`spacing_s`: ``cost / overhead`` (the default budget: at most ~5% of
+    training time goes to checkpoints) and at least Young's optimal interval ``sqrt(2 * cost * mtbf)``.
+    The second bound is what a checkpoint is for: it saves the work a failure would lose, so below
+    that interval saving costs more time than the failures it insures against (with a 10 ms save and
+    a node failing every 10 min, one save per ~3.5 s of training; epochs of 30 s still save every
+    epoch).  Each save also forces a Tune experiment snapshot (``num_to_keep=1``), part of its cost.
 
     The cost measured last in this process carries over to the next trial it runs (Tune reuses
     trial actors): otherwise every trial's first due epoch saves at once, which with one-second
@@ -183,7 +187,8 @@ class EpochReporter:
     process_cost: float = 0.0
 
     def __init__(self, report: Callable[..., None], make_checkpoint: Callable[[str], Any], *, every: int,
-                 max_t: int, write_state: bool, extra: dict[str, Any], overhead: float = 0.0) -> None:
+                 max_t: int, write_state: bool, extra: dict[str, Any], overhead: float = 0.0,
+                 mtbf: float = 0.0) -> None:
         self.report, self.make_checkpoint = report, make_checkpoint
         self.every, self.max_t, self.write_state, self.extra = every, max_t, write_state, extra
         self.spent = float(extra.pop("train_time_s", 0.0))
@@ -192,6 +197,14 @@ class EpochReporter:
         # cost / overhead (tiny epochs: every few epochs; real ones: every epoch, as before)
         # (the cost: state save + a report with checkpoint, minus what a plain report takes)
         self.overhead, self.last_cost, self.since, self.plain_s = overhead, EpochReporter.process_cost, 0.0, 0.0
+        self.mtbf = mtbf
+
+    def spacing_s(self) -> float:
+        """Training seconds a due checkpoint waits for since the last one (0 with ``overhead=0``:
+        every due epoch saves; a cost not measured yet in this process: the next due epoch saves)."""
+        if not self.overhead:
+            return 0.0
+        return max(self.last_cost / self.overhead, math.sqrt(2.0 * self.last_cost * self.mtbf))
 
     def totals(self) -> dict[str, float]:
         """The trial's cumulative training and validation seconds (restarts included)."""
@@ -217,7 +230,7 @@ class EpochReporter:
         # the schedule's last epoch needs no resume state: the trial's final report (with its model)
         # follows at once, and a restart after it is finished (finished_report)
         due = self.every and state_fn is not None and epoch % self.every == 0 and not metrics.get("_last")
-        if not due or (self.overhead and self.since * self.overhead < self.last_cost):
+        if not due or self.since < self.spacing_s():
             t0 = time.perf_counter()
             self.report(out)
             self.plain_s = time.perf_counter() - t0
@@ -272,7 +285,8 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              **node_location(), **resumed_totals(resume)}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
-                             max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead)
+                             max_t=ctx.max_t, write_state=True, extra=extra, overhead=ctx.checkpoint_overhead,
+                             mtbf=ctx.checkpoint_mtbf)
     res = fit(run, data, callback=reporter, resume=resume, epoch_state=ctx.checkpoint_every > 0)
     final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), **reporter.totals()}
     with tempfile.TemporaryDirectory(prefix="raysearch-model-") as tmp:
@@ -304,7 +318,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     # only rank 0 writes state, so only its checkpoint cadence matters; every rank reports every epoch
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint.from_directory, every=config["checkpoint_every"],
                              max_t=config["max_t"], write_state=rank == 0, extra=extra,
-                             overhead=config.get("checkpoint_overhead", 0.0))
+                             overhead=config.get("checkpoint_overhead", 0.0), mtbf=config.get("checkpoint_mtbf", 0.0))
     res = fit(run, data, callback=reporter, distributed=True, callback_all_ranks=True, resume=resume,
               epoch_state=config["checkpoint_every"] > 0)
     final = {**final_metrics(res), **reporter.extra, **weight_report(run, data), **reporter.totals()}
@@ -319,7 +333,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
 def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                   shared_actor: str, name: str, storage: str, callbacks: list[Any], max_t: int = 0,
                   checkpoint_every: int = 1, max_failures: int = 2, save_weights: bool = True,
-                  checkpoint_overhead: float = 0.0) -> Any:
+                  checkpoint_overhead: float = 0.0, checkpoint_mtbf: float = 0.0) -> Any:
     """A ``TorchTrainer`` running DDP ``fit`` for ``run`` (a sweep trial or ``raysearch train --workers``).
 
     Reusing ``name`` under ``storage`` resumes from that run's latest checkpoint (Train V2 restores
@@ -336,7 +350,7 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
         _train_loop_per_worker,
         train_loop_config={"run": to_dict(run), "shared_actor": shared_actor, "cpus_per_worker": cpus_per_worker,
                            "max_t": max_t, "checkpoint_every": checkpoint_every, "save_weights": save_weights,
-                           "checkpoint_overhead": checkpoint_overhead},
+                           "checkpoint_overhead": checkpoint_overhead, "checkpoint_mtbf": checkpoint_mtbf},
         # PACK: a trial's workers fill one node before the next, so GPU nodes are not split between trials
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=res_per_worker, placement_strategy="PACK"),
@@ -366,7 +380,7 @@ def _fit_with_torch_trainer(run: RunConfig, ctx: TrialContext) -> dict[str, Any]
         run, workers=w, cpus_per_worker=worker_cpus(ctx.cpus_per_trial, w), gpus_per_worker=ctx.gpus_per_trial / w,
         shared_actor=ctx.shared_actor, name=f"train-{tune.get_context().get_trial_id()}", storage=ctx.storage,
         callbacks=[TuneReportCallback()], max_t=ctx.max_t, checkpoint_every=ctx.checkpoint_every,
-        checkpoint_overhead=ctx.checkpoint_overhead,
+        checkpoint_overhead=ctx.checkpoint_overhead, checkpoint_mtbf=ctx.checkpoint_mtbf,
         max_failures=ctx.max_failures, save_weights=ctx.save_weights)
     result = trainer.fit()
     return dict(result.metrics or {})

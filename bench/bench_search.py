@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--skip-before", action="store_true", help="(c) leave out the 585f821 engine")
     ap.add_argument("--space-asha", action="store_true",
                     help="(c) also run TPE+ASHA now with the space's own grace/rf: like for like with 585f821")
+    ap.add_argument("--no-seed-arm", action="store_true",
+                    help="(c) also run each --rf arm without the space's base config as TPE's first trial")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
@@ -179,9 +181,8 @@ def _plain_tune_overhead(trials: int, reports: int) -> float:
     reports ``reports`` epochs, reuse_actors=True (Ray start-up excluded).
 
     Every trial reports the same score, so ASHA stops none and each makes all ``reports`` reports,
-    as the engine's trials (scheduler none) run all their epochs; a score rising with ``x`` let
-    ASHA stop most trials at its first rungs (59-99 of 176 reports made), which undercounted the
-    floor's per-report cost."""
+    as the engine's trials (scheduler none) run all their epochs (a score rising with ``x``, as
+    before, let ASHA stop most trials at its first rungs, so the floor paid fewer reports)."""
     import shutil
 
     from ray import tune
@@ -370,6 +371,9 @@ def compare_part(args, common, space, run_sweep) -> None:
         variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
     variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
                  for rf in args.rf]
+    if args.no_seed_arm:  # TPE without the seeded first trial (seed_defaults=False), same ASHA
+        variants += [(f"tpe+asha-g{args.grace}rf{rf}-noseed", "optuna", "asha",
+                      {"grace_period": args.grace, "reduction_factor": rf, "seed_defaults": False}) for rf in args.rf]
     if args.space_asha:
         variants.insert(1 if args.skip_before else 2, ("tpe+asha-space", "optuna", "asha", {}))
     retrain_seeds = [1000 + k for k in range(args.retrain_seeds)]  # not the sweeps' own training seed

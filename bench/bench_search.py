@@ -139,6 +139,9 @@ def main() -> None:
                     help="(c) also run TPE+ASHA now with the space's own grace/rf: like for like with 585f821")
     ap.add_argument("--no-seed-arm", action="store_true",
                     help="(c) also run each --rf arm without the space's base config as TPE's first trial")
+    ap.add_argument("--startup-arm", type=int, default=0,
+                    help="(c) also run each --rf arm with TPE starting from this many random trials "
+                         "(raysearch's TPE: max(3, min(10, trials // 3)))")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
@@ -351,6 +354,24 @@ def _retrain_test(config_json: str, seeds: list[int], cache: dict) -> float:
     return cache[config_json]
 
 
+def _register_tpe_startup(n: int) -> str:
+    """A searcher choice ``optuna-s<n>``: raysearch's TPE (multivariate, the base config seeded)
+    with ``n_startup_trials=n``; the sampler is built in this (driver) process."""
+    from dataclasses import replace
+
+    from raysearch.choices import SEARCHERS
+
+    name = f"optuna-s{n}"
+
+    def sampler(cfg):
+        import optuna
+
+        return optuna.samplers.TPESampler(multivariate=True, seed=cfg.seed, n_startup_trials=n)
+
+    SEARCHERS.register(name, obj=replace(SEARCHERS.get("optuna"), name=name, sampler=sampler))
+    return name
+
+
 def compare_part(args, common, space, run_sweep) -> None:
     """(c) TPE + ASHA (before / after) vs random without early stopping, same trial budget, each
     sweep run once per searcher seed.  What a user keeps is the trial the sweep picks
@@ -371,6 +392,10 @@ def compare_part(args, common, space, run_sweep) -> None:
         variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
     variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
                  for rf in args.rf]
+    if args.startup_arm:  # TPE with another n_startup_trials, registered here as a searcher choice
+        search = _register_tpe_startup(args.startup_arm)
+        variants += [(f"tpe-s{args.startup_arm}+asha-g{args.grace}rf{rf}", search, "asha",
+                      {"grace_period": args.grace, "reduction_factor": rf}) for rf in args.rf]
     if args.no_seed_arm:  # TPE without the seeded first trial (seed_defaults=False), same ASHA
         variants += [(f"tpe+asha-g{args.grace}rf{rf}-noseed", "optuna", "asha",
                       {"grace_period": args.grace, "reduction_factor": rf, "seed_defaults": False}) for rf in args.rf]

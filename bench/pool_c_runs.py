@@ -2,9 +2,10 @@
 
 Repeated runs of ``--parts c`` with the same ``--seeds`` are not independent units: a seed's
 sweeps share their sampler seeds and, on one machine, the CF fits.  So each seed's difference
-(arm minus random, retrained test mAP of the picks) is averaged over the runs that ran that seed
-first, and the t interval is taken over the seeds.  Reads the printed (c) tables from files (saved bench output,
-or docs/search.md, which quotes them) and prints one line per run and the pooled line.
+(arm minus random, retrained test mAP of the picks) is first averaged over the runs that ran that
+seed, then the t interval is taken over the seeds.  Reads the printed (c) tables from files (saved
+bench output, or docs/search.md, which quotes them; a table given twice counts once) and prints one
+line per run and the pooled line.  Tables without retrained picks (``--retrain-seeds 0``) are skipped.
 
     python bench/pool_c_runs.py docs/search.md --arm tpe+asha-g1rf4
 """
@@ -16,7 +17,7 @@ import statistics as st
 import sys
 from pathlib import Path
 
-HEADER = "(c) 16 trials each"
+HEADER = re.compile(r"\(c\) \d+ trials each")
 ROW = re.compile(r"^\s+(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+|nan)\s+(\d+)\s", re.M)
 
 
@@ -24,7 +25,7 @@ def parse_runs(text: str) -> list[dict[tuple[str, int], tuple[float, int]]]:
     """Each (c) table in ``text``: {(strategy, seed): (retrained test mAP, epochs)}; a table ends at
     its first ``vs random:`` summary line, so later tables of other shapes are not read into it."""
     runs = []
-    for block in text.split(HEADER)[1:]:
+    for block in HEADER.split(text)[1:]:
         block = block.split(" vs random:")[0]
         runs.append({(m[0], int(m[1])): (float(m[4]), int(m[5])) for m in ROW.findall(block)})
     return runs
@@ -41,9 +42,15 @@ def main() -> None:
 
     from raysearch.experiment.stats import mean_t_interval
 
-    runs = []
+    runs: list[dict] = []
     for f in args.files:
-        runs += parse_runs(Path(f).read_text())
+        for r in parse_runs(Path(f).read_text()):
+            if r in runs:
+                continue  # the same table quoted twice (saved output and docs/search.md)
+            if any(v != v for v, _ in r.values()):  # NaN: run without retraining
+                print(f"skipped a table without retrained picks in {f}")
+                continue
+            runs.append(r)
     seeds_of = [sorted(s for (lab, s) in r if lab == args.arm and (args.reference, s) in r) for r in runs]
     used = [(r, s) for r, s in zip(runs, seeds_of) if s]
     if not used:

@@ -225,8 +225,10 @@ class SweepConfig:
     checkpoint_every: int = option(
         1, "Epochs between fault-tolerance checkpoints (0: none). Saves are spaced by cost: a due save is "
            "skipped until the training since the last save is at least 20x what a save costs (checkpoints "
-           "take <= ~5% of training time), so short epochs are saved every few epochs, not every N "
-           "(tune: --checkpoint-overhead 0 saves every N epochs).")
+           "take <= ~5% of training time) and at least Young's interval for a node failing every 10 min "
+           "(sqrt(2 x cost x 600 s): ~3.5 s of training for a 10 ms save, ~35 s for a 1 s save), so short "
+           "epochs are not saved every N (tune: --checkpoint-overhead 0 saves every N epochs, "
+           "--checkpoint-mtbf sets the 600 s).")
     checkpoint_overhead: float = option(
         0.05, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
              "the training since the last save is >= its measured cost / this (0.05: ~5%). 0: no spacing, save "
@@ -234,8 +236,8 @@ class SweepConfig:
     checkpoint_mtbf: float = option(
         600.0, "Mean seconds between failures of a trial's node that checkpoint spacing assumes: a due save also "
                "waits until the training since the last save is >= Young's optimal interval sqrt(2 x its cost x "
-               "this) (600: a 10 ms save every ~3.5 s of training, a 1 s save every ~35 s). 0: the "
-               "--checkpoint-overhead budget alone.")
+               "this) (600: a 10 ms save every ~3.5 s of training, a 1 s save every ~35 s; a DDP trial over N "
+               "nodes fails N times as often: divide by N). 0: the --checkpoint-overhead budget alone.")
     status_every: float = option(
         60.0, "Off a terminal (CI logs, nohup, a pipe): print the sweep's status as a plain line on stderr every "
               "this many seconds (0: none). On a terminal the status line is redrawn in place.")
@@ -265,9 +267,9 @@ class SweepConfig:
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if (self.max_failures < 0 or self.checkpoint_every < 0 or not self.checkpoint_overhead >= 0
-                or not self.checkpoint_mtbf >= 0):
+                or not 0 <= self.checkpoint_mtbf < math.inf):
             raise ConfigError("--max-failures, --checkpoint-every, --checkpoint-overhead and --checkpoint-mtbf "
-                              "must be >= 0")
+                              "must be >= 0 (--checkpoint-mtbf finite)")
         if self.name is not None and not _NAME_OK.match(self.name):
             raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
                               "(no path separators; it names a folder under the runs directory)")

@@ -210,7 +210,7 @@ def test_status_every_is_a_tune_option_and_checkpoint_spacing_is_explained():
     assert "Saves are spaced by cost" in text and "20x what a save costs" in text
     assert "--checkpoint-mtbf" in text and "Young's optimal interval" in text
     assert SweepConfig().checkpoint_mtbf == 600.0
-    for bad in (-1.0, float("nan")):
+    for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="--checkpoint-mtbf"):
             SweepConfig(checkpoint_mtbf=bad)
     r = CliRunner().invoke(app, ["experiment", "--help"], env={"COLUMNS": "120"})

@@ -193,8 +193,8 @@ class EpochReporter:
         self.every, self.max_t, self.write_state, self.extra = every, max_t, write_state, extra
         self.spent = float(extra.pop("train_time_s", 0.0))
         self.eval_spent = float(extra.pop("eval_time_s", 0.0))  # per-epoch validation: work, not orchestration
-        # cadence by cost: a due checkpoint waits until the training since the last one is >= its
-        # cost / overhead (tiny epochs: every few epochs; real ones: every epoch, as before)
+        # cadence by cost: a due checkpoint waits until the training since the last one is >=
+        # spacing_s() (short epochs: every few seconds of training; real ones: every epoch, as before)
         # (the cost: state save + a report with checkpoint, minus what a plain report takes)
         self.overhead, self.last_cost, self.since, self.plain_s = overhead, EpochReporter.process_cost, 0.0, 0.0
         self.mtbf = mtbf

@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--arm", default="tpe+asha-g1rf4", help="strategy compared with random+fifo")
     ap.add_argument("--reference", default="random+fifo")
+    ap.add_argument("--runs", type=int, default=0, help="pool only the first this many runs (0: all)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import numpy as np
@@ -53,6 +54,8 @@ def main() -> None:
             runs.append(r)
     seeds_of = [sorted(s for (lab, s) in r if lab == args.arm and (args.reference, s) in r) for r in runs]
     used = [(r, s) for r, s in zip(runs, seeds_of) if s]
+    if args.runs:
+        used = used[:args.runs]
     if not used:
         raise SystemExit(f"no (c) table with both {args.arm!r} and {args.reference!r} rows in {args.files}")
     per_seed: dict[int, list[float]] = {}

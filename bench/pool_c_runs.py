@@ -59,11 +59,13 @@ def main() -> None:
     if not used:
         raise SystemExit(f"no (c) table with both {args.arm!r} and {args.reference!r} rows in {args.files}")
     per_seed: dict[int, list[float]] = {}
-    ratios = []
+    ratios, totals = [], [0, 0]
     for i, (r, seeds) in enumerate(used, 1):
         d = [r[(args.arm, s)][0] - r[(args.reference, s)][0] for s in seeds]
         ratio = sum(r[(args.arm, s)][1] for s in seeds) / sum(r[(args.reference, s)][1] for s in seeds)
         ratios.append(ratio)
+        totals[0] += sum(r[(args.arm, s)][1] for s in seeds)
+        totals[1] += sum(r[(args.reference, s)][1] for s in seeds)
         print(f"run {i}: {len(seeds)} seeds, epochs {ratio:.3f}x, pick diff {st.mean(d):+.4f}")
         for s, x in zip(seeds, d):
             per_seed.setdefault(s, []).append(x)
@@ -75,7 +77,8 @@ def main() -> None:
     p = float(ttest_1samp([np.mean(v) for v in per_seed.values()], 0.0).pvalue)
     print(f"pooled over {len(used)} runs ({args.arm} vs {args.reference}), each seed's difference averaged over the "
           f"runs that ran it, t over {len(per_seed)} seeds: {m:+.4f} [95% CI {m - half:+.4f}, {m + half:+.4f}], p = {p:.2f}; "
-          f"epochs {np.mean(ratios):.3f}x of {args.reference}'s on average")
+          f"epochs {np.mean(ratios):.4f}x of {args.reference}'s on average over the runs "
+          f"({totals[0] / totals[1]:.4f}x as a ratio of all the runs' epochs)")
 
 
 if __name__ == "__main__":

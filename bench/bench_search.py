@@ -216,28 +216,25 @@ def _plain_tune_overhead(trials: int, reports: int) -> float:
     return per_trial
 
 
-def _checkpoints_reported(result) -> list[int]:
-    """Per trial: the per-epoch reports that carried a checkpoint (Tune's result.json)."""
+def _trial_reports(result) -> list[list[dict]]:
+    """Each trial's reports, in order (Tune's result.json; one file per trial, or an error)."""
     import json
 
-    out = []
-    for f in Path(result.run_dir).glob("*/result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        out.append(sum(1 for r in rows if r.get("checkpoint_dir_name") and not r.get("final")))
+    out = [[json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+           for f in Path(result.run_dir).glob("*/result.json")]
     if len(out) != len(result.results):
         raise RuntimeError(f"{len(out)} result.json files under {result.run_dir} for {len(result.results)} trials")
     return out
 
 
-def _first_report_s(result, started: float) -> float:
-    """Seconds from the sweep's start to the first epoch result any trial reported (Tune's result.json)."""
-    import json
+def _checkpoints_reported(reports: list[list[dict]]) -> int:
+    """The sweep's per-epoch reports that carried a checkpoint (its trials' final reports left out)."""
+    return sum(1 for rows in reports for r in rows if r.get("checkpoint_dir_name") and not r.get("final"))
 
-    firsts = []
-    for f in Path(result.run_dir).glob("*/result.json"):
-        line = f.read_text().split("\n", 1)[0]
-        if line.strip():
-            firsts.append(float(json.loads(line).get("reported_at", "nan")))
+
+def _first_report_s(reports: list[list[dict]], started: float) -> float:
+    """Seconds from the sweep's start to the first epoch result any trial reported."""
+    firsts = [float(rows[0].get("reported_at", "nan")) for rows in reports if rows]
     return min(firsts) - started if firsts else float("nan")
 
 
@@ -276,20 +273,20 @@ def overhead_part(args, common, space, run_sweep) -> None:
             started = time.time()
             a = run_sweep(SweepConfig(**common, space=space, trials=args.overhead_trials, name=f"overhead-{label}-{rnd}",
                                       scheduler="none", search=args.overhead_search, max_concurrent=1, seed=7, **kw))
-            rows.append((label, a, _first_report_s(a, started)))
+            reports = _trial_reports(a)
+            rows.append((label, a, _first_report_s(reports, started), _checkpoints_reported(reports)))
         # the floor's reports per trial: the current engine's epochs per trial ("before" runs other configs)
-        reports = round(st.mean(float(r[1].results["epochs_run"].mean()) for r in rows[-len(order):]
+        n_reports = round(st.mean(float(r[1].results["epochs_run"].mean()) for r in rows[-len(order):]
                                 if r[0] != "before"))
-        plain.append(_plain_tune_overhead(args.overhead_trials, reports))
+        plain.append(_plain_tune_overhead(args.overhead_trials, n_reports))
         plain3.append(_plain_tune_overhead(args.overhead_trials, 3))
     plain, plain3 = st.mean(plain), st.mean(plain3)
     print(f"\n(a) per-trial overhead ({args.overhead_trials} trials, 1 concurrent, actors reused, first trial and"
           f" first-use CF fits included; {args.rounds} rounds; load {os.getloadavg()[0]:.1f})")
-    for label, a, first in rows:
+    for label, a, first, ckpts in rows:
         df = a.results
         train, ev, data = (float(df[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s"))
         orch = (a.wall_time_s - train - ev - data) / len(df)
-        ckpts = sum(_checkpoints_reported(a))
         print(f"    {label:<7} sweep wall {a.wall_time_s:6.1f} s = training {train:5.1f} + validation {ev:4.1f} + data wait "
               f"{data:4.1f} + orchestration {orch * len(df):4.1f} s ({orch:.2f} s/trial, {orch / plain:.2f}x plain Tune); "
               f"{int(df['epochs_run'].sum())} epochs, {ckpts} mid-trial checkpoints; best val {df['best_val_map'].max():.4f}")
@@ -298,13 +295,13 @@ def overhead_part(args, common, space, run_sweep) -> None:
         print(f"      (a') first epoch result {first:.1f} s after the sweep started; the first trial waited {first_data:.1f} s"
               f" for its data (owner's compute for it {first_c:.1f} s) -> {first - first_data:.1f} s without that wait")
         _print_owner(a.shared_stats)
-    print(f"    plain Ray Tune (OptunaSearch + ASHA, {reports} reports/trial like the engine's trials): {plain:.3f} s/trial;"
+    print(f"    plain Ray Tune (OptunaSearch + ASHA, {n_reports} reports/trial like the engine's trials): {plain:.3f} s/trial;"
           f" with 3 reports/trial {plain3:.3f} s/trial")
     for label in ("before", "budget", "after", "no-ckpt"):
         sel = [(a.wall_time_s - sum(float(a.results[c].sum()) for c in ("train_time_s", "eval_time_s", "data_s")))
-               / len(a.results) for lab, a, _ in rows if lab == label]
+               / len(a.results) for lab, a, *_ in rows if lab == label]
         with_eval = [(a.wall_time_s - float(a.results["train_time_s"].sum()) - float(a.results["data_s"].sum()))
-                     / len(a.results) for lab, a, _ in rows if lab == label]
+                     / len(a.results) for lab, a, *_ in rows if lab == label]
         orch = st.mean(sel)
         print(f"    orchestration/trial, {label:<7}: {orch:.3f} s = {orch / plain:.2f}x plain Ray Tune "
               f"(validation counted as overhead: {st.mean(with_eval):.3f} s = {st.mean(with_eval) / plain:.2f}x)")
@@ -365,16 +362,11 @@ def _register_tpe_startup(n: int) -> str:
     with ``n_startup_trials=n``; the sampler is built in this (driver) process."""
     from dataclasses import replace
 
-    from raysearch.choices import SEARCHERS
+    from raysearch.choices import SEARCHERS, tpe_sampler
 
     name = f"optuna-s{n}"
-
-    def sampler(cfg):
-        import optuna
-
-        return optuna.samplers.TPESampler(multivariate=True, seed=cfg.seed, n_startup_trials=n)
-
-    SEARCHERS.register(name, obj=replace(SEARCHERS.get("optuna"), name=name, sampler=sampler))
+    SEARCHERS.register(name, obj=replace(SEARCHERS.get("optuna"), name=name,
+                                         sampler=lambda cfg: tpe_sampler(cfg.seed, n)))
     return name
 
 

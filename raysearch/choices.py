@@ -43,11 +43,15 @@ class Searcher:
     seeds_defaults: bool = False    # with --seed-defaults, the space's base config is its first trial
 
 
-def _tpe(cfg: Any) -> Any:
+def tpe_sampler(seed: int, n_startup_trials: int) -> Any:
+    """raysearch's TPE (multivariate: the space's parameters interact, e.g. alpha with omega)."""
     import optuna
 
-    return optuna.samplers.TPESampler(multivariate=True, seed=cfg.seed,
-                                      n_startup_trials=max(3, min(10, cfg.trials // 3)))
+    return optuna.samplers.TPESampler(multivariate=True, seed=seed, n_startup_trials=n_startup_trials)
+
+
+def _tpe(cfg: Any) -> Any:
+    return tpe_sampler(cfg.seed, max(3, min(10, cfg.trials // 3)))
 
 
 def _random(cfg: Any) -> Any:

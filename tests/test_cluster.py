@@ -132,8 +132,11 @@ def test_node_loss_trials_resume_from_checkpoints(cluster, tmp_path):
                     return
             time.sleep(0.3)
 
+    # --checkpoint-mtbf 0: saves spaced by the 5% budget alone, i.e. every few of these ~0.05 s epochs;
+    # Young's interval (~4 s of training) would leave most trials here with no mid-trial checkpoint to lose
     r, df = _tune(cluster, head_home, tmp_path, "--space", space, "--trials", "4", "--max-concurrent", "2",
-                  "--scheduler", "none", "--name", "loss", "--max-failures", "3", "--no-wandb", on_start=kill_when_running)
+                  "--scheduler", "none", "--name", "loss", "--max-failures", "3", "--no-wandb", "--checkpoint-mtbf", "0",
+                  on_start=kill_when_running)
     assert killed, "no trial reached a checkpoint to interrupt"
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(df) == 4, df

@@ -42,6 +42,28 @@ def check_choice(registry: Registry[Any], value: Any, what: str) -> None:
         raise ConfigError(f"{what} {short(value)} unknown; choose one of: {', '.join(registry.names())}")
 
 
+def check_number(value: Any, what: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, finite: bool = True) -> None:
+    """The one range check of a numeric option: a one-line :class:`ConfigError` naming the option, its
+    range and the value given.  NaN passes every ``<``/``>`` test, so it is refused before them (a NaN
+    ``--gpus-per-trial`` once hung a sweep waiting for resources no node could offer)."""
+    rng = []
+    if low is not None:
+        rng.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        rng.append(f"<= {high:g}")
+    must = f"{'a finite number' if finite else 'a number'}{' ' + ' and '.join(rng) if rng else ''}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok and finite:
+        ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        raise ConfigError(f"{what} must be {must}, got {short(value)}")
+
+
 def _check_finite(cfg: Any, section: str) -> None:
     """NaN passes every ``<``/``>`` check silently: refuse non-finite floats first."""
     for f in dataclasses.fields(cfg):
@@ -230,7 +252,7 @@ class SweepConfig:
            "epochs are not saved every N (tune: --checkpoint-overhead 0 saves every N epochs, "
            "--checkpoint-mtbf sets the 600 s).")
     checkpoint_overhead: float = option(
-        0.05, "Largest share of training time spent on checkpoints: a due save (--checkpoint-every) waits until "
+        0.05, "Largest share of training time spent on checkpoints (0 to 1): a due save (--checkpoint-every) waits until "
              "the training since the last save is >= its measured cost / this (0.05: ~5%). 0: no spacing, save "
              "exactly every --checkpoint-every epochs (a restarted trial loses at most that many epochs).")
     checkpoint_mtbf: float = option(
@@ -256,20 +278,30 @@ class SweepConfig:
     train_poll_s: float = option(0.25, None)     # Ray Train controller poll interval for DDP trials (Ray: 2 s)
 
     def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        check_number(self.trials, "--trials", low=1)
         check_choice(SCHEDULERS, self.scheduler, "--scheduler")
         check_choice(SEARCHERS, self.search, "--search")
-        if self.workers_per_trial < 1 or self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ConfigError("--workers-per-trial >= 1, --cpus-per-trial > 0 and --gpus-per-trial >= 0 required")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if (self.max_failures < 0 or self.checkpoint_every < 0 or not self.checkpoint_overhead >= 0
-                or not 0 <= self.checkpoint_mtbf < math.inf):
-            raise ConfigError("--max-failures, --checkpoint-every, --checkpoint-overhead and --checkpoint-mtbf "
-                              "must be >= 0 (--checkpoint-mtbf finite)")
+        check_number(self.workers_per_trial, "--workers-per-trial", low=1)
+        check_number(self.cpus_per_trial, "--cpus-per-trial", low=0, low_open=True)
+        check_number(self.gpus_per_trial, "--gpus-per-trial", low=0)
+        if self.max_concurrent is not None:
+            check_number(self.max_concurrent, "--max-concurrent", low=1)
+        if self.epochs is not None:
+            check_number(self.epochs, "--epochs", low=1)
+        # None: the space file's (an explicit 0 would silently fall back to it, so it is refused)
+        if self.grace_period is not None:
+            check_number(self.grace_period, "--grace-period", low=1)
+        if self.reduction_factor is not None:
+            check_number(self.reduction_factor, "--reduction-factor", low=2)
+        check_number(self.max_failures, "--max-failures", low=0)
+        check_number(self.checkpoint_every, "--checkpoint-every", low=0)
+        # a share of training time: above 1 it would allow checkpoints to cost more than the training
+        check_number(self.checkpoint_overhead, "--checkpoint-overhead", low=0, high=1)
+        check_number(self.checkpoint_mtbf, "--checkpoint-mtbf", low=0)
+        check_number(self.status_every, "--status-every", low=0, finite=False)  # inf: never
+        check_number(self.train_poll_s, "train_poll_s", low=0, low_open=True)
+        if self.time_budget_s is not None:
+            check_number(self.time_budget_s, "time_budget_s", low=0, low_open=True)
         if self.name is not None and not _NAME_OK.match(self.name):
             raise ConfigError(f"--name {self.name[:200]!r}: use letters, digits and . _ = + - only "
                               "(no path separators; it names a folder under the runs directory)")

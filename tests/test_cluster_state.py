@@ -216,7 +216,11 @@ def test_status_every_is_a_tune_option_and_checkpoint_spacing_is_explained():
     r = CliRunner().invoke(app, ["experiment", "--help"], env={"COLUMNS": "120"})
     assert "Saves are spaced by cost" in _plain(r.output)
     r = CliRunner().invoke(app, ["tune", "--status-every", "-1"])
-    assert r.exit_code != 0 and "--status-every must be >= 0" in r.output
+    assert r.exit_code != 0 and "--status-every must be a number >= 0, got -1.0" in r.output
+    # NaN once passed every check and the sweep waited forever for GPUs no node has
+    r = CliRunner().invoke(app, ["tune", "--gpus-per-trial", "nan"])
+    assert r.exit_code != 0 and "--gpus-per-trial must be a finite number >= 0, got nan" in r.output
+    assert "Traceback" not in r.output
 
 
 def _sweep_result(tmp_path: Path, interrupted: bool, best: bool):

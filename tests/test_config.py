@@ -163,3 +163,55 @@ def test_alpha_and_omega_errors_name_the_wrong_one(kw, message):
     with pytest.raises(ConfigError) as e:
         TrainConfig(**kw)
     assert str(e.value) == message
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("gpus_per_trial", NAN, "--gpus-per-trial"),   # once hung the sweep: NaN passed "< 0"
+    ("cpus_per_trial", NAN, "--cpus-per-trial"),   # once a 55-line traceback from int(nan)
+    ("cpus_per_trial", 0.0, "--cpus-per-trial"),
+    ("workers_per_trial", 0, "--workers-per-trial"),
+    ("grace_period", 0, "--grace-period"),         # 0 once fell back to the space's value silently
+    ("grace_period", -3, "--grace-period"),        # once Ray's AssertionError after Ray started
+    ("reduction_factor", 1, "--reduction-factor"),
+    ("checkpoint_overhead", NAN, "--checkpoint-overhead"),
+    ("checkpoint_overhead", INF, "--checkpoint-overhead"),
+    ("checkpoint_overhead", 2.0, "--checkpoint-overhead"),  # a share of training time
+    ("checkpoint_overhead", -0.1, "--checkpoint-overhead"),
+    ("checkpoint_mtbf", -5.0, "--checkpoint-mtbf"),
+    ("checkpoint_mtbf", NAN, "--checkpoint-mtbf"),
+    ("checkpoint_every", -1, "--checkpoint-every"),
+    ("max_failures", -1, "--max-failures"),
+    ("status_every", NAN, "--status-every"),
+    ("max_concurrent", 0, "--max-concurrent"),
+])
+def test_sweep_numeric_options_name_the_option_and_the_value(field, value, flag):
+    """Each bad number gets its own one-line error (option, range, value) before Ray starts."""
+    from raysearch.config import SweepConfig
+
+    with pytest.raises(ConfigError) as e:
+        SweepConfig(**{field: value})
+    msg = str(e.value)
+    assert msg.startswith(f"{flag} must be") and msg.endswith(f"got {value}") and "\n" not in msg
+    assert msg.count("--") == 1, msg  # names only the option that is wrong
+
+
+def test_sweep_numeric_options_accept_their_edges():
+    from raysearch.config import SweepConfig
+
+    cfg = SweepConfig(gpus_per_trial=0.0, grace_period=1, reduction_factor=2, checkpoint_overhead=1.0,
+                      checkpoint_mtbf=0.0, status_every=INF, max_failures=0, checkpoint_every=0)
+    assert (cfg.grace_period, cfg.reduction_factor, cfg.checkpoint_overhead) == (1, 2, 1.0)
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("cpus_per_trial", NAN, "--cpus-per-trial"), ("gpus_per_trial", NAN, "--gpus-per-trial"),
+    ("checkpoint_every", -1, "--checkpoint-every"), ("max_failures", -2, "--max-failures"),
+])
+def test_experiment_numeric_options_name_the_option_and_the_value(field, value, flag):
+    from raysearch.experiment.protocol import ExperimentConfig
+
+    with pytest.raises(ConfigError, match=f"^{flag} must be .*got {value}$"):
+        ExperimentConfig(**{field: value})

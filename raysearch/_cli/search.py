@@ -33,8 +33,6 @@ def tune(*, top: int = 10, json_out: bool = False, **options) -> None:
 
     if options["resume"] and not options["name"]:
         fail("--resume needs the --name of the sweep to continue")
-    if not options["status_every"] >= 0:
-        fail(f"--status-every must be >= 0 seconds, got {options['status_every']}")
     cfg = guarded(lambda: SweepConfig(**config_values(SweepConfig, options)))
     # --resume rebuilds the space from the sweep's own sweep.json (a flag contradicting it is refused)
     sp = None if cfg.resume else guarded(lambda: build_space(cfg))

@@ -48,7 +48,7 @@ import pandas as pd
 from raysearch import paths
 from raysearch._io import atomic_path, write_json
 from raysearch.choices import SHUFFLE_CONTROLS
-from raysearch.config import (ConfigError, RunConfig, SplitConfig, check_choice, contradictions, from_dict,
+from raysearch.config import (ConfigError, RunConfig, SplitConfig, check_choice, check_number, contradictions, from_dict,
                               load_run_config, to_dict)
 from raysearch.search.results import COMPLETE, StopReason
 
@@ -182,15 +182,13 @@ class ExperimentConfig:
             raise ConfigError("--tune chooses each fold's configuration itself; --from-sweep would be ignored: give one")
         if not 0 < self.val < 1:
             raise ConfigError(f"--val must be in (0, 1), got {self.val}")
-        if self.cpus_per_trial <= 0:
-            raise ConfigError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0 or self.workers_per_trial < 1:
-            raise ConfigError(f"--gpus-per-trial must be >= 0 and --workers-per-trial >= 1, got "
-                              f"{self.gpus_per_trial} and {self.workers_per_trial}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
-        if self.max_failures < 0 or self.checkpoint_every < 0:
-            raise ConfigError("--max-failures and --checkpoint-every must be >= 0")
+        check_number(self.cpus_per_trial, "--cpus-per-trial", low=0, low_open=True)
+        check_number(self.gpus_per_trial, "--gpus-per-trial", low=0)
+        check_number(self.workers_per_trial, "--workers-per-trial", low=1)
+        if self.max_concurrent is not None:
+            check_number(self.max_concurrent, "--max-concurrent", low=1)
+        check_number(self.max_failures, "--max-failures", low=0)
+        check_number(self.checkpoint_every, "--checkpoint-every", low=0)
         if self.n_boot < 100:
             raise ConfigError(f"--n-boot must be >= 100, got {self.n_boot}")
 

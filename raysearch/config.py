@@ -171,6 +171,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0          # DataLoader workers
+    # torch CPU threads (0: torch's default, all cores). In the config because CPU float reductions
+    # depend on it: a sweep records its trials' count (--cpus-per-trial), so best.yaml retrains exactly
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
@@ -192,6 +195,7 @@ class TrainConfig:
         check_choice(TRUNKS, self.trunk, "train.trunk")
         if self.trunk_hidden <= 0:
             raise ConfigError(f"train.trunk_hidden must be positive, got {self.trunk_hidden}")
+        check_number(self.threads, "train.threads", low=0)
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"train.device {short(self.device)} unknown; choose auto, cpu, mps, cuda or cuda:N")
 

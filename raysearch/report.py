@@ -36,7 +36,9 @@ def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
     """A rich Table of the ``top`` trials by val mAP (searched parameters included, compactly named).
 
     ``node`` (host name, or host/IP, or host#node-id where one host runs several Ray nodes: see
-    ``node_labels``) when any trial recorded one; ``retries`` when any trial was restarted."""
+    ``node_labels``) when any trial recorded one; ``retries`` when any trial was restarted.  The
+    ``best.yaml`` trial (``best_row``) is starred: an ASHA-stopped trial can top the val column
+    after fewer epochs, and it is not the one ``best.yaml`` names."""
     from rich.table import Table
 
     params = [c for c in param_columns(df) if c not in ("train.method", "train.weighting")]
@@ -49,7 +51,10 @@ def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
     show_retries = bool((retries > 0).any())
     nodes = node_labels(df)
     show_node = bool((nodes != "-").any())
-    t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)")
+    best = best_row(df)
+    best_id = None if best is None else best["trial_id"]
+    t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)",
+              caption=None if best is None else "* best.yaml: the best val mAP among trials that ran their schedule")
     cols = ["#", "trial", *(["method"] if multi_method else []), "weighting", *short.values(),
             "val mAP", "test mAP", "epochs", "stop", "wall s", *(["retries"] if show_retries else []),
             *(["node"] if show_node else [])]
@@ -58,7 +63,7 @@ def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
                      no_wrap=True)
     ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
     for i, (idx, r) in enumerate(ranked.iterrows(), 1):
-        t.add_row(str(i), str(r["trial_id"]), *([str(r["method"])] if multi_method else []), str(r["weighting"]),
+        t.add_row(f"{i}*" if r["trial_id"] == best_id else str(i), str(r["trial_id"]), *([str(r["method"])] if multi_method else []), str(r["weighting"]),
                   *[_fmt(r[c], 3) for c in params],
                   _fmt(r["best_val_map"]), _fmt(r["test_map"]), _fmt(r["epochs_run"]),
                   str(r["stop_reason"]), f"{float(r['wall_time_s']):.1f}",

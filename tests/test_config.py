@@ -215,3 +215,9 @@ def test_experiment_numeric_options_name_the_option_and_the_value(field, value, 
 
     with pytest.raises(ConfigError, match=f"^{flag} must be .*got {value}$"):
         ExperimentConfig(**{field: value})
+
+
+def test_train_threads_is_a_count():
+    assert TrainConfig(threads=4).threads == 4 and TrainConfig().threads == 0
+    with pytest.raises(ConfigError, match=r"^train.threads must be a finite number >= 0, got -1$"):
+        TrainConfig(threads=-1)

@@ -64,6 +64,20 @@ def test_table_and_summary():
     text = con.export_text()
     assert "t2" in text and "interaction" in text and "5 trials" in text
     assert text.index("t2") < text.index("t3") < text.index("t0")  # ranked by val mAP
+    assert "* best.yaml" in text
+
+
+def test_table_stars_the_best_yaml_trial_not_a_higher_asha_stopped_one():
+    from rich.console import Console
+
+    df = _frame()
+    df.loc[df["trial_id"] == "t1", "best_val_map"] = 0.60  # ASHA-stopped after fewer epochs: tops the column
+    con = Console(width=200, record=True)
+    con.print(results_table(df, top=5))
+    rows = {ln.split("│")[2].strip(): ln.split("│")[1].strip() for ln in con.export_text().splitlines()
+            if ln.count("│") > 3 and ln.split("│")[2].strip().startswith("t")}
+    assert rows["t1"] == "1" and rows["t2"] == "2*", rows  # best.yaml names t2
+    assert best_row(df)["trial_id"] == "t2"
     s = weighting_summary(df).set_index("weighting")
     assert s.loc["uniform", "trials"] == 2 and s.loc["uniform", "best_of_sweep_val_map"] == pytest.approx(0.41)
     assert s.loc["loss", "best_of_sweep_test_map"] == pytest.approx(0.50)

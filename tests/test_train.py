@@ -96,6 +96,19 @@ def test_same_seed_same_map_and_seed_matters():
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
+def test_train_threads_hold_for_the_fit_and_the_caller_keeps_its_count():
+    """train.threads (a sweep records --cpus-per-trial there) is the count during the fit only."""
+    seen: list[int] = []
+    torch.set_num_threads(2)
+    try:
+        fit(tiny_run("mtl", epochs=2, threads=1), tiny_data(), callback=lambda m: seen.append(torch.get_num_threads()))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        fit(tiny_run("mtl", epochs=1), tiny_data(), callback=lambda m: seen.append(torch.get_num_threads()))
+        assert seen[-1] == 2  # 0 (default): torch's count is left alone
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_unlabelled_rows_give_no_main_loss_but_still_aux():
     data = tiny_data(label_ratio=0.3)
     hidden = data.split.train[~data.split.labelled[data.split.train]]

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from raysearch.cli import app
 from raysearch.config import ConfigError, load_run_config
+from raysearch.runs import best_row
 from raysearch.search.tracking import offline_runs
 from raysearch.search.tune import SweepConfig, run_sweep
 from tests.wandb_offline import read_run
@@ -80,6 +81,23 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     top = df.loc[df["best_val_map"].idxmax()]
     assert best.train.lr == pytest.approx(top["train.lr"]) and best.train.backbone == "tiny_cnn"
     assert Path(top["checkpoint"], "model.pt").is_file()
+    # best.yaml records the trials' torch threads (--cpus-per-trial 1), so retraining it in a process
+    # with another default count reproduces the trial exactly (CPU float reductions depend on it)
+    assert best.train.threads == 1
+    import torch
+
+    from raysearch.train import fit, prepare_training_data
+
+    picked = df.set_index("trial_id").loc[best_row(df)["trial_id"]]
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        again = fit(best, prepare_training_data(best))
+        assert torch.get_num_threads() == 2  # fit restores the caller's count
+    finally:
+        torch.set_num_threads(prev)
+    assert (again.best_val_map, again.test_map, again.epochs_run) == \
+        (picked["best_val_map"], picked["test_map"], picked["epochs_run"])
     # offline W&B: one run per trial under the run directory, grouped by sweep, tagged method + weighting
     runs = [read_run(r) for r in offline_runs(res.run_dir)]
     assert len(runs) == 4
@@ -110,7 +128,7 @@ def test_sweep_asha_results_wandb(ray_session, tmp_path):
     assert {x["trial_id"] for x in json.loads(r.output)} == set(df["trial_id"])
     assert {x["host"] for x in json.loads(r.output)} == {socket.gethostname()}
     r = CliRunner().invoke(app, ["results", str(res.run_dir)])
-    header = next(ln for ln in r.output.splitlines() if "┃ #" in ln)
+    header = next(ln for ln in r.output.splitlines() if "# ┃ trial" in ln)
     assert r.exit_code == 0 and "node" in header and socket.gethostname() in r.output, r.output
 
 

@@ -18,6 +18,7 @@ Why:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -75,6 +76,24 @@ def trial_settings(cfg: Any) -> SweepConfig:
     """The trial settings of ``cfg`` (e.g. an ``ExperimentConfig``): the :data:`TRIAL_FIELDS` it has, by
     name; the others keep SweepConfig's defaults."""
     return SweepConfig(**{k: getattr(cfg, k) for k in TRIAL_FIELDS if hasattr(cfg, k)})
+
+
+def trial_threads(settings: SweepConfig) -> int:
+    """Torch threads of one training process of a trial: its CPUs (a DDP worker: its share)."""
+    from raysearch.search.cluster import worker_cpus
+
+    cpus = worker_cpus(settings.cpus_per_trial, settings.workers_per_trial) if settings.distributed \
+        else settings.cpus_per_trial
+    return max(1, int(cpus))
+
+
+def with_trial_threads(base: RunConfig, settings: SweepConfig) -> RunConfig:
+    """``base`` with ``train.threads`` set to the trials' count unless the space set one: every
+    trial's config (results.parquet, best.yaml, W&B) then records the count it trained with, and
+    ``raysearch train --config best.yaml`` retrains exactly (CPU float reductions depend on it)."""
+    if base.train.threads:
+        return base
+    return dataclasses.replace(base, train=dataclasses.replace(base.train, threads=trial_threads(settings)))
 
 
 def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +300,7 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     from raysearch.search.results import node_location
     from raysearch.train import fit
 
-    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
+    torch.set_num_threads(run.train.threads or trial_threads(ctx.settings))  # fit sets train.threads again
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              **node_location(), **resumed_totals(resume)}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
@@ -309,7 +328,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     from raysearch.search.results import node_location
     from raysearch.train import fit
 
-    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    torch.set_num_threads(run.train.threads or max(1, int(config["cpus_per_worker"])))
     rt = ray.get_runtime_context()
     extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(),
              "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),

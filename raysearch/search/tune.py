@@ -326,6 +326,8 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
         meta = saved_sweep(saved_at.parent)  # readable and complete, or one line naming it
         cfg = original_sweep_config(cfg, given)
     space = space or build_space(cfg)
+    # the trials' torch thread count goes into their configs (and best.yaml): results depend on it
+    space = dataclasses.replace(space, base=trainables.with_trial_threads(space.base, cfg))
     storage, run_dir = _storage_and_dir(cfg, name)
     exp_path = f"{storage.rstrip('/')}/{name}"
     # the dataset is read on this (the driver's) node: a missing one is one error here, not N failed trials

@@ -114,6 +114,19 @@ def _deterministic(enabled: bool):
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
+@contextlib.contextmanager
+def _threads(n: int):
+    """``train.threads`` for this fit (0: leave torch's count): CPU results depend on the count."""
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(prev)
+
+
 def build_model(run: RunConfig, data: TrainingData):
     """Backbone (+ frozen lower blocks) and heads; returns (model, split index)."""
     from raysearch.model.backbones import create_backbone
@@ -336,7 +349,7 @@ def fit(run: RunConfig, data: TrainingData, callback: Callable[[dict[str, Any]],
     stages = METHODS.get(run.train.method).stages(run.train)
     _check_trainable(run, data)
     rank, world, device = _placement(run.train, distributed)
-    with _deterministic(device.type != "cuda"):
+    with _deterministic(device.type != "cuda"), _threads(run.train.threads):
         r = _Run(run, data, rank, world, device, distributed, checkpoint_dir, resume)
         show = progress if progress is not None else (callback is None and rank == 0 and sys.stderr.isatty())
         report = callback if rank == 0 or callback_all_ranks else None  # Train V2's report is a barrier

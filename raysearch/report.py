@@ -94,7 +94,7 @@ def weighting_summary(df: pd.DataFrame) -> pd.DataFrame:
             "asha_stopped": int((g["stop_reason"] == "asha_stopped").sum()),
             "best_of_sweep_val_map": c["best_val_map"].max(), "mean_val_map": c["best_val_map"].mean(),
             "best_of_sweep_test_map": None if b is None else b["test_map"],
-            "epochs": int(g["epochs_run"].sum()),
+            "epochs_total": int(g["epochs_run"].sum()),  # all the group's trials, ASHA-stopped included
         })
     return pd.DataFrame(rows)
 

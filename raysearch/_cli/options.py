@@ -203,6 +203,8 @@ WandbProject = config_option(SweepConfig, "wandb_project")
 NoWandb = config_option(SweepConfig, "wandb")
 Top = Annotated[int, typer.Option("--top", help="Rows in the results table.")]
 RunDir = Annotated[str, typer.Argument(help="A `raysearch tune` run directory.")]
+DashboardDir = Annotated[str, typer.Argument(help="A `raysearch tune` run directory or a `raysearch experiment` "
+                                                  "--out directory.")]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Where to write the output (see the command).")]
 ModelPath = Annotated[str, typer.Option(
     "--model", "-m", help="Model dir (train --out / a trial checkpoint), sweep run dir (its best trial), "

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from raysearch._cli import emit_json, fail, given_flags, guarded
 from raysearch._cli.options import (
-    JsonOut, RunDir, Top, add, config_parameters, config_values,
+    DashboardDir, JsonOut, RunDir, Top, add, config_parameters, config_values,
 )
 from raysearch.config import SweepConfig
 
@@ -124,7 +124,7 @@ def results(run_dir: RunDir, top: Top = 10, json_out: JsonOut = False) -> None:
         con.print(f"best config: {best}")
 
 
-def dashboard(run_dir: RunDir, json_out: JsonOut = False) -> None:
+def dashboard(run_dir: DashboardDir, json_out: JsonOut = False) -> None:
     """Weighting-scheme comparison: dashboard.png + dashboard.md (and W&B panels when online)."""
     from pathlib import Path
 

@@ -58,6 +58,17 @@ def test_parse_variants_reference_first_and_control():
             parse_variants(nothing)
 
 
+def test_units_record_the_thread_count_their_trials_train_with():
+    """As a sweep's trials do (best.yaml): a unit's config retrains it exactly, thread count included."""
+    vs = parse_variants(["image_only", "mtl:uniform"])
+    _, grid = _grid(vs)
+    assert {u["run"]["train"]["threads"] for u in grid} == {1}  # --cpus-per-trial 1
+    cfg = ExperimentConfig(dataset="synthetic-tiny", folds=2, seeds=1, label_ratios=(1.0,), cpus_per_trial=2.0)
+    assert {u["run"]["train"]["threads"] for u in units_grid(cfg, vs, lambda r, f, v: arm_run(BASE, v))} == {2}
+    pinned = dataclasses.replace(BASE, train=dataclasses.replace(BASE.train, threads=3))  # a config that sets its own
+    assert {u["run"]["train"]["threads"] for u in units_grid(cfg, vs, lambda r, f, v: arm_run(pinned, v))} == {3}
+
+
 def test_units_are_paired_and_cf_never_sees_the_test_fold(tmp_path):
     """Same split, label mask and seed for every variant of a unit; the fold's CF is trained on its
     train items only (test items have no vector, no interactions counted, and the vectors' cache key

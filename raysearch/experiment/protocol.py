@@ -302,7 +302,12 @@ def fold_split(cfg: ExperimentConfig, fold: int, seed: int, ratio: float, inner:
 
 
 def unit_run(cfg: ExperimentConfig, run: RunConfig, fold: int, seed: int, ratio: float) -> RunConfig:
-    """The arm's configuration on one unit: its split (fold, label mask) and its training seed."""
+    """The arm's configuration on one unit: its split (fold, label mask), its training seed and the
+    torch thread count its trial trains with (recorded, as a sweep's trials record it, so a unit
+    retrains exactly)."""
+    from raysearch.search.trainables import trial_settings, with_trial_threads
+
+    run = with_trial_threads(run, trial_settings(cfg))
     return dataclasses.replace(run, split=fold_split(cfg, fold, seed, ratio), train=dataclasses.replace(run.train, seed=int(seed)))
 
 

@@ -236,6 +236,25 @@ def test_experiment_command_outputs_json_resume_and_dashboard(tmp_path, ray_sess
     assert json.loads((out / "experiment.json").read_text())["config"] == saved and not saved["resume"]
     again = {s["variant"]: s for s in json.loads(r2.stdout)["summary"]}
     assert again["mtl:uniform"]["mean_test_map"] == rows["mtl:uniform"]["mean_test_map"]
+    # --report-only reads the units from the trials' files: no engine (Ray, data owner) is started,
+    # and the CF tables of the run are reused (their key: dataset, fold split, the arms' CF configs)
+    from raysearch.experiment import protocol, report
+
+    cf_before = json.loads((out / "cf_tables.json").read_text())
+    assert cf_before["key"] and cf_before["auc"]
+
+    def refuse(*a, **k):
+        raise AssertionError("--report-only started work it only had to read")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(protocol._Engine, "_start", refuse)
+        mp.setattr(report, "cf_tables", refuse)
+        r5 = CliRunner().invoke(app, ["experiment", "--dataset", "synthetic-tiny", "--out", str(out), "--report-only",
+                                      "--json"])
+    assert r5.exit_code == 0, r5.output
+    assert {s["variant"]: s["mean_test_map"] for s in json.loads(r5.stdout)["summary"]} == \
+        {k: v["mean_test_map"] for k, v in rows.items()}
+    assert json.loads((out / "cf_tables.json").read_text()) == cf_before
     # an existing experiment is never overwritten silently
     r3 = CliRunner().invoke(app, args)
     assert r3.exit_code != 0 and "already holds an experiment" in r3.output

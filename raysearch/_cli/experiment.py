@@ -40,7 +40,8 @@ OutDir = Annotated[Optional[str], typer.Option(
     "--out", help="Output directory (default <home>/runs/experiment-<dataset>-<time>).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted experiment in --out.")]
 ReportOnly = Annotated[bool, typer.Option(
-    "--report-only", help="With --resume: write the outputs from the units finished so far; run none.")]
+    "--report-only", help="Write the outputs from the units finished so far (implies --resume); run none "
+                          "and start no Ray.")]
 NBoot = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the items.")]
 NoCfTables = Annotated[bool, typer.Option("--no-cf-tables", help="Skip the CF AUC / CF2Label tables.")]
 

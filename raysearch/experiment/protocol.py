@@ -728,7 +728,7 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float, given: frozense
                 tuning_frame(tuned).to_parquet(tmp, index=False)
         if cfg.report_only and cfg.tune and any(tune_key(r, f, config_owner(cfg, v, variants)) not in tuned
                                                 for r in cfg.label_ratios for f in range(cfg.folds) for v in variants):
-            results = engine.restored_results() if (out / TRIALS_DIR).exists() else []
+            results = engine.restored_results()
         else:
             grid = units_grid(cfg, variants, chosen_run(cfg, tuned, runs, variants))
             results = engine.run_units(grid, variants)
@@ -801,17 +801,15 @@ class _Engine:
         from raysearch.search import cluster
 
         cfg = self.cfg
+        path = str(self.out / TRIALS_DIR)
+        if cfg.report_only:  # read what the units left: no Ray, no data owner
+            return self.restored_results()
         trainable = self._start(from_dict(RunConfig, grid[0]["run"]))
         cbs = self._callbacks()
-        path = str(self.out / TRIALS_DIR)
         if cfg.resume and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-            if cfg.report_only:
-                return tuner.get_results()
             _set_callbacks(tuner, cbs)
             return tuner.fit()
-        if cfg.report_only:
-            return []
         conc = cluster.max_concurrent(cfg.max_concurrent, len(grid), cfg.cpus_per_trial, cfg.gpus_per_trial)
         tuner = tune.Tuner(
             trainable, param_space={"unit": tune.grid_search(grid)},
@@ -822,9 +820,14 @@ class _Engine:
         return tuner.fit()
 
     def restored_results(self) -> Any:
+        """The units' results as the trials left them, read from the experiment's files (Tune's
+        ``ExperimentAnalysis``): ``--report-only`` starts neither Ray nor a data owner for them."""
         from ray import tune
 
-        return tune.Tuner.restore(str(self.out / TRIALS_DIR), trainable=self._start(RunConfig())).get_results()
+        path = str(self.out / TRIALS_DIR)
+        if not tune.Tuner.can_restore(path):  # no unit reported yet
+            return []
+        return tune.ResultGrid(tune.ExperimentAnalysis(path))
 
     def stop(self) -> None:
         if self.actor is not None:

@@ -343,6 +343,25 @@ def fig_class_size(per_class: dict[float, pd.DataFrame], path: Path) -> Path:
     return path
 
 
+def cf_tables_key(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> str:
+    """What the CF tables depend on (dataset content, fold 0's split, the arms' CF configurations):
+    a ``--report-only`` whose key matches the saved tables reuses them instead of refitting."""
+    from raysearch.train.data import config_key
+
+    return config_key({"dataset": ds.fingerprint, "folds": cfg.folds, "split_seed": cfg.split_seed, "val": cfg.val,
+                       "cf": {k: json.dumps(r.cf.__dict__, sort_keys=True, default=str) for k, r in sorted(runs.items())}})
+
+
+def _saved_cf_tables(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key or "error" in saved:
+        return None
+    return saved
+
+
 def cf_tables(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> dict[str, list[dict[str, Any]]]:
     """Paper Tables 3 and 4 on fold 0's train items for each distinct CF configuration used."""
     from raysearch.cf import CF2LabelConfig, auc_table, cf2label_study, compute_item_vectors
@@ -526,14 +545,17 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     cf: dict[str, list[dict[str, Any]]] = {"auc": [], "cf2label": []}
     cf_note = "skipped: --no-cf-tables"
     if cfg.cf_tables:
+        key = cf_tables_key(ds, runs, cfg)
+        saved = _saved_cf_tables(out / CF_TABLES, key)  # an earlier report of this experiment computed them
         try:
-            cf = cf_tables(ds, runs, cfg)
+            cf = saved if saved is not None else {**cf_tables(ds, runs, cfg), "key": key}
             cf_note = "" if (cf["auc"] or cf["cf2label"]) else "none: no arm uses CF vectors"
         except Exception as e:  # the comparison stands without the pre-study tables; say why they are absent
             log.warning("CF tables not computed: %s", e)
             cf["error"] = [{"error": str(e)}]
             cf_note = f"not computed: {e}"
-        write_json(out / CF_TABLES, cf)
+        if saved is None:
+            write_json(out / CF_TABLES, cf)
         if cf["auc"] or cf["cf2label"]:
             figs.append(fig_cf(cf, out / FIG_CF))
     sections = [

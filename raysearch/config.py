@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 import types
 import typing
@@ -53,9 +54,9 @@ def check_number(value: Any, what: str, *, low: float | None = None, high: float
     if high is not None:
         rng.append(f"<= {high:g}")
     must = f"{'a finite number' if finite else 'a number'}{' ' + ' and '.join(rng) if rng else ''}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if ok and finite:
-        ok = math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy numbers too
+    if ok and not isinstance(value, numbers.Integral):  # ints are finite, however large (float() overflows)
+        ok = not math.isnan(value) and (not finite or math.isfinite(value))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

@@ -53,15 +53,16 @@ def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
     show_node = bool((nodes != "-").any())
     best = best_row(df)
     best_id = None if best is None else best["trial_id"]
+    ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
+    shown = best_id is not None and best_id in set(ranked["trial_id"])
     t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)",
-              caption=None if best is None else "* best.yaml: the best val mAP among trials that ran their schedule")
+              caption="* best.yaml: the best val mAP among trials that ran their schedule" if shown else None)
     cols = ["#", "trial", *(["method"] if multi_method else []), "weighting", *short.values(),
             "val mAP", "test mAP", "epochs", "stop", "wall s", *(["retries"] if show_retries else []),
             *(["node"] if show_node else [])]
     for col in cols:
         t.add_column(col, justify="left" if col in ("trial", "method", "weighting", "stop", "node") else "right",
                      no_wrap=True)
-    ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
     for i, (idx, r) in enumerate(ranked.iterrows(), 1):
         t.add_row(f"{i}*" if r["trial_id"] == best_id else str(i), str(r["trial_id"]), *([str(r["method"])] if multi_method else []), str(r["weighting"]),
                   *[_fmt(r[c], 3) for c in params],

@@ -298,7 +298,7 @@ def test_a_ddp_or_gpu_trial_driver_takes_no_cpu():
 def test_ddp_trials_take_the_checkpoint_budget_and_the_training_settings():
     """A TorchTrainer trial's workers get what a function trial gets: the checkpoint cost budget
     (rank 0 decides the cadence) and the run itself."""
-    from raysearch.config import RunConfig
+    from raysearch.config import RunConfig, TrainConfig
     from raysearch.search.trainables import torch_trainer
 
     run = RunConfig(dataset="synthetic-tiny")
@@ -307,3 +307,9 @@ def test_ddp_trials_take_the_checkpoint_budget_and_the_training_settings():
     cfg = t.train_loop_config
     assert cfg["checkpoint_overhead"] == 0.1 and cfg["checkpoint_every"] == 1 and cfg["run"]["dataset"] == "synthetic-tiny"
     assert t.scaling_config.num_workers == 2 and t.scaling_config.placement_strategy == "PACK"
+    # each worker trains with the CPUs it reserves, recorded in the run (a best.yaml's own count is replaced)
+    assert cfg["run"]["train"]["threads"] == 1
+    pinned = RunConfig(dataset="synthetic-tiny", train=TrainConfig(threads=8))
+    t3 = torch_trainer(pinned, workers=2, cpus_per_worker=3.0, gpus_per_worker=0.0, shared_actor="owner", name="n",
+                       storage="/tmp/x", callbacks=[])
+    assert t3.train_loop_config["run"]["train"]["threads"] == 3

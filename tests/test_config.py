@@ -221,3 +221,17 @@ def test_train_threads_is_a_count():
     assert TrainConfig(threads=4).threads == 4 and TrainConfig().threads == 0
     with pytest.raises(ConfigError, match=r"^train.threads must be a finite number >= 0, got -1$"):
         TrainConfig(threads=-1)
+
+
+def test_numeric_checks_take_numpy_and_huge_ints_and_refuse_epochs_0_in_experiments():
+    import numpy as np
+
+    from raysearch.config import SweepConfig
+    from raysearch.experiment.protocol import ExperimentConfig
+
+    assert SweepConfig(trials=np.int64(4), cpus_per_trial=np.float32(1.5)).trials == 4
+    with pytest.raises(ConfigError, match=r"^--trials must be a finite number >= 1, got"):
+        SweepConfig(trials=-(10 ** 400))  # once an OverflowError traceback
+    assert SweepConfig(trials=10 ** 30).trials == 10 ** 30
+    with pytest.raises(ConfigError, match=r"^--epochs must be a finite number >= 1, got 0$"):
+        ExperimentConfig(epochs=0)  # once silently kept each variant's own epochs

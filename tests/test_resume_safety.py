@@ -134,6 +134,17 @@ def test_resume_keeps_the_saved_settings_and_takes_where_to_run_from_the_command
         assert cfg.storage == str(tmp_path / "runs")
 
 
+def test_a_sweep_saved_with_asha_settings_0_resumes_with_the_spaces(tmp_path):
+    """Before 0 was refused, --grace-period 0 / --reduction-factor 0 meant "the space file's": such a
+    sweep.json still resumes, with None (the space's), not a refusal of its own record."""
+    resume, p = _saved_sweep(tmp_path)
+    meta = json.loads(p.read_text())
+    meta["sweep"].update(grace_period=0, reduction_factor=0)
+    p.write_text(json.dumps(meta))
+    cfg = original_sweep_config(resume)
+    assert (cfg.grace_period, cfg.reduction_factor) == (None, None) and cfg.trials == 5
+
+
 # ----------------------------------------------------------------------------- same dataset
 
 

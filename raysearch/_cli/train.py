@@ -154,6 +154,9 @@ def _train_local(run, out: Optional[str], json_out: bool) -> None:
         t = run.train
         console.print(f"[bold]train[/] {run.dataset}: {t.method} ({t.weighting}) {t.backbone}/{t.weights} "
                       f"{t.image_size}px, {t.epochs} epochs, label ratio {run.split.label_ratio}")
+        if t.threads:  # a sweep's best.yaml records its trials' count: say so, it can be slow on a big machine
+            console.print(f"torch threads: {t.threads} (train.threads, as the trial that wrote this config trained; "
+                          "--set train.threads=0 uses all cores, with results that may differ slightly)")
     with console.status("preparing data (images, CF vectors, weights)") if not json_out else contextlib.nullcontext():
         data = guarded(lambda: prepare_training_data(run))
     try:

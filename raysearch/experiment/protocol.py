@@ -182,6 +182,8 @@ class ExperimentConfig:
             raise ConfigError("--tune chooses each fold's configuration itself; --from-sweep would be ignored: give one")
         if not 0 < self.val < 1:
             raise ConfigError(f"--val must be in (0, 1), got {self.val}")
+        if self.epochs is not None:  # 0 would silently keep each variant's own epochs
+            check_number(self.epochs, "--epochs", low=1)
         check_number(self.cpus_per_trial, "--cpus-per-trial", low=0, low_open=True)
         check_number(self.gpus_per_trial, "--gpus-per-trial", low=0)
         check_number(self.workers_per_trial, "--workers-per-trial", low=1)

@@ -88,11 +88,10 @@ def trial_threads(settings: SweepConfig) -> int:
 
 
 def with_trial_threads(base: RunConfig, settings: SweepConfig) -> RunConfig:
-    """``base`` with ``train.threads`` set to the trials' count unless the space set one: every
-    trial's config (results.parquet, best.yaml, W&B) then records the count it trained with, and
+    """``base`` with ``train.threads`` set to the count its trials train with: the CPUs each training
+    process reserves, whatever the config said before (a best.yaml of another sweep carries that
+    sweep's count).  Every trial's config (results.parquet, best.yaml, W&B) then records it, and
     ``raysearch train --config best.yaml`` retrains exactly (CPU float reductions depend on it)."""
-    if base.train.threads:
-        return base
     return dataclasses.replace(base, train=dataclasses.replace(base.train, threads=trial_threads(settings)))
 
 
@@ -328,7 +327,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     from raysearch.search.results import node_location
     from raysearch.train import fit
 
-    torch.set_num_threads(run.train.threads or max(1, int(config["cpus_per_worker"])))
+    torch.set_num_threads(run.train.threads)  # torch_trainer set it from the worker's CPUs
     rt = ray.get_runtime_context()
     extra = {"data_s": time.perf_counter() - t0, "node_id": rt.get_node_id(),
              "gpu_ids": ",".join(map(str, rt.get_accelerator_ids().get("GPU", []))),
@@ -362,6 +361,8 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # each worker trains with the CPUs it reserves (what a DDP sweep trial records in train.threads)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, threads=max(1, int(cpus_per_worker))))
     res_per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker > 0:
         res_per_worker["GPU"] = gpus_per_worker

@@ -117,6 +117,9 @@ def original_sweep_config(cfg: SweepConfig, given: frozenset[str] | None = None)
     if unknown:
         raise ConfigError(f"{p}: not a sweep.json written by this version (unknown settings: "
                           f"{', '.join(unknown)[:200]}); cannot resume")
+    for k in ("grace_period", "reduction_factor"):  # saved before 0 was refused: it meant "the space's"
+        if orig.get(k) == 0:
+            orig[k] = None
     try:
         saved = SweepConfig(**{**orig, "resume": False, "address": None})
     except (TypeError, ValueError) as e:  # ConfigError included: a saved value this version refuses

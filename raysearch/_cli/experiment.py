@@ -107,7 +107,11 @@ def _print_experiment(res) -> None:
 
     con = Console(width=200)
     con.print((res.out_dir / SUMMARY_MD).read_text(), markup=False)
-    con.print(f"outputs in {res.out_dir}: " + ", ".join(sorted(res.files)), markup=False)
+    from pathlib import Path
+
+    # file names as they are on disk (the W&B entry is a run path, not a file here)
+    names = sorted(Path(v).name if k != "wandb" else f"W&B {v}" for k, v in res.files.items())
+    con.print(f"outputs in {res.out_dir}: " + ", ".join(names), markup=False)
     con.print(f"report: {res.files['report']}   wall time {res.wall_time_s:.0f} s", markup=False)
     if res.missing:
         fail(f"{res.missing} unit(s) failed or not run (experiment.parquet 'stop_reason'/'error'); "

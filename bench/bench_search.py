@@ -144,6 +144,9 @@ def main() -> None:
     ap.add_argument("--startup-arm", type=int, default=0,
                     help="(c) also run each --rf arm with TPE starting from this many random trials "
                          "(raysearch's TPE: max(3, min(10, trials // 3)))")
+    ap.add_argument("--decompose", action="store_true",
+                    help="(c) also run random search with each --rf ASHA and TPE without early stopping: which of "
+                         "the two, searcher or scheduler, moves the pick against random+fifo")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
@@ -397,6 +400,10 @@ def compare_part(args, common, space, run_sweep) -> None:
     if args.no_seed_arm:  # TPE without the seeded first trial (seed_defaults=False), same ASHA
         variants += [(f"tpe+asha-g{args.grace}rf{rf}-noseed", "optuna", "asha",
                       {"grace_period": args.grace, "reduction_factor": rf, "seed_defaults": False}) for rf in args.rf]
+    if args.decompose:  # one change at a time against random+fifo: the scheduler alone, the searcher alone
+        variants += [(f"random+asha-g{args.grace}rf{rf}", "random", "asha",
+                      {"grace_period": args.grace, "reduction_factor": rf}) for rf in args.rf]
+        variants.append(("tpe+fifo", "optuna", "none", {}))
     if args.space_asha:
         variants.insert(1 if args.skip_before else 2, ("tpe+asha-space", "optuna", "asha", {}))
     retrain_seeds = [1000 + k for k in range(args.retrain_seeds)]  # not the sweeps' own training seed

@@ -73,6 +73,23 @@ def _plain(text: str) -> str:
     return " ".join(re.sub(r"[│╭╮╰╯─┃━┏┓┗┛┡┩└┘┌┐|]", " ", text).split())
 
 
+def test_parameter_columns_follow_the_space_whatever_the_trials_order():
+    """A conditional parameter absent in the first trial once landed after the others (a resumed
+    sweep, restored in another order, printed omega next to alpha): the space's order now."""
+    spec = json.loads(json.dumps(SPACE))
+    spec["params"] = {"train.weighting": SPACE["params"]["train.weighting"],
+                      "train.omega": {"type": "float", "low": 1.0, "high": 9.0, "when": {"train.weighting": ["interaction"]}},
+                      "train.alpha": SPACE["params"]["train.alpha"]}
+    space = parse_space(spec, "s.yaml").with_base(dataset="synthetic-tiny")
+    a = {"train.weighting": "uniform", "train.alpha": 1.0}
+    b = {"train.weighting": "interaction", "train.omega": 2.0, "train.alpha": 2.0}
+    m = {"final": True, "best_val_map": 0.5, "test_map": 0.4, "epochs_run": 3, "epoch": 3}
+    for order in ((a, b), (b, a)):
+        grid = _Grid([_result({**m, "config": c}, trial_id=f"t{i}") for i, c in enumerate(order)])
+        cols = [c for c in results_frame(grid, space, scheduler="none").columns if c.startswith("train.")]
+        assert cols == ["train.weighting", "train.omega", "train.alpha"], cols
+
+
 @pytest.mark.timeout(60)
 def test_node_host_and_ip_in_results_parquet_and_results_command(tmp_path):
     df = results_frame(_grid(), _space(), scheduler="none", retries={"cccc3": 2})
@@ -181,11 +198,12 @@ def test_status_lines_off_a_terminal():
     # a resumed sweep: trials that ended before the restore count from the first line
     resumed = io.StringIO()
     cb = sweep_progress(total=3, interval_s=60, stream=resumed)
-    old = [SimpleNamespace(status="TERMINATED", last_result={"final": True}),
-           SimpleNamespace(status="TERMINATED", last_result={"asha_stopped": True}),
+    old = [SimpleNamespace(status="TERMINATED", last_result={"final": True, "best_val_map": 0.31}),
+           SimpleNamespace(status="TERMINATED", last_result={"asha_stopped": True, "val_map": 0.2}),
            SimpleNamespace(status="PENDING", last_result={})]
     cb.on_step_end(0, old)
     assert "trials 2/3: running 0, done 1, asha-stopped 1" in resumed.getvalue(), resumed.getvalue()
+    assert "best val mAP 0.3100" in resumed.getvalue()  # was "-" until a new result came
 
     quiet = io.StringIO()
     cb = sweep_progress(total=3, interval_s=0, stream=quiet)  # --status-every 0: none

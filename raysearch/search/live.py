@@ -82,10 +82,16 @@ def sweep_progress(total: int, enabled: bool | None = None, interval_s: float = 
                 print(f"[{time.strftime('%H:%M:%S')}] sweep status: {line}", file=out(), flush=True)
                 self.lines += 1
 
+        def _best(self, result: dict[str, Any]) -> None:
+            v = result.get("best_val_map", result.get("val_map"))
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.best = max(self.best, float(v))
+
         def _running(self, trials: list[Any]) -> None:
             if not self._based:  # a resumed sweep: trials that ended before count from the start
                 self._based = True
                 for t in trials:
+                    self._best(t.last_result or {})  # and their best val mAP (not "-" on a resumed sweep)
                     status = getattr(t, "status", None)
                     if status == "ERROR":
                         self.counts["failed"] += 1
@@ -103,9 +109,7 @@ def sweep_progress(total: int, enabled: bool | None = None, interval_s: float = 
             self._show()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            v = result.get("best_val_map", result.get("val_map"))
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self.best = max(self.best, float(v))
+            self._best(result)
             self._show()
 
         def on_trial_complete(self, iteration, trials, trial, **info):

@@ -135,6 +135,11 @@ def results_frame(grid: Any, space: Any, scheduler: str = "asha", retries: Mappi
     for n in space.names:  # conditional parameters are absent in some trials
         if n not in df:
             df[n] = None
+    # parameters in the space's order, after the weighting: not in whichever order the first trials
+    # happened to have them (a resumed sweep's table would move omega next to alpha)
+    rest = [c for c in df.columns if c not in space.names]
+    at = rest.index("weighting") + 1 if "weighting" in rest else len(rest)
+    df = df[rest[:at] + list(space.names) + rest[at:]]
     check_stop_reasons(df["stop_reason"])
     return df
 

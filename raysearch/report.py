@@ -134,22 +134,34 @@ def dashboard(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
               for m, w in zip(summary["method"], summary["weighting"])]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(labels) * 2), 4.4), constrained_layout=True)
     panels = ((axes[0], "best_val_map", "val mAP"), (axes[1], "test_map", "test mAP (finished trials only)"))
+    labelled: set[str] = set()
+
+    def once(label: str) -> str | None:  # each legend entry once, from whichever group first has it
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
     for ax, col, name in panels:
         for x, (m, w) in enumerate(zip(summary["method"], summary["weighting"])):
             g = df[(df["method"] == m) & (df["weighting"] == w)]
             comp = g[g["stop_reason"].isin(COMPLETE)][col].dropna()
-            ax.scatter([x] * len(comp), comp, alpha=0.6, color="C0", label="comparable trial" if x == 0 else None)
+            if len(comp):
+                ax.scatter([x] * len(comp), comp, alpha=0.6, color="C0", label=once("comparable trial"))
             if col == "best_val_map":
                 cut = g[g["stop_reason"] == "asha_stopped"][col].dropna()
-                ax.scatter([x + 0.15] * len(cut), cut, marker="x", color="0.6",
-                           label="ASHA-stopped (fewer epochs; not compared)" if x == 0 else None)
+                if len(cut):
+                    ax.scatter([x + 0.15] * len(cut), cut, marker="x", color="0.6",
+                               label=once("ASHA-stopped (fewer epochs; not compared)"))
             if len(comp):
-                ax.hlines(comp.max(), x - 0.3, x + 0.3, color="C3", label="best-of-sweep" if x == 0 else None)
+                ax.hlines(comp.max(), x - 0.3, x + 0.3, color="C3", label=once("best-of-sweep"))
         ax.set_xticks(range(len(labels)), labels)
         ax.set_title(name)
         ax.set_xlabel("weighting scheme")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=7)
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    if handles:  # below the panels: inside one it can hide a trial's point
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7)
     fig.suptitle(f"{run_dir.name}: best-of-sweep by weighting scheme (one split, one seed, no CI; "
                  f"`raysearch experiment --from-sweep` gives CIs)", fontsize=9)
     png = out_dir / DASHBOARD_PNG

@@ -343,13 +343,18 @@ def fig_class_size(per_class: dict[float, pd.DataFrame], path: Path) -> Path:
     return path
 
 
+def _cf_id(cf: Any) -> str:
+    """One CF configuration as a string: the tables' unit and part of their key."""
+    return json.dumps(cf.__dict__, sort_keys=True, default=str)
+
+
 def cf_tables_key(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> str:
     """What the CF tables depend on (dataset content, fold 0's split, the arms' CF configurations):
     a ``--report-only`` whose key matches the saved tables reuses them instead of refitting."""
     from raysearch.train.data import config_key
 
     return config_key({"dataset": ds.fingerprint, "folds": cfg.folds, "split_seed": cfg.split_seed, "val": cfg.val,
-                       "cf": {k: json.dumps(r.cf.__dict__, sort_keys=True, default=str) for k, r in sorted(runs.items())}})
+                       "cf": {k: _cf_id(r.cf) for k, r in sorted(runs.items())}})
 
 
 def _saved_cf_tables(path: Path, key: str) -> dict[str, Any] | None:
@@ -372,7 +377,7 @@ def cf_tables(ds: Any, runs: dict[str, Any], cfg: ExperimentConfig) -> dict[str,
     seen: dict[str, Any] = {}
     for name, run in runs.items():
         if METHODS.get(run.train.method).uses_cf:
-            seen.setdefault(json.dumps(run.cf.__dict__, sort_keys=True, default=str), (name, run.cf))
+            seen.setdefault(_cf_id(run.cf), (name, run.cf))
     auc, c2l = [], []
     if not seen:
         return {"auc": auc, "cf2label": c2l}

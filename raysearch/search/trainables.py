@@ -78,21 +78,21 @@ def trial_settings(cfg: Any) -> SweepConfig:
     return SweepConfig(**{k: getattr(cfg, k) for k in TRIAL_FIELDS if hasattr(cfg, k)})
 
 
-def trial_threads(settings: SweepConfig) -> int:
-    """Torch threads of one training process of a trial: its CPUs (a DDP worker: its share)."""
-    from raysearch.search.cluster import worker_cpus
-
-    cpus = worker_cpus(settings.cpus_per_trial, settings.workers_per_trial) if settings.distributed \
-        else settings.cpus_per_trial
-    return max(1, int(cpus))
+def with_threads(run: RunConfig, cpus: float) -> RunConfig:
+    """``run`` training with the torch threads of a process that reserves ``cpus`` CPUs, whatever
+    the config said before (a best.yaml of another sweep carries that sweep's count).  The count is
+    recorded in the config (results.parquet, best.yaml, W&B) because CPU float reductions depend on
+    it: ``raysearch train --config best.yaml`` then retrains the trial exactly."""
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, threads=max(1, int(cpus))))
 
 
 def with_trial_threads(base: RunConfig, settings: SweepConfig) -> RunConfig:
-    """``base`` with ``train.threads`` set to the count its trials train with: the CPUs each training
-    process reserves, whatever the config said before (a best.yaml of another sweep carries that
-    sweep's count).  Every trial's config (results.parquet, best.yaml, W&B) then records it, and
-    ``raysearch train --config best.yaml`` retrains exactly (CPU float reductions depend on it)."""
-    return dataclasses.replace(base, train=dataclasses.replace(base.train, threads=trial_threads(settings)))
+    """:func:`with_threads` for the trials of ``settings``: each training process's CPUs (a DDP
+    worker's share of the trial's)."""
+    from raysearch.search.cluster import worker_cpus
+
+    return with_threads(base, worker_cpus(settings.cpus_per_trial, settings.workers_per_trial)
+                        if settings.distributed else settings.cpus_per_trial)
 
 
 def clean_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +299,8 @@ def _fit_in_trial(run: RunConfig, ctx: TrialContext) -> None:
     from raysearch.search.results import node_location
     from raysearch.train import fit
 
-    torch.set_num_threads(run.train.threads or trial_threads(ctx.settings))  # fit sets train.threads again
+    if run.train.threads:  # recorded by the sweep / experiment (with_trial_threads); fit holds it too
+        torch.set_num_threads(run.train.threads)
     extra = {"data_s": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id(),
              **node_location(), **resumed_totals(resume)}
     reporter = EpochReporter(tune.report, tune.Checkpoint.from_directory, every=ctx.checkpoint_every,
@@ -361,8 +362,7 @@ def torch_trainer(run: RunConfig, *, workers: int, cpus_per_worker: float, gpus_
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    # each worker trains with the CPUs it reserves (what a DDP sweep trial records in train.threads)
-    run = dataclasses.replace(run, train=dataclasses.replace(run.train, threads=max(1, int(cpus_per_worker))))
+    run = with_threads(run, cpus_per_worker)  # what a DDP sweep trial records (with_trial_threads)
     res_per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker > 0:
         res_per_worker["GPU"] = gpus_per_worker

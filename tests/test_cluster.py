@@ -181,6 +181,8 @@ def test_ddp_sweep_asha_stops_trials_and_frees_placement_groups(cluster, tmp_pat
     assert len(df) == 3 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
     assert (df["stop_reason"] == "asha_stopped").sum() >= 1, df[["trial_id", "stop_reason", "epochs_run"]]
     assert df.loc[df["stop_reason"] == "completed", "test_map"].between(0, 1).all()
+    # each DDP worker's share of the trial's CPUs (2 / 2) is the torch thread count its config records
+    assert {json.loads(c)["train"]["threads"] for c in df["config"]} == {1}
     # every placement group (Tune's and Ray Train's) has been removed
     deadline = time.time() + 60
     while time.time() < deadline:

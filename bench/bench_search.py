@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
     ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
+    ap.add_argument("--rung-metric", nargs="+", default=["val_map"], choices=["val_map", "val_auc"],
+                    help="(c) 'after': the metric(s) ASHA compares at its rungs, one arm per --rf and metric")
     ap.add_argument("--retrain-seeds", type=int, default=3,
                     help="(c) training seeds each sweep's pick is retrained with, judged on test mAP (0: no retraining)")
     ap.add_argument("--skip-before", action="store_true", help="(c) leave out the 585f821 engine")
@@ -391,8 +393,9 @@ def compare_part(args, common, space, run_sweep) -> None:
     if not args.skip_before:
         # 585f821's synthetic space had grace 2 / rf 2 (the shipped one has grace 1 / rf 4 since)
         variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
-    variants += [(f"tpe+asha-g{args.grace}rf{rf}", "optuna", "asha", {"grace_period": args.grace, "reduction_factor": rf})
-                 for rf in args.rf]
+    variants += [(f"tpe+asha-g{args.grace}rf{rf}" + ("" if m == "val_map" else f"-{m.split('_')[1]}"), "optuna", "asha",
+                  {"grace_period": args.grace, "reduction_factor": rf, "rung_metric": m})
+                 for rf in args.rf for m in args.rung_metric]
     if args.startup_arm:  # TPE with another n_startup_trials, registered here as a searcher choice
         search = _register_tpe_startup(args.startup_arm)
         variants += [(f"tpe-s{args.startup_arm}+asha-g{args.grace}rf{rf}", search, "asha",

@@ -90,6 +90,24 @@ for _c in (Scheduler("asha", "ASHA early stopping", lazy("raysearch.search.tune"
     SCHEDULERS.register(_c.name, obj=_c)
 
 
+# ------------------------------------------------------------------------ sweep: rung metric
+
+@dataclass(frozen=True)
+class RungMetric:
+    """``raysearch tune --rung-metric`` / a space's ``asha.metric``: the per-epoch metric ASHA
+    compares at its rungs (the searcher and the pick stay on val mAP)."""
+
+    name: str
+    help: str
+
+
+RUNG_METRICS: Registry[RungMetric] = Registry("rung metric")
+for _r in (RungMetric("val_map", "the epoch's val mAP (the metric the sweep selects on)"),
+           RungMetric("val_auc", "the epoch's macro val ROC AUC: every positive-negative pair counts, so it is "
+                                 "less noisy than val mAP on a small validation set")):
+    RUNG_METRICS.register(_r.name, obj=_r)
+
+
 # ----------------------------------------------------------------------------- cf.trainer
 
 @dataclass(frozen=True)

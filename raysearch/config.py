@@ -19,7 +19,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from raysearch.choices import AUX_NORMS, CF_TRAINERS, SCHEDULERS, SEARCHERS, TRUNKS
+from raysearch.choices import AUX_NORMS, CF_TRAINERS, RUNG_METRICS, SCHEDULERS, SEARCHERS, TRUNKS
 from raysearch.errors import RaysearchError, short
 from raysearch.registry import Registry
 
@@ -243,6 +243,9 @@ class SweepConfig:
                                    "RandomSampler, a baseline).")
     grace_period: int | None = option(None, "ASHA grace period in epochs (default: space file).")
     reduction_factor: int | None = option(None, "ASHA reduction factor (default: space file).")
+    rung_metric: str | None = option(None, "Metric ASHA compares at its rungs: {rung_metrics} (default: the space "
+                                           "file's asha.metric, else val_map). The searcher and the pick stay on "
+                                           "val mAP.")
     epochs: int | None = option(None, "Training epochs (train.epochs), over the config, space or variant files.")
     cpus_per_trial: float = option(1.0, "CPUs reserved per trial.")
     gpus_per_trial: float = option(0.0, "> 0 runs each trial in a TorchTrainer.")
@@ -298,6 +301,8 @@ class SweepConfig:
             check_number(self.grace_period, "--grace-period", low=1)
         if self.reduction_factor is not None:
             check_number(self.reduction_factor, "--reduction-factor", low=2)
+        if self.rung_metric is not None:
+            check_choice(RUNG_METRICS, self.rung_metric, "--rung-metric")
         check_number(self.max_failures, "--max-failures", low=0)
         check_number(self.checkpoint_every, "--checkpoint-every", low=0)
         # a share of training time: above 1 it would allow checkpoints to cost more than the training

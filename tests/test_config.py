@@ -198,6 +198,14 @@ def test_sweep_numeric_options_name_the_option_and_the_value(field, value, flag)
     assert msg.count("--") == 1, msg  # names only the option that is wrong
 
 
+def test_rung_metric_is_a_registered_choice():
+    from raysearch.config import SweepConfig
+
+    assert SweepConfig(rung_metric="val_auc").rung_metric == "val_auc"
+    with pytest.raises(ConfigError, match="--rung-metric 'auc' unknown; choose one of: val_auc, val_map"):
+        SweepConfig(rung_metric="auc")
+
+
 def test_sweep_numeric_options_accept_their_edges():
     from raysearch.config import SweepConfig
 

@@ -7,7 +7,7 @@ import pytest
 
 from raysearch.experiment.stats import (_boot_indices, bootstrap_counts, corrected_resampled_ttest, fold_level_ttest,
                                         holm, mean_t_interval, paired_item_bootstrap, paired_unit_tests)
-from raysearch.metrics import mean_average_precision, per_class_ap, resampled_map
+from raysearch.metrics import macro_roc_auc, mean_average_precision, per_class_ap, resampled_map
 
 
 def test_ap_hand_computed():
@@ -35,6 +35,22 @@ def test_bad_inputs():
         mean_average_precision(np.ones((3, 2)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="non-finite"):
         mean_average_precision(np.ones((2, 1)), np.array([[np.nan], [1.0]]))
+
+
+def test_macro_roc_auc_matches_sklearn_with_ties_and_skips_one_sided_classes():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 5)) < 0.3).astype(int)
+    y[:, 3] = 0          # no positive: left out
+    y[:, 4] = 1          # no negative: left out
+    s = np.round(rng.random((60, 5)), 1)  # many tied scores
+    want = np.mean([roc_auc_score(y[:, j], s[:, j]) for j in range(3)])
+    assert macro_roc_auc(y, s) == pytest.approx(want, abs=1e-12)
+    assert macro_roc_auc(y[:, :1], -s[:, :1]) == pytest.approx(1 - roc_auc_score(y[:, 0], s[:, 0]))
+    assert math.isnan(macro_roc_auc(y[:, 3:], s[:, 3:]))
+    with pytest.raises(ValueError, match="non-finite"):
+        macro_roc_auc(np.ones((2, 1)), np.array([[np.nan], [1.0]]))
 
 
 def test_resampled_map_equals_map_on_the_resampled_items():

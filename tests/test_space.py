@@ -55,7 +55,8 @@ def test_default_space_lookup():
 
 def test_conditionals_and_types(tmp_path):
     space = load_space(_write(tmp_path, GOOD))
-    assert space.grace_period == 1 and space.reduction_factor == 3
+    assert space.grace_period == 1 and space.reduction_factor == 3 and space.rung_metric == "val_map"
+    assert load_space(_write(tmp_path, {**GOOD, "asha": {"metric": "val_auc"}}, "auc.yaml")).rung_metric == "val_auc"
     runs = sample_configs(space, 40, seed=3)
     assert all(isinstance(r, RunConfig) for r in runs)
     # Omega is only sampled for non-uniform weighting: uniform trials keep the base value
@@ -117,6 +118,7 @@ def test_method_all_and_pinned(tmp_path):
     (lambda d: d["params"]["train.alpha"].update(low=-1.0), "rejected by the config"),
     (lambda d: d["params"].update({"train.backbone": {"type": "float", "low": 0, "high": 1}}), "train.backbone"),
     (lambda d: d.update(asha={"grace": 1}), "grace"),
+    (lambda d: d.update(asha={"metric": "val_mAP"}), "asha.metric"),  # a typo, not silently val_map
     (lambda d: d.update(spaces={}), "spaces"),
     (lambda d: d["base"]["train"].update(epochz=3), "epochz"),
     # a registered name the base gets wrong fails here, not retried in every trial

@@ -60,7 +60,9 @@ def test_every_method_trains_and_reports(method, tmp_path):
     assert isinstance(res, TrainResult)
     assert res.epochs_run == 4 == len(seen) == len(res.history) and res.stop_reason == "completed"
     for m in seen:
-        assert {"epoch", "train_loss", "main_loss", "aux_loss", "val_map", "best_val_map", "lr", "images_per_s"} <= set(m)
+        assert {"epoch", "train_loss", "main_loss", "aux_loss", "val_map", "val_auc", "best_val_map", "lr",
+                "images_per_s"} <= set(m)
+        assert 0 <= m["val_auc"] <= 1 or np.isnan(m["val_auc"])  # --rung-metric val_auc (NaN: no two-sided class)
         assert np.isfinite(m["train_loss"]) and m["val_time_s"] > 0 and m["epoch_time_s"] > 0
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
     tracked = [m for m in seen if m["stage"] != "aux"]

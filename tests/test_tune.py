@@ -243,6 +243,32 @@ def test_trial_larger_than_the_cluster_is_an_error_not_a_hang(ray_session, tmp_p
         run_sweep(_cfg(tmp_path, "too-big", trials=1, cpus_per_trial=4.0))
 
 
+@pytest.mark.parametrize("rung_metric, b_goes_on", [("val_map", True), ("val_auc", False)])
+def test_asha_judges_its_rungs_on_the_rung_metric(tmp_path, rung_metric, b_goes_on):
+    """--rung-metric val_auc: ASHA cuts on the epoch's val AUC while Tune, the searcher and the pick
+    keep val_map (Tune refuses a scheduler with its own metric next to TuneConfig's)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from raysearch.search.tune import ASHA_STOPPED_FILE, _asha
+
+    record = tmp_path / ASHA_STOPPED_FILE
+    asha = _asha(record, rung_metric, time_attr="asha_epoch", max_t=8, grace_period=1, reduction_factor=2,
+                 stop_last_trials=False)
+    assert asha.set_search_properties("val_map", "max")
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    for t in (a, b):
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, a, {"asha_epoch": 1, "val_map": 0.2, "val_auc": 0.9}) == TrialScheduler.CONTINUE
+    # b has the better val mAP but the worse val AUC at the rung
+    action = asha.on_trial_result(None, b, {"asha_epoch": 1, "val_map": 0.5, "val_auc": 0.6})
+    assert (action == TrialScheduler.CONTINUE) == b_goes_on
+    assert (json.loads(record.read_text()) if record.exists() else []) == ([] if b_goes_on else ["b"])
+    # a final report (no val_auc in it) is never recorded below a cutoff
+    asha.on_trial_complete(None, a, {"asha_epoch": 2, "val_map": 0.3, "final": 1})
+
+
 @pytest.mark.timeout(300)
 def test_asha_rung_at_max_t_never_cuts_a_finished_trial(ray_session, tmp_path):
     """epochs = grace * rf^k (4 = 1 * 2^2): ASHA has a rung at max_t; the last epoch must still

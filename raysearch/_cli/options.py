@@ -86,7 +86,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "default_variants": _default_variants,
     # raysearch.choices: light registries, listed from their entries
     "schedulers": lambda: _choice("SCHEDULERS"), "searchers": lambda: _choice("SEARCHERS"),
-    "shuffle_controls": lambda: _choice("SHUFFLE_CONTROLS"),
+    "shuffle_controls": lambda: _choice("SHUFFLE_CONTROLS"), "rung_metrics": lambda: _choice("RUNG_METRICS"),
 }
 
 

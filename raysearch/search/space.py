@@ -12,6 +12,7 @@ A search-space file has three sections::
     asha:            # optional scheduler knobs
       grace_period: 1
       reduction_factor: 2
+      metric: val_map  # what the rungs compare (val_auc: less noisy on a small val set)
 
 Define-by-run (rather than a static Tune dict) is what makes conditionals possible: Omega is only
 sampled when the weighting is not uniform and VAECF-only options only when the CF model is VAECF,
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from raysearch.config import CFConfig, ConfigError, RunConfig, SplitConfig, TrainConfig, _type_ok, from_dict, to_dict
+from raysearch.choices import RUNG_METRICS
+from raysearch.config import (CFConfig, ConfigError, RunConfig, SplitConfig, TrainConfig, _type_ok, check_choice,
+                               from_dict, to_dict)
 
 SECTIONS: dict[str, type] = {"split": SplitConfig, "cf": CFConfig, "train": TrainConfig}
 TOP_KEYS = ("description", "base", "params", "asha")
@@ -40,7 +43,7 @@ PARAM_KEYS = {
     "int": {"type", "low", "high", "log", "step", "when"},
     "categorical": {"type", "choices", "when"},
 }
-ASHA_KEYS = {"grace_period": int, "reduction_factor": int}
+ASHA_KEYS = {"grace_period": int, "reduction_factor": int, "metric": str}
 # Categorical choices for these fields must be registered names (checked when the registry exists).
 _REGISTRIES = {
     "train.method": ("raysearch.train.methods", "METHODS"),
@@ -90,6 +93,7 @@ class SearchSpace:
     params: tuple[Param, ...] = ()
     grace_period: int = 1
     reduction_factor: int = 2
+    rung_metric: str = "val_map"
 
     @property
     def names(self) -> list[str]:
@@ -305,7 +309,11 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     bad = sorted(set(asha) - set(ASHA_KEYS), key=str)
     if bad:
         raise ConfigError(f"{file}: unknown key(s) {bad} in 'asha'; valid: {sorted(ASHA_KEYS)}")
+    metric = asha.get("metric", "val_map")
+    check_choice(RUNG_METRICS, metric, f"{file}: key 'asha.metric'")
     for k, v in asha.items():
+        if k == "metric":
+            continue
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{file}: key 'asha.{k}' must be a positive integer, got {v!r}")
     if asha.get("reduction_factor", 2) < 2:
@@ -313,6 +321,7 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     space = SearchSpace(
         path=file, base=base, params=tuple(params.values()),
         grace_period=asha.get("grace_period", 1), reduction_factor=asha.get("reduction_factor", 2),
+        rung_metric=metric,
     )
     _check_extremes(space)
     return space

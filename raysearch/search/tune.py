@@ -167,23 +167,34 @@ ASHA_STOPPED_FILE = "asha_stopped.ids"
 
 
 def asha_scheduler(cfg: SweepConfig, space: SearchSpace, run_dir: Path) -> Any:
-    """``--scheduler asha`` (:data:`raysearch.choices.SCHEDULERS`): rungs at epochs, up to the space's last."""
+    """``--scheduler asha`` (:data:`raysearch.choices.SCHEDULERS`): rungs at epochs, up to the space's last,
+    judged on ``--rung-metric`` (else the space's ``asha.metric``)."""
     epochs = space.base.train.epochs
-    return _asha(run_dir / ASHA_STOPPED_FILE, time_attr=ASHA_ATTR, max_t=epochs,
+    return _asha(run_dir / ASHA_STOPPED_FILE, cfg.rung_metric or space.rung_metric, time_attr=ASHA_ATTR, max_t=epochs,
                  grace_period=min(cfg.grace_period or space.grace_period, epochs),
                  reduction_factor=cfg.reduction_factor or space.reduction_factor,
                  stop_last_trials=False)
 
 
-def _asha(record: Path, **kw: Any) -> Any:
+def _asha(record: Path, rung_metric: str = METRIC, **kw: Any) -> Any:
     """An ``ASHAScheduler`` that records the trials it stops in ``record`` (read back after the
     sweep and across ``--resume``), so the results tell an ASHA stop from a trial the sweep left
-    unfinished.  Built lazily: it subclasses Ray's class."""
+    unfinished, and compares ``rung_metric`` at its rungs.  The sweep's metric (TuneConfig, the
+    searcher, the pick) stays :data:`METRIC`: Tune refuses a scheduler with a metric of its own
+    next to TuneConfig's, so ASHA is handed each result with ``rung_metric`` in METRIC's place (a
+    result without it, e.g. a final report, as NaN: never recorded below a cutoff).  Built lazily:
+    it subclasses Ray's class."""
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+    def judged(result: dict) -> dict:
+        return result if rung_metric == METRIC else {**result, METRIC: result.get(rung_metric, float("nan"))}
+
     class RecordingASHA(ASHAScheduler):
+        def on_trial_complete(self, tune_controller, trial, result):
+            super().on_trial_complete(tune_controller, trial, judged(result))
+
         def on_trial_result(self, tune_controller, trial, result):
-            action = super().on_trial_result(tune_controller, trial, result)
+            action = super().on_trial_result(tune_controller, trial, judged(result))
             if action == TrialScheduler.STOP and not result.get("final"):
                 stopped = _read_ids(record)
                 stopped.add(trial.trial_id)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from raysearch.choices import TRUNKS
 from raysearch.config import RunConfig, to_dict
 from raysearch.errors import InputError
-from raysearch.metrics import mean_average_precision
+from raysearch.metrics import macro_roc_auc, mean_average_precision
 from raysearch.train.data import TrainingData
 from raysearch.train.early_stopping import EarlyStopping, state_copy
 from raysearch.train.epoch import Targets, train_one_epoch
@@ -282,6 +282,7 @@ class _Run:
         tv = time.perf_counter()
         val_scores = self.predict(split.val)
         val_map = mean_average_precision(self.data.labels[split.val], val_scores)
+        val_auc = macro_roc_auc(self.data.labels[split.val], val_scores)  # ASHA's rung signal (--rung-metric)
         ep_val = time.perf_counter() - tv
         self.val_time += ep_val
         improved = stage.track_best and self.tracker.update(val_map, self.epoch, self.core)
@@ -289,7 +290,7 @@ class _Run:
             self.best_val_scores = val_scores
         m = {"epoch": self.epoch, "stage": stage.name, "train_loss": losses["train_loss"],
              "main_loss": losses["main_loss"], "aux_loss": losses["aux_loss"], "val_map": val_map,
-             "best_val_map": max(self.tracker.best_val, 0.0), "improved": improved, "lr": lr,
+             "val_auc": val_auc, "best_val_map": max(self.tracker.best_val, 0.0), "improved": improved, "lr": lr,
              "tracked": stage.track_best,  # False: aux-only stage, val mAP of an untrained classifier
              "images_per_s": losses["n_seen"] * self.world / max(ep_train, 1e-9), "epoch_time_s": ep_train,
              "val_time_s": ep_val}

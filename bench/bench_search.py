@@ -133,8 +133,8 @@ def main() -> None:
                     help="(a) searcher: optuna (TPE, what `raysearch tune` runs) or random")
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
-    ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
-    ap.add_argument("--rung-metric", nargs="+", default=["val_map"], choices=["val_map", "val_auc"],
+    ap.add_argument("--rf", type=int, nargs="+", default=[5], help="(c) 'after': ASHA reduction factor(s)")
+    ap.add_argument("--rung-metric", nargs="+", default=["val_auc"], choices=["val_map", "val_auc"],
                     help="(c) 'after': the metric(s) ASHA compares at its rungs, one arm per --rf and metric")
     ap.add_argument("--retrain-seeds", type=int, default=3,
                     help="(c) training seeds each sweep's pick is retrained with, judged on test mAP (0: no retraining)")
@@ -391,7 +391,7 @@ def compare_part(args, common, space, run_sweep) -> None:
 
     variants = [("random+fifo", "random", "none", {})]
     if not args.skip_before:
-        # 585f821's synthetic space had grace 2 / rf 2 (the shipped one has grace 1 / rf 4 since)
+        # 585f821's synthetic space had grace 2 / rf 2 (the shipped one has grace 1 / rf 5 on val AUC since)
         variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
     variants += [(f"tpe+asha-g{args.grace}rf{rf}" + ("" if m == "val_map" else f"-{m.split('_')[1]}"), "optuna", "asha",
                   {"grace_period": args.grace, "reduction_factor": rf, "rung_metric": m})

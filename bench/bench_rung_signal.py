@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (>= 2)")
     ap.add_argument("--sample-seed", type=int, default=123, help="seed of the random configurations")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--at", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8, 15], help="epochs to report")
+    ap.add_argument("--at", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 15], help="epochs to report")
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error("--seeds must be >= 2 (the target leaves each run's own seed out)")

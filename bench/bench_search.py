@@ -133,9 +133,12 @@ def main() -> None:
                     help="(a) searcher: optuna (TPE, what `raysearch tune` runs) or random")
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
-    ap.add_argument("--rf", type=int, nargs="+", default=[5], help="(c) 'after': ASHA reduction factor(s)")
-    ap.add_argument("--rung-metric", nargs="+", default=["val_auc"], choices=["val_map", "val_auc"],
-                    help="(c) 'after': the metric(s) ASHA compares at its rungs, one arm per --rf and metric")
+    ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
+    # default val_map: the commands quoted for runs 1-8 (before --rung-metric) still run what they ran
+    ap.add_argument("--rung-metric", nargs="+", default=["val_map"], choices=["val_map", "val_auc"],
+                    help="(c) the metric(s) ASHA compares at its rungs in the --rf arms (and the --decompose, "
+                         "--startup-arm, --no-seed-arm ones): one arm per --rf and metric; the shipped synthetic "
+                         "space: --rf 5 --rung-metric val_auc")
     ap.add_argument("--retrain-seeds", type=int, default=3,
                     help="(c) training seeds each sweep's pick is retrained with, judged on test mAP (0: no retraining)")
     ap.add_argument("--skip-before", action="store_true", help="(c) leave out the 585f821 engine")
@@ -392,20 +395,25 @@ def compare_part(args, common, space, run_sweep) -> None:
     variants = [("random+fifo", "random", "none", {})]
     if not args.skip_before:
         # 585f821's synthetic space had grace 2 / rf 2 (the shipped one has grace 1 / rf 5 on val AUC since)
-        variants.append(("tpe+asha-585f821", "optuna", "asha", {**BEFORE, "grace_period": 2, "reduction_factor": 2}))
-    variants += [(f"tpe+asha-g{args.grace}rf{rf}" + ("" if m == "val_map" else f"-{m.split('_')[1]}"), "optuna", "asha",
-                  {"grace_period": args.grace, "reduction_factor": rf, "rung_metric": m})
-                 for rf in args.rf for m in args.rung_metric]
+        variants.append(("tpe+asha-585f821", "optuna", "asha",
+                         {**BEFORE, "grace_period": 2, "reduction_factor": 2, "rung_metric": "val_map"}))
+    def asha(rf: int, m: str, **kw) -> dict:
+        return {"grace_period": args.grace, "reduction_factor": rf, "rung_metric": m, **kw}
+
+    def tag(m: str) -> str:  # val_map arms keep the labels of the runs before --rung-metric existed
+        return "" if m == "val_map" else f"-{m.split('_')[1]}"
+
+    arms = [(rf, m) for rf in args.rf for m in args.rung_metric]
+    variants += [(f"tpe+asha-g{args.grace}rf{rf}{tag(m)}", "optuna", "asha", asha(rf, m)) for rf, m in arms]
     if args.startup_arm:  # TPE with another n_startup_trials, registered here as a searcher choice
         search = _register_tpe_startup(args.startup_arm)
-        variants += [(f"tpe-s{args.startup_arm}+asha-g{args.grace}rf{rf}", search, "asha",
-                      {"grace_period": args.grace, "reduction_factor": rf}) for rf in args.rf]
+        variants += [(f"tpe-s{args.startup_arm}+asha-g{args.grace}rf{rf}{tag(m)}", search, "asha", asha(rf, m))
+                     for rf, m in arms]
     if args.no_seed_arm:  # TPE without the seeded first trial (seed_defaults=False), same ASHA
-        variants += [(f"tpe+asha-g{args.grace}rf{rf}-noseed", "optuna", "asha",
-                      {"grace_period": args.grace, "reduction_factor": rf, "seed_defaults": False}) for rf in args.rf]
+        variants += [(f"tpe+asha-g{args.grace}rf{rf}{tag(m)}-noseed", "optuna", "asha", asha(rf, m, seed_defaults=False))
+                     for rf, m in arms]
     if args.decompose:  # one change at a time against random+fifo: the scheduler alone, the searcher alone
-        variants += [(f"random+asha-g{args.grace}rf{rf}", "random", "asha",
-                      {"grace_period": args.grace, "reduction_factor": rf}) for rf in args.rf]
+        variants += [(f"random+asha-g{args.grace}rf{rf}{tag(m)}", "random", "asha", asha(rf, m)) for rf, m in arms]
         variants.append(("tpe+fifo", "optuna", "none", {}))
     if args.space_asha:
         variants.insert(1 if args.skip_before else 2, ("tpe+asha-space", "optuna", "asha", {}))

@@ -272,6 +272,25 @@ def test_resume_hint_repeats_address_storage_and_data_root(tmp_path, capsys):
 
 
 @pytest.mark.timeout(60)
+def test_summary_names_the_rungs_that_stopped_trials(tmp_path, capsys):
+    """An ASHA-stopped trial can show a higher val mAP than the pick: the summary says which metric
+    the rungs judged on (a space's asha.metric is not a flag the user typed)."""
+    import dataclasses
+
+    from raysearch._cli.search import _print_sweep
+    from raysearch.search.tune import SweepConfig
+
+    res = _sweep_result(tmp_path, interrupted=False, best=True)
+    res.results.loc[0, "stop_reason"] = "asha_stopped"
+    _print_sweep(dataclasses.replace(res, asha={"grace_period": 1, "reduction_factor": 5, "metric": "val_auc"}),
+                 SweepConfig(dataset="d"), top=10)
+    out = capsys.readouterr().out
+    assert "ASHA (grace 1, reduction factor 5, rungs judged on val_auc) stopped 1 of 3 trials" in out, out
+    _print_sweep(res, SweepConfig(dataset="d", scheduler="none"), top=10)  # no ASHA: no such line
+    assert "rungs judged" not in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
 def test_closing_line_names_best_yaml_only_when_written(tmp_path, capsys):
     from raysearch._cli.search import _print_sweep
     from raysearch.search.tune import SweepConfig

@@ -29,6 +29,7 @@ def _option(command: str, flag: str):
 
 # (registry, command, flag) for the choices that have a flag; (registry, config factory, key) for all
 FLAGS = [(choices.SCHEDULERS, "tune", "--scheduler"), (choices.SEARCHERS, "tune", "--search"),
+         (choices.RUNG_METRICS, "tune", "--rung-metric"),
          (choices.SHUFFLE_CONTROLS, "experiment", "--shuffle-control")]
 
 
@@ -41,6 +42,7 @@ def _experiment_config(v):
 CONFIGS = [
     (choices.SCHEDULERS, lambda v: SweepConfig(scheduler=v), "--scheduler"),
     (choices.SEARCHERS, lambda v: SweepConfig(search=v), "--search"),
+    (choices.RUNG_METRICS, lambda v: SweepConfig(rung_metric=v), "--rung-metric"),
     (choices.CF_TRAINERS, lambda v: CFConfig(trainer=v), "cf.trainer"),
     (choices.TRUNKS, lambda v: TrainConfig(trunk=v), "train.trunk"),
     (choices.AUX_NORMS, lambda v: TrainConfig(aux_norm=v), "train.aux_norm"),

@@ -265,16 +265,34 @@ def test_asha_judges_its_rungs_on_the_rung_metric(tmp_path, rung_metric, b_goes_
     action = asha.on_trial_result(None, b, {"asha_epoch": 1, "val_map": 0.5, "val_auc": 0.6})
     assert (action == TrialScheduler.CONTINUE) == b_goes_on
     assert (json.loads(record.read_text()) if record.exists() else []) == ([] if b_goes_on else ["b"])
-    # a final report (no val_auc in it) is never recorded below a cutoff
-    asha.on_trial_complete(None, a, {"asha_epoch": 2, "val_map": 0.3, "final": 1})
+    # a result without the rung metric counts as NaN: it never stops a trial
+    c = SimpleNamespace(trial_id="c")
+    asha.on_trial_add(None, c)
+    assert asha.on_trial_result(None, c, {"asha_epoch": 1, "val_map": 0.9}) == TrialScheduler.CONTINUE
+    # a final report is judged on its best epoch's val AUC (trainables.final_metrics) like any result
+    d = SimpleNamespace(trial_id="d")
+    asha.on_trial_add(None, d)
+    asha.on_trial_complete(None, d, {"asha_epoch": 2, "val_map": 0.9, "val_auc": 0.1, "final": 1})
+    rung2 = dict(asha._brackets[0]._rungs)[2]
+    assert rung2 == {"d": 0.1 if rung_metric == "val_auc" else 0.9}
 
 
 @pytest.mark.timeout(300)
-def test_asha_rung_at_max_t_never_cuts_a_finished_trial(ray_session, tmp_path):
+@pytest.mark.parametrize("rung_metric", ["val_map", "val_auc"])
+def test_asha_rung_at_max_t_never_cuts_a_finished_trial(ray_session, tmp_path, rung_metric):
     """epochs = grace * rf^k (4 = 1 * 2^2): ASHA has a rung at max_t; the last epoch must still
-    end with the final report (test mAP + model), never as an ASHA stop."""
-    res = run_sweep(_cfg(tmp_path, "rung", trials=6, epochs=4, wandb=False, seed=3,
-                         space=_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 2})))
+    end with the final report (test mAP + model), never as an ASHA stop.  On val AUC the final
+    report carries its best epoch's val AUC, so the rung at max_t is not all NaN (numpy warned)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_sweep(_cfg(tmp_path, "rung", trials=6, epochs=4, wandb=False, seed=3,
+                             space=_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 2,
+                                                          "metric": rung_metric})))
+    assert not [w for w in caught if "NaN" in str(w.message)], [str(w.message) for w in caught]
+    assert res.asha == {"grace_period": 1, "reduction_factor": 2, "metric": rung_metric}
+    assert json.loads((res.run_dir / "sweep.json").read_text())["asha"] == res.asha
     df = res.results
     full = df[df["epochs_run"] == 4]
     assert len(full) >= 1

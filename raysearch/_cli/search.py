@@ -74,7 +74,7 @@ def _emit_sweep(res, cfg, top: int) -> None:
 
     emit_json({"run_dir": str(res.run_dir), "best_yaml": str(res.best_yaml) if res.best_yaml else None,
                "wall_time_s": res.wall_time_s, "shared": res.shared_stats,
-               "interrupted": res.interrupted,
+               "interrupted": res.interrupted, "asha": res.asha,
                "resume_command": resume_hint(cfg, res.run_dir.name) if res.interrupted else None,
                "trials": results_records(res.results, top)})
     if _all_failed(res.results):
@@ -93,6 +93,11 @@ def _print_sweep(res, cfg, top: int) -> None:
     files = "results.parquet, best.yaml" if res.best_yaml else "results.parquet; no best.yaml: no trial finished"
     con.print(f"run directory: {escape(str(res.run_dir))}  ({files})   wall time {res.wall_time_s:.0f} s",
               soft_wrap=True)
+    stopped = int((df["stop_reason"] == "asha_stopped").sum()) if len(df) else 0
+    if res.asha and stopped:  # why a trial with a higher val mAP can be stopped: the rungs' own metric
+        a = res.asha
+        con.print(f"ASHA (grace {a['grace_period']}, reduction factor {a['reduction_factor']}, rungs judged on "
+                  f"{a['metric']}) stopped {stopped} of {len(df)} trials", soft_wrap=True, markup=False)
     if res.best_yaml:
         # soft_wrap: the command stays on one line, so it can be copied
         con.print(f"best config: {res.best_yaml}  ->  raysearch train --config {res.best_yaml}", soft_wrap=True,

@@ -59,6 +59,7 @@ class SweepResult:
     shared_stats: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
     interrupted: bool = False             # fewer trials than the budget (Ctrl+C, time budget): --resume
+    asha: dict[str, Any] | None = None     # the rungs as run (flags over the space's): grace, rf, metric
 
 
 def _storage_and_dir(cfg: SweepConfig, name: str) -> tuple[str, Path]:
@@ -166,14 +167,23 @@ def build_space(cfg: SweepConfig) -> SearchSpace:
 ASHA_STOPPED_FILE = "asha_stopped.ids"
 
 
+def asha_settings(cfg: SweepConfig, space: SearchSpace) -> dict[str, Any] | None:
+    """The ASHA rungs a sweep runs (its flags over the space's ``asha:``), None without ASHA: the
+    one place they are resolved, for the scheduler, ``sweep.json`` and the printed summary."""
+    if not SCHEDULERS.get(cfg.scheduler).rungs:
+        return None
+    epochs = space.base.train.epochs
+    return {"grace_period": min(cfg.grace_period or space.grace_period, epochs),
+            "reduction_factor": cfg.reduction_factor or space.reduction_factor,
+            "metric": cfg.rung_metric or space.rung_metric}
+
+
 def asha_scheduler(cfg: SweepConfig, space: SearchSpace, run_dir: Path) -> Any:
     """``--scheduler asha`` (:data:`raysearch.choices.SCHEDULERS`): rungs at epochs, up to the space's last,
     judged on ``--rung-metric`` (else the space's ``asha.metric``)."""
-    epochs = space.base.train.epochs
-    return _asha(run_dir / ASHA_STOPPED_FILE, cfg.rung_metric or space.rung_metric, time_attr=ASHA_ATTR, max_t=epochs,
-                 grace_period=min(cfg.grace_period or space.grace_period, epochs),
-                 reduction_factor=cfg.reduction_factor or space.reduction_factor,
-                 stop_last_trials=False)
+    a = asha_settings(cfg, space)
+    return _asha(run_dir / ASHA_STOPPED_FILE, a["metric"], time_attr=ASHA_ATTR, max_t=space.base.train.epochs,
+                 grace_period=a["grace_period"], reduction_factor=a["reduction_factor"], stop_last_trials=False)
 
 
 def _asha(record: Path, rung_metric: str = METRIC, **kw: Any) -> Any:
@@ -182,8 +192,8 @@ def _asha(record: Path, rung_metric: str = METRIC, **kw: Any) -> Any:
     unfinished, and compares ``rung_metric`` at its rungs.  The sweep's metric (TuneConfig, the
     searcher, the pick) stays :data:`METRIC`: Tune refuses a scheduler with a metric of its own
     next to TuneConfig's, so ASHA is handed each result with ``rung_metric`` in METRIC's place (a
-    result without it, e.g. a final report, as NaN: never recorded below a cutoff).  Built lazily:
-    it subclasses Ray's class."""
+    final report carries it for its best epoch, as METRIC; a result without it counts as NaN, which
+    never stops a trial and which ASHA's cutoffs ignore).  Built lazily: it subclasses Ray's class."""
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     def judged(result: dict) -> dict:
@@ -247,8 +257,9 @@ def _make_tuner(cfg: SweepConfig, space: SearchSpace, trainable: Any, name: str,
     from ray.tune.search.optuna import OptunaSearch
 
     searcher = SEARCHERS.get(cfg.search)
-    # the space's base config (the paper's defaults) is the first trial TPE sees: a good first
-    # full-length trial sets a high bar at ASHA's rungs from the start
+    # the space's base config (the paper's defaults) is the first configuration TPE sees, so the
+    # domain's default is always tried (with two trials at once another can reach a rung first and
+    # cut it there)
     points = [default_point(space)] if cfg.seed_defaults and searcher.seeds_defaults else None
     search = OptunaSearch(space.define_by_run(), metric=METRIC, mode=MODE, sampler=searcher.sampler(cfg),
                           points_to_evaluate=points or None)
@@ -382,7 +393,8 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     write_json(run_dir / "shared_objects.json", stats)
     unfinished = (df["stop_reason"] == StopReason.INTERRUPTED.value).any() if len(df) else True
     return SweepResult(run_dir=run_dir, results=df, best_yaml=best, shared_stats=stats,
-                       wall_time_s=time.perf_counter() - t0, interrupted=len(df) < total or bool(unfinished))
+                       wall_time_s=time.perf_counter() - t0, interrupted=len(df) < total or bool(unfinished),
+                       asha=asha_settings(cfg, space))
 
 
 def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:
@@ -438,7 +450,8 @@ def _final_stats(actor: Any, stop: bool = True) -> dict[str, Any]:
 def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str, fingerprint: str) -> None:
     """``sweep.json``: the settings and the dataset fingerprint a ``--resume`` is checked against."""
     meta = {"name": name, "sweep": dataclasses.asdict(cfg), "space_file": space.path,
-            "params": space.names, "wandb_project": cfg.wandb_project, "dataset_fingerprint": fingerprint}
+            "params": space.names, "wandb_project": cfg.wandb_project, "dataset_fingerprint": fingerprint,
+            "asha": asha_settings(cfg, space)}  # as run: a flag left unset takes the space's value
     p = run_dir / SWEEP_FILE
     if cfg.resume and p.is_file():  # the restored Tuner keeps the original settings: so does sweep.json
         meta = saved_sweep(run_dir)

@@ -5,7 +5,9 @@ Trains ``--configs`` random configurations of a search space (Optuna's RandomSam
 process, and prints, per epoch, the Spearman rank correlation across configurations between a
 signal one training run sees at that epoch (its val mAP, its best val mAP so far, its macro val
 ROC AUC) and what a user keeps from the configuration: its test mAP, averaged over the *other*
-training seeds (leave-one-seed-out, so a run's own luck cannot correlate with itself).  A rung
+training seeds (leave-one-seed-out, so a run's own luck cannot correlate with itself).  The
+difference between val AUC's and val mAP's correlation gets a 95% CI from a paired bootstrap over
+the configurations (the unit: both correlations use the same configurations and targets).  A rung
 cuts on the signal at its epoch: the higher the correlation there, the fewer good
 configurations a cut throws away.
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (>= 2)")
     ap.add_argument("--sample-seed", type=int, default=123, help="seed of the random configurations")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the configurations")
     ap.add_argument("--at", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 15], help="epochs to report")
     args = ap.parse_args()
     if args.seeds < 2:
@@ -91,15 +94,25 @@ def main() -> None:
     print("Spearman correlation across configurations: a run's signal at epoch E vs the configuration's test mAP "
           "on the other seeds (mean over the seeds)")
     print(f"    {'signal':<13}" + "".join(f"{'E=' + str(e):>7}" for e in args.at))
+    targets = [np.array([np.mean([r["test"] for k, r in enumerate(rs) if k != s]) for rs in runs])
+               for s in range(args.seeds)]
+    sig = {(signal, e, s): np.array([at(rs[s]["curve"], signal, e) for rs in runs])
+           for signal in SIGNALS for e in args.at for s in range(args.seeds)}
+
+    def rho(signal: str, e: int, idx: np.ndarray) -> float:
+        return float(np.mean([spearmanr(sig[(signal, e, s)][idx], targets[s][idx])[0] for s in range(args.seeds)]))
+
+    every = np.arange(len(runs))
     for signal in SIGNALS:
-        row = []
-        for e in args.at:
-            rho = []
-            for s in range(args.seeds):
-                target = [np.mean([r["test"] for k, r in enumerate(rs) if k != s]) for rs in runs]
-                rho.append(spearmanr([at(rs[s]["curve"], signal, e) for rs in runs], target)[0])
-            row.append(float(np.mean(rho)))
-        print(f"    {signal:<13}" + "".join(f"{v:>7.2f}" for v in row))
+        print(f"    {signal:<13}" + "".join(f"{rho(signal, e, every):>7.2f}" for e in args.at))
+    # the same resampled configurations for both signals (they are correlated: same runs, same targets)
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(runs), len(runs)) for _ in range(args.boot)]
+    print(f"val_auc - val_map, with a 95% CI from a paired bootstrap over the configurations ({args.boot} resamples):")
+    for e in args.at:
+        d = np.array([rho("val_auc", e, b) - rho("val_map", e, b) for b in boots])
+        lo, hi = np.nanpercentile(d, [2.5, 97.5])
+        print(f"    E={e:<3} {rho('val_auc', e, every) - rho('val_map', e, every):+.2f} [{lo:+.2f}, {hi:+.2f}]")
 
 
 if __name__ == "__main__":

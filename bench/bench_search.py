@@ -134,8 +134,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="(a) before/after pairs, order alternated (load noise)")
     ap.add_argument("--grace", type=int, default=1, help="(c) 'after': ASHA grace period")
     ap.add_argument("--rf", type=int, nargs="+", default=[3], help="(c) 'after': ASHA reduction factor(s)")
-    # default val_map: the commands quoted for runs 1-8 (before --rung-metric) still run what they ran
-    ap.add_argument("--rung-metric", nargs="+", default=["val_map"], choices=["val_map", "val_auc"],
+    # default val_map: the commands quoted for runs 1-8 (before --rung-metric) still run what they ran, but
+    # for --space-asha arms, which take the space file's ASHA settings as it ships them at the time
+    from raysearch.choices import RUNG_METRICS
+
+    ap.add_argument("--rung-metric", nargs="+", default=["val_map"], choices=RUNG_METRICS.names(),
                     help="(c) the metric(s) ASHA compares at its rungs in the --rf arms (and the --decompose, "
                          "--startup-arm, --no-seed-arm ones): one arm per --rf and metric; the shipped synthetic "
                          "space: --rf 5 --rung-metric val_auc")
@@ -143,7 +146,8 @@ def main() -> None:
                     help="(c) training seeds each sweep's pick is retrained with, judged on test mAP (0: no retraining)")
     ap.add_argument("--skip-before", action="store_true", help="(c) leave out the 585f821 engine")
     ap.add_argument("--space-asha", action="store_true",
-                    help="(c) also run TPE+ASHA now with the space's own grace/rf: like for like with 585f821")
+                    help="(c) also run TPE+ASHA now with the space file's own ASHA settings (grace, rf, rung metric) "
+                         "as it ships them at the time: like for like with 585f821 when the space had its grace 2 / rf 2")
     ap.add_argument("--no-seed-arm", action="store_true",
                     help="(c) also run each --rf arm without the space's base config as TPE's first trial")
     ap.add_argument("--startup-arm", type=int, default=0,

@@ -1,5 +1,5 @@
 """Evaluation metrics: macro mAP and per-class AP (also on bootstrap resamples, :func:`resampled_map`),
-and macro ROC AUC (:func:`macro_roc_auc`), a lower-variance signal for ASHA's rung decisions.
+and macro ROC AUC (:func:`macro_roc_auc`), which ASHA's rungs can judge on (``--rung-metric val_auc``).
 
 Macro mAP follows sklearn's ``average_precision_score`` per class, averaged over the classes
 that have at least one positive in the evaluated set.  A class with no positive there has an
@@ -73,9 +73,10 @@ def macro_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Macro ROC AUC over the classes with both a positive and a negative in ``y_true``; NaN if none.
 
     Why it exists: on a small validation set an AP hinges on the few positives ranked first, so
-    val mAP is noisy from epoch to epoch; AUC counts every positive-negative pair.  On the
-    synthetic world it ranked configurations by their retrained test mAP better than val mAP did
-    (docs/search.md, part (c)), so ASHA can judge its rungs on it (``--rung-metric val_auc``)."""
+    val mAP is a coarse early sign of a configuration's worth; AUC counts every positive-negative
+    pair.  On the synthetic world it ranked configurations by their test mAP better than val mAP
+    from epoch 3 on (``bench/bench_rung_signal.py``), so ASHA can judge its rungs on it
+    (``--rung-metric val_auc``)."""
     y, s = _check(y_true, y_score)
     n_pos = y.sum(0)
     cls = np.flatnonzero((n_pos > 0) & (n_pos < len(y)))

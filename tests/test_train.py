@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from raysearch import paths
+from raysearch.choices import RUNG_METRICS
 from raysearch.config import CFConfig, RunConfig, SplitConfig, TrainConfig
 from raysearch.data.splits import Split
 from raysearch.train import (TrainingData, TrainResult, fit, load_checkpoint, nearest_positive,
@@ -63,6 +64,7 @@ def test_every_method_trains_and_reports(method, tmp_path):
         assert {"epoch", "train_loss", "main_loss", "aux_loss", "val_map", "val_auc", "best_val_map", "lr",
                 "images_per_s"} <= set(m)
         assert 0 <= m["val_auc"] <= 1 or np.isnan(m["val_auc"])  # --rung-metric val_auc (NaN: no two-sided class)
+        assert set(RUNG_METRICS.names()) <= set(m)  # ASHA reads each rung metric from these reports
         assert np.isfinite(m["train_loss"]) and m["val_time_s"] > 0 and m["epoch_time_s"] > 0
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
     tracked = [m for m in seen if m["stage"] != "aux"]

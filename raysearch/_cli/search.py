@@ -93,7 +93,9 @@ def _print_sweep(res, cfg, top: int) -> None:
     files = "results.parquet, best.yaml" if res.best_yaml else "results.parquet; no best.yaml: no trial finished"
     con.print(f"run directory: {escape(str(res.run_dir))}  ({files})   wall time {res.wall_time_s:.0f} s",
               soft_wrap=True)
-    stopped = int((df["stop_reason"] == "asha_stopped").sum()) if len(df) else 0
+    from raysearch.runs import StopReason
+
+    stopped = int((df["stop_reason"] == StopReason.ASHA_STOPPED.value).sum()) if len(df) else 0
     if res.asha and stopped:  # why a trial with a higher val mAP can be stopped: the rungs' own metric
         a = res.asha
         con.print(f"ASHA (grace {a['grace_period']}, reduction factor {a['reduction_factor']}, rungs judged on "

@@ -12,7 +12,7 @@ A search-space file has three sections::
     asha:            # optional scheduler knobs
       grace_period: 1
       reduction_factor: 2
-      metric: val_map  # what the rungs compare (val_auc: less noisy on a small val set)
+      metric: val_map  # what the rungs compare: val_map or val_auc (the pick stays on val mAP)
 
 Define-by-run (rather than a static Tune dict) is what makes conditionals possible: Omega is only
 sampled when the weighting is not uniform and VAECF-only options only when the CF model is VAECF,
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from raysearch.choices import RUNG_METRICS
+from raysearch.choices import DEFAULT_RUNG_METRIC, RUNG_METRICS
 from raysearch.config import (CFConfig, ConfigError, RunConfig, SplitConfig, TrainConfig, _type_ok, check_choice,
                                from_dict, to_dict)
 
@@ -93,7 +93,7 @@ class SearchSpace:
     params: tuple[Param, ...] = ()
     grace_period: int = 1
     reduction_factor: int = 2
-    rung_metric: str = "val_map"
+    rung_metric: str = DEFAULT_RUNG_METRIC
 
     @property
     def names(self) -> list[str]:
@@ -309,7 +309,7 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     bad = sorted(set(asha) - set(ASHA_KEYS), key=str)
     if bad:
         raise ConfigError(f"{file}: unknown key(s) {bad} in 'asha'; valid: {sorted(ASHA_KEYS)}")
-    metric = asha.get("metric", "val_map")
+    metric = asha.get("metric", DEFAULT_RUNG_METRIC)
     check_choice(RUNG_METRICS, metric, f"{file}: key 'asha.metric'")
     for k, v in asha.items():
         if k == "metric":

@@ -117,8 +117,9 @@ def final_metrics(res: Any) -> dict[str, Any]:
 
     out = res.outcome()
     # the best epoch's val AUC, as METRIC is its val mAP: what ASHA judges a final report on under
-    # --rung-metric val_auc (NaN when that epoch is not in this process's history, e.g. after a restart)
-    auc = next((h.get("val_auc") for h in res.history if h.get("epoch") == res.best_epoch), float("nan"))
+    # --rung-metric val_auc (the history survives a restart in the trial's checkpoint; NaN if that
+    # epoch or its val AUC is missing, e.g. a checkpoint written before val AUC was reported)
+    auc = next((h.get("val_auc", float("nan")) for h in res.history if h.get("epoch") == res.best_epoch), float("nan"))
     return {"final": 1, **out, METRIC: out["best_val_map"], "val_auc": auc, "fit_wall_time_s": out["wall_time_s"],
             TIME_ATTR: out["epochs_run"], ASHA_ATTR: out["epochs_run"]}
 

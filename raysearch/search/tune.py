@@ -168,14 +168,22 @@ ASHA_STOPPED_FILE = "asha_stopped.ids"
 
 
 def asha_settings(cfg: SweepConfig, space: SearchSpace) -> dict[str, Any] | None:
-    """The ASHA rungs a sweep runs (its flags over the space's ``asha:``), None without ASHA: the
-    one place they are resolved, for the scheduler, ``sweep.json`` and the printed summary."""
+    """The ASHA rungs a new sweep runs (its flags over the space's ``asha:``; ``max_t`` is the
+    space's ``train.epochs``), None without ASHA: what the scheduler is built with, and what
+    ``sweep.json`` records for the printed summary (:func:`sweep_asha`)."""
     if not SCHEDULERS.get(cfg.scheduler).rungs:
         return None
     epochs = space.base.train.epochs
     return {"grace_period": min(cfg.grace_period or space.grace_period, epochs),
             "reduction_factor": cfg.reduction_factor or space.reduction_factor,
             "metric": cfg.rung_metric or space.rung_metric}
+
+
+def sweep_asha(meta: dict[str, Any] | None, cfg: SweepConfig, space: SearchSpace) -> dict[str, Any] | None:
+    """The rungs a sweep runs: a resumed one's as ``sweep.json`` recorded them (its restored Tuner
+    keeps the scheduler it started with, even if the space file changed since; None for a sweep
+    saved before they were recorded), a new one's from its settings."""
+    return meta.get("asha") if meta is not None else asha_settings(cfg, space)
 
 
 def asha_scheduler(cfg: SweepConfig, space: SearchSpace, run_dir: Path) -> Any:
@@ -197,7 +205,10 @@ def _asha(record: Path, rung_metric: str = METRIC, **kw: Any) -> Any:
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     def judged(result: dict) -> dict:
-        return result if rung_metric == METRIC else {**result, METRIC: result.get(rung_metric, float("nan"))}
+        if rung_metric == METRIC:
+            return result
+        v = result.get(rung_metric)
+        return {**result, METRIC: float("nan") if v is None else v}
 
     class RecordingASHA(ASHAScheduler):
         def on_trial_complete(self, tune_controller, trial, result):
@@ -394,7 +405,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     unfinished = (df["stop_reason"] == StopReason.INTERRUPTED.value).any() if len(df) else True
     return SweepResult(run_dir=run_dir, results=df, best_yaml=best, shared_stats=stats,
                        wall_time_s=time.perf_counter() - t0, interrupted=len(df) < total or bool(unfinished),
-                       asha=asha_settings(cfg, space))
+                       asha=sweep_asha(meta, cfg, space))
 
 
 def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:

@@ -105,7 +105,7 @@ RUNG_METRICS: Registry[RungMetric] = Registry("rung metric")
 for _r in (RungMetric("val_map", "the epoch's val mAP (the metric the sweep selects on)"),
            RungMetric("val_auc", "the epoch's macro val ROC AUC: every positive-negative pair counts; on the "
                                  "synthetic world it ranked configurations by test mAP better than val mAP "
-                                 "from epoch 3 on")):
+                                 "from epoch 2 on")):
     RUNG_METRICS.register(_r.name, obj=_r)
 #: a space without ``asha.metric`` (and every sweep before the option existed) cuts on val mAP.
 #: Each name must be a key of the training loop's per-epoch report (tests/test_train.py checks it)

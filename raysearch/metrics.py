@@ -75,7 +75,7 @@ def macro_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     Why it exists: on a small validation set an AP hinges on the few positives ranked first, so
     val mAP is a coarse early sign of a configuration's worth; AUC counts every positive-negative
     pair.  On the synthetic world it ranked configurations by their test mAP better than val mAP
-    from epoch 3 on (``bench/bench_rung_signal.py``), so ASHA can judge its rungs on it
+    from epoch 2 on (``bench/bench_rung_signal.py``), so ASHA can judge its rungs on it
     (``--rung-metric val_auc``)."""
     y, s = _check(y_true, y_score)
     n_pos = y.sum(0)

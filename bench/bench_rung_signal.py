@@ -49,6 +49,8 @@ def _train(job: tuple[int, dict, list[int]]) -> tuple[int, list[dict]]:
 
 
 def main() -> None:
+    import shutil
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--epochs", type=int, default=15)
@@ -113,6 +115,7 @@ def main() -> None:
         d = np.array([rho("val_auc", e, b) - rho("val_map", e, b) for b in boots])
         lo, hi = np.nanpercentile(d, [2.5, 97.5])
         print(f"    E={e:<3} {rho('val_auc', e, every) - rho('val_map', e, every):+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    shutil.rmtree(out, ignore_errors=True)  # only the generated dataset and its caches
 
 
 if __name__ == "__main__":

@@ -176,8 +176,10 @@ def test_ddp_sweep_asha_stops_trials_and_frees_placement_groups(cluster, tmp_pat
     cluster.add_worker(2, tmp_path / "w1")
     r, df = _tune(cluster, head_home, tmp_path, "--space", _space(tmp_path, epochs=3), "--trials", "3",
                   "--workers-per-trial", "2", "--cpus-per-trial", "2", "--max-concurrent", "1",
-                  "--name", "ddp", "--no-wandb", "--seed", "1", timeout=500)
+                  "--name", "ddp", "--no-wandb", "--seed", "1", "--rung-metric", "val_auc", timeout=500)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the rungs judge the val AUC each DDP worker's epoch report carries through TuneReportCallback
+    assert json.loads(r.stdout)["asha"] == {"grace_period": 1, "reduction_factor": 2, "metric": "val_auc"}
     assert len(df) == 3 and set(df["stop_reason"]) <= {"completed", "early_stopped", "asha_stopped"}, df
     assert (df["stop_reason"] == "asha_stopped").sum() >= 1, df[["trial_id", "stop_reason", "epochs_run"]]
     assert df.loc[df["stop_reason"] == "completed", "test_map"].between(0, 1).all()

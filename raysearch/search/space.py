@@ -312,9 +312,7 @@ def parse_space(data: Any, file: str = "<search space>") -> SearchSpace:
     metric = asha.get("metric", DEFAULT_RUNG_METRIC)
     check_choice(RUNG_METRICS, metric, f"{file}: key 'asha.metric'")
     for k, v in asha.items():
-        if k == "metric":
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if ASHA_KEYS[k] is int and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{file}: key 'asha.{k}' must be a positive integer, got {v!r}")
     if asha.get("reduction_factor", 2) < 2:
         raise ConfigError(f"{file}: key 'asha.reduction_factor' must be >= 2")

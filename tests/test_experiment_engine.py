@@ -107,30 +107,32 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
     from raysearch.cli import app
 
     cfg = json.loads(json.dumps(TINY))
-    cfg["train"].update(epochs=200, patience=200, image_size=32)  # long enough to be killed mid-run
+    cfg["train"].update(epochs=600, patience=600, image_size=32)  # ~5 s: long enough to be killed mid-run
     out = tmp_path / "exp"
     killed: dict[str, int] = {}
 
     def kill_after_checkpoint() -> None:
-        # checkpoints are persisted to the storage path by the trial itself during its report (the
-        # driver's result.json may reach it only later): once a unit that is still running has one of
-        # its own, SIGKILL that unit's process (result.json names it).  Another unit's checkpoint is
+        # A unit persists its checkpoint to the storage path itself, during its report; the driver
+        # registers it, and its forced experiment snapshot then syncs the unit's result.json (which
+        # otherwise reaches the storage path only at the end).  So once a unit's synced result.json
+        # names a checkpoint that holds a train state, the unit has not finished, and a second has
+        # passed, SIGKILL that unit's process (result.json names it).  Another unit's checkpoint is
         # not enough: a reused process spaces a new unit's first save by the cost it last measured.
         deadline, seen = time.time() + 300, {}
         while time.time() < deadline and not killed:
-            for state in (out / "trials").glob("*/checkpoint_*/train_state.pt"):
-                seen.setdefault(state.parent.parent, time.time())
-            for trial_dir, t in seen.items():
-                lines = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip()] \
-                    if (trial_dir / "result.json").is_file() else []
-                if not lines or lines[-1].get("final") or time.time() - t < 1.5:  # Tune has registered it by then
+            for result_json in (out / "trials").glob("*/result.json"):
+                lines = [json.loads(x) for x in result_json.read_text().splitlines() if x.strip()]
+                named = {x["checkpoint_dir_name"] for x in lines if x.get("checkpoint_dir_name")}
+                if lines and any((result_json.parent / n / "train_state.pt").is_file() for n in named):
+                    seen.setdefault(result_json, time.time())
+                if not lines or lines[-1].get("final") or time.time() - seen.get(result_json, time.time()) < 1.0:
                     continue
                 pid = int(lines[-1]["pid"])
                 if "ray::ImplicitFunc" in _cmdline(pid):  # still this unit's trial process
                     killed["pid"] = pid
                     os.kill(pid, signal.SIGKILL)
                     return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     threading.Thread(target=kill_after_checkpoint, daemon=True).start()
     r = CliRunner().invoke(app, [

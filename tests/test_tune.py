@@ -182,6 +182,17 @@ def test_resume_does_not_rerun_finished_trials(ray_session, tmp_path):
     assert len(finished_before) >= 2
     with pytest.raises(ConfigError, match="already exists"):
         run_sweep(cfg)
+    # the space file edited in between: the new trials would not be built like the finished ones
+    space_file = Path(cfg.space)
+    original = space_file.read_text()
+    edited = yaml.safe_load(original)
+    edited["base"]["train"]["batch_size"] = 16
+    space_file.write_text(yaml.safe_dump(edited, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"search space .*space-0\.yaml changed since the sweep began "
+                                          r"\(base\.train\.batch_size 32 -> 16;") as e:
+        run_sweep(dataclasses.replace(cfg, resume=True))
+    assert "\n" not in str(e.value)
+    space_file.write_text(original)
     second = run_sweep(dataclasses.replace(cfg, resume=True))
     df = second.results
     assert len(df) == 5 and df["trial_id"].is_unique and not second.interrupted
@@ -292,6 +303,30 @@ def test_a_resumed_sweep_reports_the_rungs_it_was_started_with(tmp_path):
     assert sweep_asha({"asha": started}, cfg, space) == started
     assert sweep_asha({"sweep": {}}, cfg, space) is None  # sweep.json of an older version
     assert asha_settings(dataclasses.replace(cfg, scheduler="none"), space) is None
+
+
+def test_a_resume_checks_the_space_its_trials_were_built_from(tmp_path, caplog):
+    """sweep.json records the space; a resume refuses an edit of its base config or parameters,
+    naming the key, and a record of an older version is checked from then on."""
+    from raysearch.search.space import load_space
+    from raysearch.search.tune import check_same_space, space_record
+
+    space = load_space(_space(tmp_path))
+    meta = {"space": space_record(space)}
+    check_same_space(meta, space, tmp_path / "sweep.json")  # unchanged: no error
+    wider = load_space(_space(tmp_path, params={**SPACE["params"], "train.alpha": {
+        "type": "float", "low": 0.0, "high": 9.0}}))
+    with pytest.raises(ConfigError, match=r"\(params\.train\.alpha\.high 5\.0 -> 9\.0; \S*sweep\.json\)"):
+        check_same_space(meta, wider, tmp_path / "sweep.json")
+    base = load_space(_space(tmp_path, base={**SPACE["base"], "cf": {**SPACE["base"]["cf"], "dim": 16}}))
+    with pytest.raises(ConfigError, match=r"\(base\.cf\.dim 8 -> 16; "):
+        check_same_space(meta, base, tmp_path / "sweep.json")
+    # new rungs are not refused: the restored Tuner keeps its scheduler (sweep_asha reports its rungs)
+    check_same_space(meta, load_space(_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 3})),
+                     tmp_path / "sweep.json")
+    with caplog.at_level("WARNING"):
+        check_same_space({}, wider, tmp_path / "sweep.json")
+    assert "predates search-space records" in caplog.text
 
 
 @pytest.mark.timeout(300)

@@ -147,6 +147,45 @@ def check_same_dataset(meta: dict[str, Any], fingerprint: str, where: Path) -> N
                           "compared with trials on other content. Start a new sweep with another --name")
 
 
+def space_record(space: SearchSpace) -> dict[str, Any]:
+    """What a sweep's trials are built from (the space's base config, parameters and rungs), as
+    ``sweep.json`` keeps it: a resumed sweep's new trials take the space file as it is *now*."""
+    from raysearch.config import to_dict
+
+    rec = to_dict(space)
+    rec.pop("path", None)
+    rec["params"] = {p["name"]: p for p in rec["params"]}
+    return json.loads(json.dumps(rec, default=str))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_same_space(meta: dict[str, Any], space: SearchSpace, where: Path) -> None:
+    """A resumed sweep's new trials must be built from the space its finished trials were: an edit
+    of the space file's base config or parameters in between is refused (the rungs may differ: the
+    restored Tuner keeps its scheduler, and the summary reports the recorded rungs)."""
+    old = meta.get("space")
+    if old is None:
+        log.warning("%s predates search-space records: cannot check that %s is unchanged since the sweep began "
+                    "(recorded now)", where, space.path)
+        return
+    a, b = (_flat({k: rec.get(k) for k in ("base", "params")}) for rec in (old, space_record(space)))
+    diffs = [f"{k} {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in sorted(a.keys() | b.keys())
+             if k not in a or k not in b or a[k] != b[k]]
+    if diffs:
+        more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+        raise ConfigError(f"--resume: search space {space.path} changed since the sweep began ({'; '.join(diffs[:4])}"
+                          f"{more}; {where}); its new trials would not be built like its finished ones. Restore the "
+                          "file, or start a new sweep with another --name")
+
+
 def build_space(cfg: SweepConfig) -> SearchSpace:
     space = load_space(cfg.space or default_space_path(cfg.dataset))
     space = space.with_base(dataset=cfg.dataset, data_root=cfg.data_root)
@@ -370,6 +409,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     ds = load_dataset(space.base.dataset, cfg.data_root)
     if meta is not None:
         check_same_dataset(meta, ds.fingerprint, saved_at)
+        check_same_space(meta, space, saved_at)
     _check_new_run(cfg, name, exp_path, run_dir)
     actor_name = owner or f"{SHARED_ACTOR_PREFIX}{name}"
     actor = _start_cluster(cfg, space, actor_name)
@@ -462,10 +502,12 @@ def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str, 
     """``sweep.json``: the settings and the dataset fingerprint a ``--resume`` is checked against."""
     meta = {"name": name, "sweep": dataclasses.asdict(cfg), "space_file": space.path,
             "params": space.names, "wandb_project": cfg.wandb_project, "dataset_fingerprint": fingerprint,
-            "asha": asha_settings(cfg, space)}  # as run: a flag left unset takes the space's value
+            "asha": asha_settings(cfg, space),  # as run: a flag left unset takes the space's value
+            "space": space_record(space)}
     p = run_dir / SWEEP_FILE
     if cfg.resume and p.is_file():  # the restored Tuner keeps the original settings: so does sweep.json
         meta = saved_sweep(run_dir)
         meta["resumed"] = meta.get("resumed", 0) + 1
         meta.setdefault("dataset_fingerprint", fingerprint)  # a record of an older version: checked from now on
+        meta.setdefault("space", space_record(space))
     write_json(p, meta)

@@ -444,18 +444,26 @@ def compare_part(args, common, space, run_sweep) -> None:
     by = {(r["label"], r["seed"]): r for r in rows}
     rnd = "random+fifo"
     judge, what = ("kept", "retrained test") if args.retrain_seeds else ("test", "test (one training seed)")
-    for o, *_ in variants[1:]:
-        ref = np.array([by[(rnd, s)][judge] for s in args.seeds])
+    def paired(o: str, base: str, name: str) -> None:
+        ref = np.array([by[(base, s)][judge] for s in args.seeds])
         oth = np.array([by[(o, s)][judge] for s in args.seeds])
         d = oth - ref
         _, half = mean_t_interval(d)
         p_t, p_w = paired_unit_tests(ref, oth)
-        ep = st.mean(by[(o, s)]["epochs"] for s in args.seeds) / st.mean(by[(rnd, s)]["epochs"] for s in args.seeds)
-        wall = st.mean(by[(o, s)]["wall"] for s in args.seeds) / st.mean(by[(rnd, s)]["wall"] for s in args.seeds)
-        print(f"    {o} vs random: epochs {ep:.2f}x, wall {wall:.2f}x; {what} of the pick {oth.mean():.4f} vs "
+        ep = st.mean(by[(o, s)]["epochs"] for s in args.seeds) / st.mean(by[(base, s)]["epochs"] for s in args.seeds)
+        wall = st.mean(by[(o, s)]["wall"] for s in args.seeds) / st.mean(by[(base, s)]["wall"] for s in args.seeds)
+        print(f"    {o} vs {name}: epochs {ep:.2f}x, wall {wall:.2f}x; {what} of the pick {oth.mean():.4f} vs "
               f"{ref.mean():.4f}: diff {d.mean():+.4f} [95% CI {d.mean() - half:+.4f}, {d.mean() + half:+.4f}] over "
               f"{len(d)} searcher seeds (paired t p = {p_t:.3f}, Wilcoxon p = {p_w:.3f}); at least as good on "
               f"{int((d >= 0).sum())}/{len(d)} seeds")
+
+    labels = [o for o, *_ in variants[1:]]
+    for o in labels:
+        paired(o, rnd, "random")
+    # the same arm judging its rungs on val AUC against val mAP, on the same searcher seeds
+    for o in labels:
+        if o.endswith("-auc") and o[:-len("-auc")] in labels:
+            paired(o, o[:-len("-auc")], f"{o[:-len('-auc')]} (head to head)")
 
 
 #: (n) configs, for the synthetic space: its base (TPE's seeded first trial) and random search's best

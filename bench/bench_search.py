@@ -444,6 +444,7 @@ def compare_part(args, common, space, run_sweep) -> None:
     by = {(r["label"], r["seed"]): r for r in rows}
     rnd = "random+fifo"
     judge, what = ("kept", "retrained test") if args.retrain_seeds else ("test", "test (one training seed)")
+
     def paired(o: str, base: str, name: str) -> None:
         ref = np.array([by[(base, s)][judge] for s in args.seeds])
         oth = np.array([by[(o, s)][judge] for s in args.seeds])

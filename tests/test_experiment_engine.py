@@ -113,21 +113,26 @@ def test_unit_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
 
     def kill_after_checkpoint() -> None:
         # A unit persists its checkpoint to the storage path itself, during its report; the driver
-        # registers it, and its forced experiment snapshot then syncs the unit's result.json (which
-        # otherwise reaches the storage path only at the end).  So once a unit's synced result.json
-        # names a checkpoint that holds a train state, the unit has not finished, and a second has
-        # passed, SIGKILL that unit's process (result.json names it).  Another unit's checkpoint is
-        # not enough: a reused process spaces a new unit's first save by the cost it last measured.
+        # registers it, and the experiment snapshot that forces then syncs the unit's result.json
+        # (otherwise synced only by the periodic snapshot).  So once a unit's synced result.json names
+        # a checkpoint holding a train state, and its last line is recent and not final, SIGKILL that
+        # unit's process (result.json names it).  Recent: a stale line of a finished unit would name
+        # the reused process already running the next unit, which may not have saved yet.
         deadline, seen = time.time() + 300, {}
         while time.time() < deadline and not killed:
             for result_json in (out / "trials").glob("*/result.json"):
-                lines = [json.loads(x) for x in result_json.read_text().splitlines() if x.strip()]
-                named = {x["checkpoint_dir_name"] for x in lines if x.get("checkpoint_dir_name")}
-                if lines and any((result_json.parent / n / "train_state.pt").is_file() for n in named):
-                    seen.setdefault(result_json, time.time())
-                if not lines or lines[-1].get("final") or time.time() - seen.get(result_json, time.time()) < 1.0:
+                try:  # the sync rewrites the file: a torn read is retried at the next poll
+                    lines = [json.loads(x) for x in result_json.read_text().splitlines() if x.strip()]
+                    named = {x["checkpoint_dir_name"] for x in lines if x.get("checkpoint_dir_name")}
+                    last = lines[-1] if lines else {}
+                    fresh = time.time() - float(last.get("timestamp", 0)) < 3.0 and not last.get("final")
+                except (OSError, ValueError, KeyError, TypeError):
                     continue
-                pid = int(lines[-1]["pid"])
+                if fresh and any((result_json.parent / n / "train_state.pt").is_file() for n in named):
+                    seen.setdefault(result_json, time.time())
+                if not fresh or time.time() - seen.get(result_json, time.time()) < 0.3:
+                    continue
+                pid = int(last["pid"])
                 if "ray::ImplicitFunc" in _cmdline(pid):  # still this unit's trial process
                     killed["pid"] = pid
                     os.kill(pid, signal.SIGKILL)

@@ -324,9 +324,19 @@ def test_a_resume_checks_the_space_its_trials_were_built_from(tmp_path, caplog):
     # new rungs are not refused: the restored Tuner keeps its scheduler (sweep_asha reports its rungs)
     check_same_space(meta, load_space(_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 3})),
                      tmp_path / "sweep.json")
+    fewer = {**SPACE["params"]}
+    del fewer["train.lr"]
+    with pytest.raises(ConfigError, match=r"\(params\.train\.lr removed; "):
+        check_same_space(meta, load_space(_space(tmp_path, params=fewer)), tmp_path / "sweep.json")
+    # a field only the new record has comes from a newer raysearch's config classes, not an edit
+    older = json.loads(json.dumps(meta))
+    del older["space"]["base"]["train"]["trunk_hidden"], older["space"]["params"]["train.alpha"]["log"]
+    check_same_space(older, space, tmp_path / "sweep.json")
     with caplog.at_level("WARNING"):
         check_same_space({}, wider, tmp_path / "sweep.json")
     assert "predates search-space records" in caplog.text
+    with pytest.raises(ConfigError, match=r"sweep\.json: 'space' is not a search-space record \(list\)"):
+        check_same_space({"space": []}, space, tmp_path / "sweep.json")
 
 
 @pytest.mark.timeout(300)

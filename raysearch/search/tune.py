@@ -149,7 +149,7 @@ def check_same_dataset(meta: dict[str, Any], fingerprint: str, where: Path) -> N
 
 def space_record(space: SearchSpace) -> dict[str, Any]:
     """What a sweep's trials are built from (the space's base config, parameters and rungs), as
-    ``sweep.json`` keeps it: a resumed sweep's new trials take the space file as it is *now*."""
+    ``sweep.json`` keeps it for :func:`check_same_space`."""
     from raysearch.config import to_dict
 
     rec = to_dict(space)
@@ -167,23 +167,43 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def space_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The base-config and parameter differences between two :func:`space_record` s, one entry per
+    changed key (a parameter added or removed is one entry).  A field only one record has comes
+    from another raysearch version's config classes, not from an edit (a record always holds every
+    field), so it is not a change."""
+    from raysearch.errors import short
+
+    out = []
+    o_params, n_params = old.get("params") or {}, new.get("params") or {}
+    out += [f"params.{k} removed" for k in o_params if k not in n_params]
+    out += [f"params.{k} added" for k in n_params if k not in o_params]
+    a = _flat({"base": old.get("base"), "params": {k: v for k, v in o_params.items() if k in n_params}})
+    b = _flat({"base": new.get("base"), "params": {k: v for k, v in n_params.items() if k in o_params}})
+    out += [f"{k} {short(a[k], 60)} -> {short(b[k], 60)}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    return out
+
+
 def check_same_space(meta: dict[str, Any], space: SearchSpace, where: Path) -> None:
-    """A resumed sweep's new trials must be built from the space its finished trials were: an edit
-    of the space file's base config or parameters in between is refused (the rungs may differ: the
-    restored Tuner keeps its scheduler, and the summary reports the recorded rungs)."""
+    """A resumed sweep's new trials must be built like its finished ones: the base config comes
+    from the space file as it is now, while the restored searcher samples the original parameters
+    (an edited range would silently not apply, or decode wrongly).  So an edit of the file's base
+    config or parameters since the sweep began is refused; new rungs are not (the restored Tuner
+    keeps its scheduler, and the summary reports the recorded rungs)."""
     old = meta.get("space")
     if old is None:
         log.warning("%s predates search-space records: cannot check that %s is unchanged since the sweep began "
                     "(recorded now)", where, space.path)
         return
-    a, b = (_flat({k: rec.get(k) for k in ("base", "params")}) for rec in (old, space_record(space)))
-    diffs = [f"{k} {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in sorted(a.keys() | b.keys())
-             if k not in a or k not in b or a[k] != b[k]]
+    if not isinstance(old, dict):
+        raise ConfigError(f"{where}: 'space' is not a search-space record ({type(old).__name__}); cannot resume")
+    diffs = space_changes(old, space_record(space))
     if diffs:
         more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise ConfigError(f"--resume: search space {space.path} changed since the sweep began ({'; '.join(diffs[:4])}"
-                          f"{more}; {where}); its new trials would not be built like its finished ones. Restore the "
-                          "file, or start a new sweep with another --name")
+                          f"{more}; {where}): the sweep's searcher samples the parameters it began with and its new "
+                          "trials would take the edited base config. Restore the file, or start a new sweep with "
+                          "another --name")
 
 
 def build_space(cfg: SweepConfig) -> SearchSpace:
@@ -509,5 +529,6 @@ def _write_meta(run_dir: Path, cfg: SweepConfig, space: SearchSpace, name: str, 
         meta = saved_sweep(run_dir)
         meta["resumed"] = meta.get("resumed", 0) + 1
         meta.setdefault("dataset_fingerprint", fingerprint)  # a record of an older version: checked from now on
-        meta.setdefault("space", space_record(space))
+        if meta.get("space") is None:
+            meta["space"] = space_record(space)
     write_json(p, meta)

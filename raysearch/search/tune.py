@@ -432,7 +432,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
         check_same_space(meta, space, saved_at)
     _check_new_run(cfg, name, exp_path, run_dir)
     actor_name = owner or f"{SHARED_ACTOR_PREFIX}{name}"
-    actor = _start_cluster(cfg, space, actor_name)
+    actor, checked = _start_cluster(cfg, space, actor_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, cfg, space, name, ds.fingerprint)
     trainable = trainables.with_resources(_trial_context(cfg, space, actor_name, storage))  # the one trial engine
@@ -455,7 +455,7 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
     try:
         grid = tuner.fit()
     finally:
-        stats = _final_stats(actor, stop=owner is None)
+        stats = _final_stats(actor, stop=owner is None, pending=[checked])
         if owner is not None:
             stats["shared_owner"] = owner
     df = results_frame(grid, space, cfg.scheduler, retries=retries.counts,
@@ -468,9 +468,10 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
                        asha=sweep_asha(meta, cfg, space))
 
 
-def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any:
+def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> tuple[Any, Any]:
     """Ray up and resources checked, the data owner started: the last refusals before the sweep
-    writes anything (the dataset was loaded by the caller)."""
+    writes anything (the dataset was loaded by the caller).  Returns the owner and its dataset
+    check, which a local sweep does not await."""
     import ray
 
     cluster.start_trials_engine(cfg.address, cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial,
@@ -483,7 +484,7 @@ def _start_cluster(cfg: SweepConfig, space: SearchSpace, actor_name: str) -> Any
     # trial; the dataset was just loaded on this machine, where the owner runs
     if cfg.prefetch_cf:
         actor.prefetch.remote(prefetch_runs(space))
-    return actor
+    return actor, check
 
 
 def _trial_context(cfg: SweepConfig, space: SearchSpace, actor_name: str, storage: str) -> TrialContext:
@@ -499,10 +500,15 @@ def _stop_reason(cfg: SweepConfig, space: SearchSpace, run_dir: Path, trial: Any
     return classify(m, failed, cfg.scheduler, space.base.train.epochs)
 
 
-def _final_stats(actor: Any, stop: bool = True) -> dict[str, Any]:
+def _final_stats(actor: Any, stop: bool = True, pending: Sequence[Any] = ()) -> dict[str, Any]:
     """The data owner's counters, then stop it (``stop``: it is this sweep's own); a dead owner (its
-    node lost) must not lose the results."""
+    node lost) must not lose the results.  ``pending``: its calls not awaited (the dataset check),
+    waited for a little first: a sweep with nothing left to run (a resumed finished one) would
+    otherwise kill the owner mid-call, and Ray logs that task as failed."""
     import ray
+
+    if stop and pending:
+        ray.wait(list(pending), num_returns=len(pending), timeout=10)
 
     try:
         stats = ray.get(actor.stats.remote(), timeout=30)

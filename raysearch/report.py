@@ -55,8 +55,12 @@ def results_table(df: pd.DataFrame, top: int = 10, title: str = "best trials"):
     best_id = None if best is None else best["trial_id"]
     ranked = df.sort_values("best_val_map", ascending=False, na_position="last").head(top)
     shown = best_id is not None and best_id in set(ranked["trial_id"])
-    t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)",
-              caption="* best.yaml: the best val mAP among trials that ran their schedule" if shown else None)
+    caption = None
+    if shown:  # best_row falls back to an ASHA-stopped trial only when no trial ran its schedule
+        caption = ("* best.yaml: the best val mAP among trials that ran their schedule" if best["stop_reason"] in COMPLETE
+                   else "* best.yaml: no trial ran its schedule yet; the best val mAP among ASHA-stopped trials "
+                        "(fewer epochs, no test mAP)")
+    t = Table(title=f"{title} ({len(df)} trials; sorted by val mAP)", caption=caption)
     cols = ["#", "trial", *(["method"] if multi_method else []), "weighting", *short.values(),
             "val mAP", "test mAP", "epochs", "stop", "wall s", *(["retries"] if show_retries else []),
             *(["node"] if show_node else [])]

@@ -338,6 +338,32 @@ def test_summarize_partial_run_uses_only_complete_pairs():
     assert m["diff_ci_low"] > 0 and 1.0 in per_class
 
 
+def test_a_partial_run_with_one_folds_units_gives_no_verdict():
+    """Interrupted with only fold 0 paired (two seeds): the seeds share its split, so their spread
+    says nothing about other data; the corrected t is not run and the verdict says why, instead of
+    a "below image_only" from p over two seeds of one fold or a "no arm beats" from no units."""
+    from raysearch.experiment.report import summarize, verdict_lines
+    from raysearch.experiment.stats import corrected_resampled_ttest
+
+    vs = parse_variants(["image_only", "mtl:loss"])
+    y = (np.random.default_rng(0).random((30, 3)) < 0.3).astype(np.int8)
+    rows = [{"variant": v.name, "label_ratio": 1.0, "fold": 0, "seed": seed, "stop_reason": "completed",
+             "test_map": 0.40 + 0.001 * seed if v.name == "image_only" else 0.30 + 0.002 * seed}
+            for v in vs for seed in (0, 1)]
+    rows.append({"variant": "image_only", "label_ratio": 1.0, "fold": 1, "seed": 0, "stop_reason": "completed",
+                 "test_map": 0.41})  # the other arm has not finished fold 1 yet
+    d = np.array([-0.10, -0.099])
+    assert corrected_resampled_ttest(d, 0.5)[1] < 0.05  # what the verdict rested on before
+    assert np.isnan(corrected_resampled_ttest(d, 0.5, folds=np.array([0, 0]))[1])
+    df, _ = summarize(pd.DataFrame(rows), {"y_true": y}, vs, n_boot=50)
+    assert np.isnan(df.set_index("variant").loc["mtl:loss", "p_nb"]) and not df["below_image_only"].any()
+    assert verdict_lines(df) == ["label ratio 1: no verdict (the units every arm finished come from 1 fold; "
+                                 "the corrected t needs 2 or more)"]
+    none = pd.DataFrame([r for r in rows if r["variant"] == "image_only"])
+    assert verdict_lines(summarize(none, {"y_true": y}, vs, n_boot=50)[0]) == [
+        "label ratio 1: no verdict (no unit finished by every arm)"]
+
+
 def test_controlled_records_compare_each_arm_with_the_shared_config_arm():
     """--same-config mtl:loss: interaction and uniform are compared with mtl:loss itself, paired per
     unit and per item; an arm equal to the reference has difference 0 and p = 1."""

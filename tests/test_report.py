@@ -86,6 +86,13 @@ def test_table_stars_the_best_yaml_trial_not_a_higher_asha_stopped_one():
     con = Console(width=200, record=True)
     con.print(results_table(df, top=1))  # the starred trial is not among the rows shown: no caption for it
     assert "*" not in con.export_text()
+    # an interrupted sweep where no trial ran its schedule: best.yaml falls back to an ASHA-stopped
+    # trial, and the caption says so instead of "among trials that ran their schedule"
+    cut = df[df["stop_reason"] == "asha_stopped"].copy()
+    con = Console(width=200, record=True)
+    con.print(results_table(cut, top=5))
+    text = con.export_text()
+    assert "no trial ran its schedule yet" in text and "among trials that ran their schedule" not in text, text
 
 
 def test_sweep_dashboard_compares_only_comparable_trials(tmp_path):

@@ -322,8 +322,11 @@ def test_a_resume_checks_the_space_its_trials_were_built_from(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"\(base\.cf\.dim 8 -> 16; "):
         check_same_space(meta, base, tmp_path / "sweep.json")
     # new rungs are not refused: the restored Tuner keeps its scheduler (sweep_asha reports its rungs)
-    check_same_space(meta, load_space(_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 3})),
-                     tmp_path / "sweep.json")
+    with caplog.at_level("WARNING"):
+        check_same_space(meta, load_space(_space(tmp_path, asha={"grace_period": 1, "reduction_factor": 3})),
+                         tmp_path / "sweep.json")
+    assert "ASHA settings changed since the sweep began (reduction_factor 2 -> 3)" in caplog.text
+    caplog.clear()
     fewer = {**SPACE["params"]}
     del fewer["train.lr"]
     with pytest.raises(ConfigError, match=r"\(params\.train\.lr removed; "):

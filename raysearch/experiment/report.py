@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from raysearch._io import atomic_path, write_json, write_text
+from raysearch.search.results import COMPLETE
 from raysearch.experiment.protocol import (EXPERIMENT_FILE, META_FILE, PREDICTIONS_FILE, REF, ExperimentConfig,
                                            Variant, pred_key)
 from raysearch.experiment.stats import (corrected_resampled_ttest, fold_level_ttest, holm, paired_item_bootstrap,
@@ -83,7 +84,7 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
             v = by_name[n]
             vals = wide[n].to_numpy() if n in wide else np.array([])
             t_p, w_p = paired_unit_tests(ref_units, vals) if len(vals) else (math.nan, math.nan)
-            nb_t, nb_p = corrected_resampled_ttest(vals - ref_units, ratio_nb) if len(vals) else (math.nan, math.nan)
+            nb_t, nb_p = corrected_resampled_ttest(vals - ref_units, ratio_nb, fold_ids) if len(vals) else (math.nan, math.nan)
             k, fold_p = fold_level_ttest(vals - ref_units, fold_ids) if len(vals) else (0, math.nan)
             row = {"label_ratio": float(ratio), "variant": n, "units": int(len(vals)), "folds": int(k),
                    "mean_test_map": float(np.mean(vals)) if len(vals) else math.nan,
@@ -102,7 +103,7 @@ def summarize(units: pd.DataFrame, preds: dict[str, np.ndarray], variants: Seque
                 # the negative control against the arm it shuffles: does the gain need the real CF vectors?
                 d = vals - wide[v.shuffled_from].to_numpy()
                 row.update(control_of=v.shuffled_from, control_diff=float(np.mean(d)),
-                           control_p_nb=corrected_resampled_ttest(d, ratio_nb)[1],
+                           control_p_nb=corrected_resampled_ttest(d, ratio_nb, fold_ids)[1],
                            control_p_fold_t=fold_level_ttest(d, fold_ids)[1])
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -151,7 +152,7 @@ def controlled_records(units: pd.DataFrame, preds: dict[str, np.ndarray], varian
                         "mean diff": _f(float(d.mean()), "diff"),
                         "pooled diff [95% CI]": "-" if boot is None else
                         f"{_f(boot.diff[a], 'diff')} [{_f(boot.diff_low[a], 'diff')}, {_f(boot.diff_high[a], 'diff')}]",
-                        "p corrected t": _f(corrected_resampled_ttest(d, _test_train_ratio(u))[1], "p"),
+                        "p corrected t": _f(corrected_resampled_ttest(d, _test_train_ratio(u), folds)[1], "p"),
                         "p fold-level t": _f(fold_level_ttest(d, folds)[1], "p")})
     return out
 
@@ -232,8 +233,18 @@ UNIT_NOTE = ("* unit t: plain paired t-test over the fold x seed units as if the
 
 
 def verdict_lines(df: pd.DataFrame) -> list[str]:
+    """One line per label ratio; "no verdict" (with why) where the test could not be run, so a
+    partial run never reads as "no arm beats image_only"."""
     out = []
     for ratio, g in df.groupby("label_ratio", sort=False):
+        arms = g[g["variant"] != REF]
+        if len(arms) and arms["p_nb_holm"].isna().all():
+            units, folds = int(arms["units"].max()), int(arms["folds"].max())
+            why = ("no unit finished by every arm" if units == 0 else
+                   f"the units every arm finished come from {folds} fold{'s' if folds != 1 else ''}; the corrected "
+                   "t needs 2 or more" if folds < 2 else "the corrected t could not be computed")
+            out.append(f"label ratio {ratio:g}: no verdict ({why})")
+            continue
         win = g[g["beats_image_only"]]["variant"].tolist()
         lose = g[g["below_image_only"]]["variant"].tolist()
         s = (f"beats image_only: {', '.join(win)}" if win else "no arm beats image_only")
@@ -268,7 +279,8 @@ def fig_bars(df: pd.DataFrame, path: Path) -> Path:
         ax.bar(range(len(g)), y, yerr=np.nan_to_num(err), color=colors, capsize=4)
         ax.scatter(np.arange(len(g)), g["mean_test_map"], color="k", marker="_", s=200, zorder=3, label="mean over units")
         ax.set_xticks(range(len(g)), [v.replace(":", "\n") for v in g["variant"]], fontsize=8)
-        lo = np.nanmin(g["ci_low"].to_numpy(float)) if g["ci_low"].notna().any() else np.nanmin(y)
+        lo = (np.nanmin(g["ci_low"].to_numpy(float)) if g["ci_low"].notna().any() else
+              np.nanmin(y) if np.isfinite(y).any() else 0.05)  # no finished unit: nothing to scale to
         ax.set_ylim(max(0, lo - 0.05), None)
         ax.set_title(f"label ratio {ratio:g}")
         ax.set_ylabel("test mAP (pooled out-of-fold, 95% bootstrap CI)")
@@ -530,7 +542,11 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     text = protocol_text(meta)
     configs, tuning, weights = config_records(meta), tuning_records(out), weight_records(units)
     controlled = controlled_records(units, preds, variants, meta["config"].get("same_config"), n_boot=cfg.n_boot)
-    md = [f"# {out.name}\n\n{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
+    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
+    finished = int(units["stop_reason"].isin(COMPLETE).sum())
+    partial = (f"**Partial run: {finished} of {expected} units finished** (the tests pair the units every arm "
+               "finished; `--resume` runs the rest).\n\n" if finished < expected else "")
+    md = [f"# {out.name}\n\n{partial}{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
           "".join(f"- {s}\n" for s in verdict + control)]
     md += [f"\n## Weighting only: each arm vs {meta['config'].get('same_config')} at its configuration\n\n",
            markdown_table(controlled)] if controlled else [
@@ -572,7 +588,8 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
         ("CF AUC on held-out interactions (paper Table 3, fold 0)", cf_note or cf.get("auc", [])),
         ("CF2Label vs popularity (paper Table 4, fold 0)", cf_note or cf.get("cf2label", [])),
     ]
-    report = write_html(out, f"raysearch experiment: {out.name}", text, records, verdict, control, sections, figs)
+    protocol = f"{partial.replace('**', '').replace('`', '').strip()} {text}" if partial else text
+    report = write_html(out, f"raysearch experiment: {out.name}", protocol, records, verdict, control, sections, figs)
     files = {"experiment": str(out / EXPERIMENT_FILE), "summary": str(out / SUMMARY_PARQUET),
              "summary_md": str(out / SUMMARY_MD), "report": str(report), **{f.stem: str(f) for f in figs}}
     if cfg.wandb:

@@ -3,8 +3,8 @@
 The one statistics module of raysearch (the metric itself, macro mAP, is :mod:`raysearch.metrics`).
 Edge cases: NaN units are left out by the corrected and the fold-level t-test and propagate in
 :func:`paired_unit_tests` (any NaN unit gives NaN p-values); fewer than 2 (non-NaN) units or folds
-give NaN p-values, never an exception; all-zero differences give p = 1, a constant non-zero
-difference p = 0; :func:`holm` keeps NaN p-values NaN and does not count them as hypotheses.
+give NaN p-values, never an exception (the corrected t also needs units from 2 folds); all-zero
+differences give p = 1, a constant non-zero difference p = 0; :func:`holm` keeps NaN p-values NaN and does not count them as hypotheses.
 
 * **The verdict's test: Nadeau-Bengio corrected resampled t-test** over the fold x seed units
   (:func:`corrected_resampled_ttest`; Nadeau & Bengio 2003, in the repeated k-fold form of
@@ -71,17 +71,22 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
-def corrected_resampled_ttest(diffs: np.ndarray, test_train_ratio: float) -> tuple[float, float]:
+def corrected_resampled_ttest(diffs: np.ndarray, test_train_ratio: float,
+                              folds: np.ndarray | None = None) -> tuple[float, float]:
     """(t, two-sided p) of the Nadeau-Bengio corrected resampled t-test on per-unit differences.
 
     t = mean(d) / sqrt((1/n + n2/n1) * var(d)) with var the sample variance (ddof 1) and df = n - 1.
-    All-zero differences give (0, 1); a constant non-zero difference (variance 0) gives p = 0."""
+    All-zero differences give (0, 1); a constant non-zero difference (variance 0) gives p = 0.
+    ``folds`` (each unit's fold): units from fewer than 2 folds give NaN.  The test's variance is
+    that of resampled train/test splits; the seeds of one fold share its split, so their spread is
+    training noise alone and says nothing about other data (a partial run can hold one fold)."""
     from scipy.stats import t as student_t
 
     d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
+    ok = ~np.isnan(d)
+    d = d[ok]
     n = len(d)
-    if n < 2:
+    if n < 2 or (folds is not None and len(np.unique(np.asarray(folds)[ok])) < 2):
         return float("nan"), float("nan")
     if np.all(d == 0):
         return 0.0, 1.0

@@ -197,7 +197,13 @@ def check_same_space(meta: dict[str, Any], space: SearchSpace, where: Path) -> N
         return
     if not isinstance(old, dict):
         raise ConfigError(f"{where}: 'space' is not a search-space record ({type(old).__name__}); cannot resume")
-    diffs = space_changes(old, space_record(space))
+    new = space_record(space)
+    rungs = [f"{k} {old[k]} -> {new[k]}" for k in ("grace_period", "reduction_factor", "rung_metric")
+             if k in old and old[k] != new.get(k)]
+    if rungs:
+        log.warning("%s's ASHA settings changed since the sweep began (%s): the resumed sweep keeps the rungs it "
+                    "began with; the new ones apply to a new sweep", space.path, "; ".join(rungs))
+    diffs = space_changes(old, new)
     if diffs:
         more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise ConfigError(f"--resume: search space {space.path} changed since the sweep began ({'; '.join(diffs[:4])}"

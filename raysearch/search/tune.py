@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -459,7 +460,11 @@ def _run_sweep(cfg: SweepConfig, name: str, space: SearchSpace | None, callbacks
         conc = cluster.max_concurrent(cfg.max_concurrent, cfg.trials, cfg.cpus_per_trial, cfg.gpus_per_trial)
         tuner = _make_tuner(cfg, space, trainable, name, storage, cbs, conc, run_dir)
     try:
-        grid = tuner.fit()
+        with warnings.catch_warnings():
+            # a trial restarted from its checkpoint reports the epochs after it again; Optuna keeps the
+            # first value of each step and warns once per repeated epoch, which is expected here
+            warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=")
+            grid = tuner.fit()
     finally:
         stats = _final_stats(actor, stop=owner is None, pending=[checked])
         if owner is not None:

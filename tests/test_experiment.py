@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from raysearch.config import CFConfig, RunConfig, TrainConfig, from_dict, to_dict
+from raysearch.config import CFConfig, ConfigError, RunConfig, TrainConfig, from_dict, to_dict
 from raysearch.experiment.protocol import (ExperimentConfig, arm_run, config_owner, parse_variants, units_grid)
 from raysearch.experiment.stats import (corrected_resampled_ttest, fold_level_ttest, holm, paired_item_bootstrap,
                                         paired_unit_tests)
@@ -49,8 +49,10 @@ def test_parse_variants_reference_first_and_control():
     assert [v.name for v in vs] == ["image_only", "mtl:loss", "contrastive", "sequential:uniform", "mtl:loss+shuffled-cf"]
     assert vs[-1].shuffled_from == "mtl:loss" and vs[-1].weighting == "loss"
     assert parse_variants(["mtl"])[0].name == "image_only"  # the reference is always there
-    with pytest.raises(Exception, match="weighting"):
+    with pytest.raises(ConfigError, match=r"^--variants 'mtl:sqrt': unknown weighting scheme 'sqrt'; choose one of"):
         parse_variants(["mtl:sqrt"])
+    with pytest.raises(ConfigError, match=r"^--variants 'mlt:uniform': unknown method 'mlt'"):
+        parse_variants(["mlt:uniform"])
     with pytest.raises(Exception, match="no weighting"):
         parse_variants(["image_only:loss"])
     for nothing in ([], [""], ["image_only"]):  # image_only alone would run and compare nothing

@@ -50,6 +50,7 @@ from raysearch._io import atomic_path, write_json
 from raysearch.choices import SHUFFLE_CONTROLS
 from raysearch.config import (ConfigError, RunConfig, SplitConfig, check_choice, check_number, contradictions, from_dict,
                               load_run_config, to_dict)
+from raysearch.registry import UnknownNameError
 from raysearch.search.results import COMPLETE, StopReason
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,14 @@ def parse_variants(specs: Sequence[str], shuffle_control: str | bool = "none") -
         if not spec:
             continue
         method, _, weighting = spec.partition(":")
-        METHODS.get(method)  # unknown names: one-line error listing the choices
+        try:  # unknown names: one-line error naming the option and listing the choices
+            METHODS.get(method)
+            if _weighted(method):
+                weighting = weighting or "uniform"
+                WEIGHTINGS.get(weighting)
+        except UnknownNameError as e:
+            raise ConfigError(f"--variants {spec!r}: {e}") from None
         if _weighted(method):
-            weighting = weighting or "uniform"
-            WEIGHTINGS.get(weighting)
             name = f"{method}:{weighting}"
         else:
             if weighting:

@@ -474,7 +474,7 @@ def protocol_text(meta: dict[str, Any]) -> str:
     same = f" Arms of {c['same_config']}'s method share its configuration (they differ in the weighting only)." if c.get("same_config") else ""
     return (f"{c['folds']}-fold cross-validation over the items of {c['dataset']} (split seed {c['split_seed']}; val "
             f"{c['val']:g} of the items carved from the training folds; CF vectors and weights recomputed per fold from its "
-            f"train items only) x {c['seeds']} training seeds x label ratios {', '.join(f'{r:g}' for r in c['label_ratios'])}; "
+            f"train items only) x {c['seeds']} training seed{'s' if c['seeds'] != 1 else ''} x label ratios {', '.join(f'{r:g}' for r in c['label_ratios'])}; "
             f"every arm on the same folds, seeds and label masks.{tune}{same} Verdict: {VERDICT_TEST}. Beside it: "
             f"a paired t-test over folds (seeds averaged per fold). CIs: {c['n_boot']} paired bootstrap resamples of the "
             f"items on the pooled out-of-fold predictions (the same resamples for every arm; item-level, so they do "

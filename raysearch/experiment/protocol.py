@@ -337,6 +337,12 @@ class UnitGrid:
                 f"label_ratio:{u.get('label_ratio')}", *(("shuffled-cf",) if u.get("shuffled") else ())]
 
 
+def unit_counts(cfg: ExperimentConfig, variants: Sequence[Variant], units: pd.DataFrame) -> tuple[int, int]:
+    """(finished, planned) units: the run's exit status and a partial summary's first line."""
+    planned = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
+    return int(units["stop_reason"].isin(COMPLETE).sum()), planned
+
+
 def units_grid(cfg: ExperimentConfig, variants: Sequence[Variant], run_of: Any) -> list[dict[str, Any]]:
     """Every unit, in the order they should finish: fold slowest, variant fastest, so an
     interrupted run (or ``--report-only``) holds complete paired units.  ``run_of(ratio, fold, v)``
@@ -749,9 +755,8 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, t0: float, given: frozense
     with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **preds, y_true=ds.label_matrix.astype(np.int8), label_names=np.array(ds.label_names))
     summary, files = write_outputs(out, cfg, variants, runs, source, units, ds)
-    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
-    missing = expected - int(units["stop_reason"].isin(COMPLETE).sum())
-    return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, missing)
+    finished, planned = unit_counts(cfg, variants, units)
+    return ExperimentResult(out, units, summary, files, time.perf_counter() - t0, planned - finished)
 
 
 def _check_trials_dir(cfg: ExperimentConfig, out: Path) -> None:

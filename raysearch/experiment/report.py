@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from raysearch._io import atomic_path, write_json, write_text
-from raysearch.search.results import COMPLETE
 from raysearch.experiment.protocol import (EXPERIMENT_FILE, META_FILE, PREDICTIONS_FILE, REF, ExperimentConfig,
-                                           Variant, pred_key)
+                                           Variant, pred_key, unit_counts)
 from raysearch.experiment.stats import (corrected_resampled_ttest, fold_level_ttest, holm, paired_item_bootstrap,
                                         paired_unit_tests)
 
@@ -542,11 +541,11 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
     text = protocol_text(meta)
     configs, tuning, weights = config_records(meta), tuning_records(out), weight_records(units)
     controlled = controlled_records(units, preds, variants, meta["config"].get("same_config"), n_boot=cfg.n_boot)
-    expected = len(variants) * cfg.folds * cfg.seeds * len(cfg.label_ratios)
-    finished = int(units["stop_reason"].isin(COMPLETE).sum())
-    partial = (f"**Partial run: {finished} of {expected} units finished** (the tests pair the units every arm "
-               "finished; `--resume` runs the rest).\n\n" if finished < expected else "")
-    md = [f"# {out.name}\n\n{partial}{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
+    finished, planned = unit_counts(cfg, variants, units)
+    partial = (f"Partial run: {finished} of {planned} units finished", "(the tests pair the units every arm finished; "
+               "{} runs the rest).") if finished < planned else None
+    md = [f"# {out.name}\n\n" + (f"**{partial[0]}** {partial[1].format('`--resume`')}\n\n" if partial else "")
+          + f"{text}\n\n", markdown_table(records), f"\n{UNIT_NOTE}\n\n",
           "".join(f"- {s}\n" for s in verdict + control)]
     md += [f"\n## Weighting only: each arm vs {meta['config'].get('same_config')} at its configuration\n\n",
            markdown_table(controlled)] if controlled else [
@@ -588,7 +587,7 @@ def write_outputs(out: Path, cfg: ExperimentConfig, variants: Sequence[Variant],
         ("CF AUC on held-out interactions (paper Table 3, fold 0)", cf_note or cf.get("auc", [])),
         ("CF2Label vs popularity (paper Table 4, fold 0)", cf_note or cf.get("cf2label", [])),
     ]
-    protocol = f"{partial.replace('**', '').replace('`', '').strip()} {text}" if partial else text
+    protocol = f"{partial[0]} {partial[1].format('--resume')} {text}" if partial else text
     report = write_html(out, f"raysearch experiment: {out.name}", protocol, records, verdict, control, sections, figs)
     files = {"experiment": str(out / EXPERIMENT_FILE), "summary": str(out / SUMMARY_PARQUET),
              "summary_md": str(out / SUMMARY_MD), "report": str(report), **{f.stem: str(f) for f in figs}}
